@@ -1,0 +1,72 @@
+"""Model inputs from table columns: one definition used by the GNN loaders, the partitioner and the baselines.
+
+Counts enter as log1p, categorical columns as one-hot; list columns are taken as they are. Degree-like columns
+(how many accounts a user follows, how often they shared or posted) are computed by whoever scans the edge
+tables and passed in, so a shard can compute them for the nodes it owns.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from ripple.data import schema as S
+
+USER_DIM = 5 + S.NUM_TOPICS
+CONTENT_DIM = S.NUM_CONTENT_TYPES + S.NUM_TOPICS + S.TEXT_EMB_DIM + 2
+COMMUNITY_DIM = 2 + S.NUM_TOPICS
+NODE_DIMS = {"user": USER_DIM, "content": CONTENT_DIM, "community": COMMUNITY_DIM}
+#: follows carries (log1p interaction_freq, account age of the tie in years)
+EDGE_DIMS = {("user", "follows", "user"): 2}
+_EPOCH_2020 = 1_577_836_800
+USER_FLAT_NAMES = ["log_follower_count", "avg_engagement", "log_following", "log_shared", "log_created",
+                   *[f"topic_{i}" for i in range(S.NUM_TOPICS)]]
+
+
+def list_matrix(col: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
+    """A list<float32> column as a [rows, width] float32 matrix (widths are checked by validation)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return flat.reshape(len(col), width)
+
+
+def _years(ts: np.ndarray) -> np.ndarray:
+    """Unix seconds -> years since 2020-01-01: a fixed origin, so every shard computes the same value."""
+    return ((ts.astype(np.float64) - _EPOCH_2020) / (365.25 * 86400)).astype(np.float32)
+
+
+def _onehot(codes: np.ndarray, k: int) -> np.ndarray:
+    out = np.zeros((len(codes), k), dtype=np.float32)
+    out[np.arange(len(codes)), codes.astype(np.int64)] = 1.0
+    return out
+
+
+def user_features(user: pa.Table, following: np.ndarray, shared: np.ndarray, created: np.ndarray) -> np.ndarray:
+    """Shapes: user rows N -> [N, USER_DIM]; following/shared/created are per-row counts [N]."""
+    cols = [np.log1p(user["follower_count"].to_numpy().astype(np.float32)),
+            user["avg_engagement"].to_numpy().astype(np.float32) * 10.0,
+            np.log1p(following.astype(np.float32)), np.log1p(shared.astype(np.float32)),
+            np.log1p(created.astype(np.float32))]
+    return np.concatenate([np.stack(cols, 1), list_matrix(user["topic_vector"], S.NUM_TOPICS)], 1)
+
+
+def content_features(content: pa.Table, shares: np.ndarray) -> np.ndarray:
+    """Shapes: content rows M -> [M, CONTENT_DIM]; shares [M] = times each post was shared."""
+    age = _years(content["timestamp"].to_numpy())
+    return np.concatenate([
+        _onehot(content["type"].to_numpy(), S.NUM_CONTENT_TYPES), _onehot(content["topic"].to_numpy(), S.NUM_TOPICS),
+        list_matrix(content["text_emb"], S.TEXT_EMB_DIM), age[:, None],
+        np.log1p(shares.astype(np.float32))[:, None]], 1)
+
+
+def community_features(community: pa.Table) -> np.ndarray:
+    """Shapes: community rows K -> [K, COMMUNITY_DIM]."""
+    return np.concatenate([
+        np.log1p(community["size"].to_numpy().astype(np.float32))[:, None],
+        community["density"].to_numpy().astype(np.float32)[:, None] * 10.0,
+        _onehot(community["topic_focus"].to_numpy(), S.NUM_TOPICS)], 1)
+
+
+def follows_edge_features(interaction_freq: np.ndarray, since_date: np.ndarray) -> np.ndarray:
+    """Shapes: [E] each -> [E, 2]."""
+    return np.stack([np.log1p(interaction_freq.astype(np.float32)), _years(since_date)], 1)

@@ -1,0 +1,180 @@
+"""The social-graph schema: node tables, edge tables, labels, and the hidden truth tables.
+
+Everything that reads or writes a dataset takes column names, dtypes and edge directions from here, so the
+generator, the validator, the partitioner and the loaders cannot drift apart.
+
+Direction convention: a ``follows`` row (src=follower, dst=followee) carries messages src -> dst, so a user's
+representation aggregates its followers, then its followers' followers, which is the way influence flows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+#: Width of ``user.topic_vector`` and of the topic one-hot used for content and communities.
+NUM_TOPICS = 16
+#: Width of ``content.text_emb``.
+TEXT_EMB_DIM = 16
+#: ``content.type`` codes: 0 post, 1 image, 2 video.
+NUM_CONTENT_TYPES = 3
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    #: For list columns: the fixed number of elements every row must have.
+    width: int | None = None
+    #: Values must be >= 0 (counts, sizes, timestamps).
+    non_negative: bool = False
+    #: Values must be finite (no NaN / inf); applies to floats and float lists.
+    finite: bool = True
+    #: Allowed values for categorical columns.
+    allowed: tuple | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table of the dataset layout (``<data>/<name>/part-*.parquet``)."""
+
+    name: str
+    columns: tuple[Column, ...]
+    #: Node tables: the id column, unique per row.
+    id_column: str | None = None
+    #: Edge tables: (src node type, dst node type); ``src``/``dst`` columns refer to those tables' ids.
+    endpoints: tuple[str, str] | None = None
+    #: Edge tables where src == dst is meaningless (a user following themself).
+    forbid_self_loops: bool = False
+    #: Tables under ``_truth/`` exist only for synthetic data and are never read by training or inference.
+    truth: bool = False
+    optional: bool = False
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"table {self.name!r} has no column {name!r}; columns are {self.column_names}")
+
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, c.type) for c in self.columns])
+
+
+f32_list = pa.list_(pa.float32())
+
+USER = Table("user", (
+    Column("id", pa.int64(), non_negative=True),
+    Column("follower_count", pa.int64(), non_negative=True),
+    Column("avg_engagement", pa.float32(), non_negative=True),
+    Column("topic_vector", f32_list, width=NUM_TOPICS),
+), id_column="id")
+
+CONTENT = Table("content", (
+    Column("id", pa.int64(), non_negative=True),
+    Column("type", pa.int8(), allowed=tuple(range(NUM_CONTENT_TYPES))),
+    Column("topic", pa.int32(), allowed=tuple(range(NUM_TOPICS))),
+    Column("timestamp", pa.int64(), non_negative=True),
+    Column("text_emb", f32_list, width=TEXT_EMB_DIM),
+), id_column="id")
+
+COMMUNITY = Table("community", (
+    Column("id", pa.int64(), non_negative=True),
+    Column("size", pa.int64(), non_negative=True),
+    Column("topic_focus", pa.int32(), allowed=tuple(range(NUM_TOPICS))),
+    Column("density", pa.float32(), non_negative=True),
+), id_column="id")
+
+FOLLOWS = Table("follows", (
+    Column("src", pa.int64()),
+    Column("dst", pa.int64()),
+    Column("since_date", pa.int64(), non_negative=True),
+    Column("interaction_freq", pa.float32(), non_negative=True),
+), endpoints=("user", "user"), forbid_self_loops=True)
+
+SHARED = Table("shared", (
+    Column("src", pa.int64()), Column("dst", pa.int64()), Column("timestamp", pa.int64(), non_negative=True),
+), endpoints=("user", "content"))
+
+CREATED = Table("created", (
+    Column("src", pa.int64()), Column("dst", pa.int64()), Column("timestamp", pa.int64(), non_negative=True),
+), endpoints=("user", "content"))
+
+MEMBER_OF = Table("member_of", (Column("src", pa.int64()), Column("dst", pa.int64())),
+                  endpoints=("user", "community"))
+
+REPLY_TO = Table("reply_to", (Column("src", pa.int64()), Column("dst", pa.int64())),
+                 endpoints=("content", "content"), forbid_self_loops=True)
+
+LABELS = Table("labels", (
+    Column("user_id", pa.int64()),
+    Column("cascade_reach", pa.float32(), non_negative=True),
+    Column("cascade_reach_replicate", pa.float32(), non_negative=True),
+    Column("split", pa.string(), allowed=SPLITS),
+), id_column="user_id")
+
+TRUTH_IC_EDGES = Table("_truth/ic_edges", (
+    Column("src", pa.int64()), Column("dst", pa.int64()), Column("p", pa.float32(), non_negative=True),
+), endpoints=("user", "user"), truth=True, optional=True)
+
+TRUTH_USERS = Table("_truth/users", (
+    Column("id", pa.int64()),
+    Column("persuasiveness", pa.float32(), non_negative=True),
+    Column("receptivity", pa.float32(), non_negative=True),
+    Column("is_bot", pa.bool_()),
+    Column("community", pa.int64()),
+    Column("is_bridge", pa.bool_()),
+), id_column="id", truth=True, optional=True)
+
+NODE_TABLES: dict[str, Table] = {t.name: t for t in (USER, CONTENT, COMMUNITY)}
+EDGE_TABLES: dict[str, Table] = {t.name: t for t in (FOLLOWS, SHARED, CREATED, MEMBER_OF, REPLY_TO)}
+TABLES: dict[str, Table] = {**NODE_TABLES, **EDGE_TABLES, "labels": LABELS,
+                            TRUTH_IC_EDGES.name: TRUTH_IC_EDGES, TRUTH_USERS.name: TRUTH_USERS}
+#: Tables training and inference read (never ``_truth``).
+MODEL_TABLES = (*NODE_TABLES, *EDGE_TABLES, "labels")
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A message-passing relation of the model: an edge table read forward or reversed."""
+
+    edge_type: tuple[str, str, str]
+    table: str
+    reverse: bool = False
+
+
+def relations() -> list[Relation]:
+    """Forward relations plus reverses of those that end in content or community.
+
+    Without ``rev_*`` relations content and community information never reaches users: the model predicts on
+    users, and messages only flow along edge direction.
+    """
+    out: list[Relation] = []
+    for t in EDGE_TABLES.values():
+        s, d = t.endpoints
+        out.append(Relation((s, t.name, d), t.name))
+        if s == "user" and d != "user":
+            out.append(Relation((d, f"rev_{t.name}", s), t.name, reverse=True))
+    return out
+
+
+NODE_TYPES = tuple(NODE_TABLES)
+EDGE_TYPES = tuple(r.edge_type for r in relations())
+METADATA = (list(NODE_TYPES), list(EDGE_TYPES))
+
+
+@dataclass
+class DatasetManifest:
+    """``<data>/manifest.json``: written last by whoever writes a dataset."""
+
+    schema_version: int = SCHEMA_VERSION
+    rows: dict[str, int] = field(default_factory=dict)
+    label_simulations: int | None = None
+    generator: dict | None = None

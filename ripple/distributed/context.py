@@ -1,0 +1,79 @@
+"""WorkerContext: the one place that knows rank, world size and device.
+
+Models and samplers receive a device; they never ask for ranks or process groups.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @classmethod
+    def from_ray(cls) -> "WorkerContext":
+        import ray.train
+        import ray.train.torch
+
+        ctx = ray.train.get_context()
+        device = ray.train.torch.get_device()
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        return cls(ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_rank(), device)
+
+    @property
+    def is_primary(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1 and dist.is_available() and dist.is_initialized()
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (small Python objects: metrics, prediction arrays of a split)."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def all_reduce_sum(self, values: list[float]) -> list[float]:
+        if not self.distributed:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(t)
+        return t.tolist()
+
+
+class RankFilter(logging.Filter):
+    """Prefix records with the rank; let only rank 0 through below WARNING (no N-fold duplicate logs)."""
+
+    def __init__(self, rank: int):
+        super().__init__()
+        self.rank = rank
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = f"[rank {self.rank}] {record.msg}"
+        return self.rank == 0 or record.levelno >= logging.WARNING
+
+
+def setup_worker_logging(rank: int, level: int = logging.INFO) -> None:
+    root = logging.getLogger("ripple")
+    root.setLevel(level)
+    if not any(isinstance(h, logging.StreamHandler) for h in root.handlers):
+        h = logging.StreamHandler()
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        h.addFilter(RankFilter(rank))
+        root.addHandler(h)
+        root.propagate = False  # Ray's worker root handler would print every record a second time

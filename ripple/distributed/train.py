@@ -1,0 +1,209 @@
+"""Ray Train: the per-worker training loop and the driver that runs it.
+
+``train_loop_per_worker`` reads top to bottom: context -> graph -> loader -> model (DDP) -> resume -> epochs
+(train, validate, checkpoint). Device and rank come from ``WorkerContext``; the model never sees them.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ripple.data import features as FT
+from ripple.data import schema as S
+from ripple.data.dataset import Dataset
+from ripple.data.storage import join, pyarrow_filesystem
+from ripple.distributed.context import WorkerContext, setup_worker_logging
+from ripple.distributed.stores import LocalGraph, load_local_graph
+from ripple.models.gnn import InfluenceGNN
+from ripple.models.metrics import spearman
+from ripple.sampling import backends
+from ripple.sampling.loader import batch_inputs, make_loader, make_sampler
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "state.pt"
+SCORE = "val_spearman"
+
+
+def build_model(cfg) -> InfluenceGNN:
+    return InfluenceGNN(FT.NODE_DIMS, list(S.EDGE_TYPES), cfg.model, edge_dims=FT.EDGE_DIMS)
+
+
+class GraphAccess:
+    """What a worker needs from the graph: PyG stores, a sampler, edge features, label lookups.
+
+    Built from a ``LocalGraph`` here; the sharded backend provides the same attributes.
+    """
+
+    def __init__(self, graph: LocalGraph, cfg, device, seed: int):
+        self.graph = graph
+        self.feature_store, self.graph_store = graph.stores()
+        self.num_nodes = {t: graph.num_nodes(t) for t in S.NODE_TYPES}
+        y = torch.full((self.num_nodes["user"],), float("nan"))
+        y[torch.from_numpy(graph.label_index)] = torch.from_numpy(np.log1p(graph.reach))
+        self.y = y
+        self.feature_store.put_tensor(y, group_name="user", attr_name="y", index=None)
+        self.edge_attr = graph.edge_attr_tensors()
+        self.backend = backends.select(cfg.sampling.backend)
+        self.sampler = make_sampler(self.feature_store, self.graph_store, self.num_nodes, cfg.sampling,
+                                    list(S.EDGE_TYPES), self.backend, seed=seed)
+
+    def loader(self, seeds: torch.Tensor, batch_size: int):
+        return make_loader(self.feature_store, self.graph_store, self.sampler, seeds, batch_size, self.edge_attr)
+
+
+def open_graph(cfg) -> LocalGraph:
+    return load_local_graph(Dataset(cfg.data, cfg.storage))
+
+
+def _rank_slice(index: np.ndarray, ctx: WorkerContext, epoch: int, seed: int) -> torch.Tensor:
+    """Equal-size, per-epoch shuffled share of ``index`` for this rank (DDP needs equal batch counts)."""
+    g = torch.Generator().manual_seed(seed * 1000 + epoch)
+    perm = torch.from_numpy(index)[torch.randperm(len(index), generator=g)]
+    per = len(index) // ctx.world_size
+    return perm[ctx.rank * per:(ctx.rank + 1) * per]
+
+
+@torch.no_grad()
+def predict(model, access: GraphAccess, users: torch.Tensor, batch_size: int, device):
+    """Shapes: users [U] dense user indices -> (pred [U] log1p reach, embedding [U, hidden])."""
+    model.eval()
+    preds, embs = [], []
+    for batch in access.loader(users, batch_size):
+        x, ei, ea = batch_inputs(batch, device)
+        bs = batch["user"].batch_size
+        p, e = model(x, ei, ea)
+        preds.append(p[:bs].cpu())
+        embs.append(e[:bs].cpu())
+    if not preds:
+        return torch.empty(0), torch.empty(0, model.cfg.hidden)
+    return torch.cat(preds), torch.cat(embs)
+
+
+def train_loop_per_worker(raw_cfg: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from ripple.launch.config import from_dict
+
+    cfg = from_dict(raw_cfg)
+    ctx = WorkerContext.from_ray()
+    setup_worker_logging(ctx.rank)
+    torch.manual_seed(cfg.train.seed)
+    torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
+
+    access = GraphAccess(open_graph(cfg), cfg, ctx.device, seed=cfg.train.seed + 7919 * ctx.rank)
+    graph = access.graph
+    train_idx, val_idx = graph.split_index("train"), graph.split_index("val")
+    if len(train_idx) < ctx.world_size:
+        raise ValueError(f"{len(train_idx)} training users cannot be split over {ctx.world_size} workers; "
+                         "use fewer --num-workers or label more users")
+
+    # A batch may lack a relation (no sampled replies, say): its parameters then get no gradient this step.
+    model = ray.train.torch.prepare_model(build_model(cfg),
+                                          parallel_strategy_kwargs={"find_unused_parameters": True})
+    core = model.module if hasattr(model, "module") else model
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+
+    start_epoch, best, bad_epochs = 0, -math.inf, 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location=ctx.device, weights_only=False)
+        core.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, best, bad_epochs = state["epoch"] + 1, state["best"], state["bad_epochs"]
+        log.info("resumed from epoch %d (best %s %.4f)", state["epoch"], SCORE, best)
+
+    bs = cfg.sampling.batch_size
+    for epoch in range(start_epoch, cfg.train.epochs):
+        if cfg.train.patience and bad_epochs >= cfg.train.patience:
+            break
+        model.train()
+        seeds = _rank_slice(train_idx, ctx, epoch, cfg.train.seed)
+        t0, loss_sum, n_seen, n_edges = time.perf_counter(), 0.0, 0, 0
+        for batch in access.loader(seeds, bs):
+            x, ei, ea = batch_inputs(batch, ctx.device)
+            n = batch["user"].batch_size
+            pred, _ = model(x, ei, ea)
+            loss = F.mse_loss(pred[:n], batch["user"].y[:n].to(ctx.device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * n
+            n_seen += n
+            n_edges += sum(int(v.size(1)) for v in ei.values())
+        elapsed = time.perf_counter() - t0
+
+        # validation: every rank predicts its slice, rank-gathered for one Spearman
+        mine = torch.from_numpy(np.array_split(val_idx, ctx.world_size)[ctx.rank])
+        vp, _ = predict(core, access, mine, bs * 4, ctx.device)
+        gathered = ctx.all_gather((mine.numpy(), vp.numpy()))
+        v_idx = np.concatenate([g[0] for g in gathered])
+        v_pred = np.concatenate([g[1] for g in gathered])
+        val_rho = spearman(access.y[torch.from_numpy(v_idx)].numpy(), v_pred) if len(v_idx) > 1 else 0.0
+        val_mse = float(np.mean((access.y[torch.from_numpy(v_idx)].numpy() - v_pred) ** 2)) if len(v_idx) else 0.0
+        tot = ctx.all_reduce_sum([loss_sum, n_seen, n_edges, elapsed])
+        improved = val_rho > best
+        best, bad_epochs = (val_rho, 0) if improved else (best, bad_epochs + 1)
+        metrics = {"epoch": epoch, "train_loss": tot[0] / max(tot[1], 1), "val_mse": val_mse, SCORE: val_rho,
+                   "best_" + SCORE: best, "train_seeds_per_s": tot[1] / max(tot[3] / ctx.world_size, 1e-9),
+                   "train_edges_per_s": tot[2] / max(tot[3] / ctx.world_size, 1e-9),
+                   "kernel_backend": access.backend, "world_size": ctx.world_size}
+        log.info("epoch %d loss %.4f val_mse %.4f val_spearman %.4f (%.0f seeds/s)", epoch, metrics["train_loss"],
+                 val_mse, val_rho, metrics["train_seeds_per_s"])
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if ctx.is_primary:
+                torch.save({"model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                            "best": best, "bad_epochs": bad_epochs, "config": raw_cfg},
+                           os.path.join(tmp, CHECKPOINT_FILE))
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=ckpt)
+
+
+@dataclass
+class FitOutcome:
+    best_checkpoint: object  # ray.train.Checkpoint
+    best_metrics: dict
+    last_metrics: dict
+
+
+def run_dir(cfg) -> str:
+    return join(cfg.storage_path, cfg.run_name)
+
+
+def fit(cfg) -> FitOutcome:
+    """Run (or resume) the Ray Train job; checkpoints live under ``<storage>/<run>/checkpoints``."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    path, pafs = pyarrow_filesystem(run_dir(cfg), cfg.storage)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=cfg.to_dict(),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+            resources_per_worker={"CPU": cfg.scaling.cpus_per_worker,
+                                  **({"GPU": 1} if cfg.scaling.use_gpu else {})}),
+        run_config=ray.train.RunConfig(
+            name="checkpoints", storage_path=path, storage_filesystem=pafs,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=SCORE,
+                                                         checkpoint_score_order="max")),
+        torch_config=ray.train.torch.TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
+    )
+    result = trainer.fit()
+    best = result.get_best_checkpoint(SCORE, "max") or result.checkpoint
+    if best is None:
+        raise RuntimeError(f"training of run {cfg.run_name!r} produced no checkpoint")
+    best_metrics = next((m for c, m in (result.best_checkpoints or []) if c.path == best.path), result.metrics)
+    return FitOutcome(best, dict(best_metrics or {}), dict(result.metrics or {}))

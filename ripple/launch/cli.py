@@ -1,0 +1,217 @@
+"""``ripple`` console script. Exit 0 ok, 2 bad input or usage, 1 runtime failure.
+
+Thin: parse flags, build the config, call one function of ``ripple.launch.pipeline`` (or the data modules),
+print the result. Every verb works without a config file; ``--config`` layers a YAML file under the flags.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+from ripple.data.storage import StorageOptions
+
+log = logging.getLogger("ripple")
+
+EXIT_OK, EXIT_RUNTIME, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class UsageError(ValueError):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse exits 2 too; keep its message on stderr
+        self.print_usage(sys.stderr)
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _storage_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--s3-endpoint-url", default=None,
+                   help="S3-compatible endpoint (MinIO, moto, ...); credentials come from AWS_* variables")
+
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="YAML config file (flags override it)")
+    p.add_argument("--data", default=None, help="dataset URL (local folder or s3://...)")
+    p.add_argument("--storage-path", default=None, help="where runs are written (local folder or s3://...)")
+    p.add_argument("--run-name", default=None, help="run folder name; re-using it resumes the run")
+    p.add_argument("--num-workers", type=int, default=None, help="Ray Train workers (DDP ranks)")
+    p.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per worker, NCCL")
+    p.add_argument("--max-failures", type=int, default=None, help="worker-group restarts from the last checkpoint")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local one)")
+    _storage_flags(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ripple", description="Distributed GNN training of cascade reach on social graphs.")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+
+    g = sub.add_parser("generate", help="write a synthetic dataset")
+    g.add_argument("out")
+    g.add_argument("--users", type=int, default=5000)
+    g.add_argument("--avg-follows", type=float, default=20.0)
+    g.add_argument("--seed", type=int, default=0)
+    _storage_flags(g)
+
+    v = sub.add_parser("validate", help="check a dataset's schema, ids and values")
+    v.add_argument("data")
+    _storage_flags(v)
+
+    t = sub.add_parser("train", help="train + evaluate + write embeddings back")
+    _train_flags(t)
+
+    e = sub.add_parser("embed", help="(re)write embeddings from a run's best checkpoint")
+    e.add_argument("run", help="<storage-path>/<run-name>")
+    _storage_flags(e)
+
+    d = sub.add_parser("demo", help="generate -> validate -> train -> evaluate -> write back, locally")
+    d.add_argument("--out", default="ripple-demo")
+    d.add_argument("--users", type=int, default=4000)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--num-workers", type=int, default=2)
+    d.add_argument("--epochs", type=int, default=None)
+    return p
+
+
+def _options(args) -> StorageOptions | None:
+    url = getattr(args, "s3_endpoint_url", None) or os.environ.get("RIPPLE_S3_ENDPOINT_URL")
+    return StorageOptions(endpoint_url=url) if url else None
+
+
+def config_from_args(args):
+    from ripple.launch.config import load_config
+
+    overrides = {"data": args.data, "storage_path": args.storage_path, "run_name": args.run_name,
+                 "scaling.num_workers": args.num_workers, "scaling.use_gpu": args.use_gpu,
+                 "scaling.max_failures": args.max_failures, "scaling.address": args.address,
+                 "train.epochs": args.epochs,
+                 "storage.endpoint_url": getattr(args, "s3_endpoint_url", None)}
+    return load_config(args.config, overrides)
+
+
+class _Stages:
+    """A progress bar over pipeline stages (tqdm on a terminal, log lines otherwise)."""
+
+    def __init__(self, names: list[str]):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=len(names), desc="ripple", unit="stage", file=sys.stderr,
+                        bar_format="{desc}: {n_fmt}/{total_fmt} {bar} [{elapsed}] {postfix}")
+        self.started = False
+
+    def __call__(self, name: str) -> None:
+        if self.started:
+            self.bar.update(1)
+        self.started = True
+        self.bar.set_postfix_str(name)
+        log.info("stage: %s", name)
+
+    def close(self):
+        if self.started:
+            self.bar.update(1)
+        self.bar.close()
+
+
+def _print_metrics(metrics: dict) -> None:
+    from ripple.models.evaluate import MODEL_ORDER
+    from ripple.models.metrics import METRIC_NAMES, format_table
+
+    print(format_table({m: metrics[m] for m in METRIC_NAMES}, order=MODEL_ORDER))
+    thr = metrics.get("throughput", {})
+    print(f"kernel backend: {metrics.get('kernel_backend')}; train {thr.get('train_seeds_per_s') or 0:.0f} "
+          f"seeds/s over {thr.get('num_workers')} workers; best epoch {metrics.get('best_epoch')}")
+
+
+def cmd_generate(args) -> int:
+    from ripple.data.generator import GeneratorConfig, generate
+
+    cfg = GeneratorConfig(users=args.users, avg_follows=args.avg_follows, seed=args.seed)
+    stages = _Stages(["users", "follows", "content", "history", "communities", "labels"])
+    m = generate(args.out, cfg, _options(args), progress=stages)
+    stages.close()
+    print(json.dumps(m["rows"], indent=1))
+    return EXIT_OK
+
+
+def cmd_validate(args) -> int:
+    from ripple.data.validate import validate_dataset
+
+    report = validate_dataset(args.data, _options(args))
+    print(report.text())
+    return EXIT_OK if report.ok else EXIT_BAD_INPUT
+
+
+def cmd_train(args) -> int:
+    from ripple.launch import pipeline
+
+    cfg = config_from_args(args)
+    stages = _Stages(["validate", "train", "embed", "evaluate"])
+    metrics = pipeline.train(cfg, stage=stages)
+    stages.close()
+    _print_metrics(metrics)
+    return EXIT_OK
+
+
+def cmd_embed(args) -> int:
+    from ripple.launch import pipeline
+
+    m = pipeline.embed(args.run, _options(args))
+    print(f"wrote {m['rows']} embeddings in {len(m['parts'])} parts")
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from ripple.data.generator import GeneratorConfig, generate
+    from ripple.data.storage import join
+    from ripple.launch import pipeline
+    from ripple.launch.config import load_config
+
+    t0 = time.perf_counter()
+    data = join(args.out, "data")
+    stages = _Stages(["generate", "validate", "train", "embed", "evaluate"])
+    stages("generate")
+    generate(data, GeneratorConfig(users=args.users, seed=args.seed))
+    cfg = load_config(None, {"data": data, "storage_path": join(args.out, "runs"), "run_name": f"demo-{args.seed}",
+                             "scaling.num_workers": args.num_workers, "train.epochs": args.epochs})
+    metrics = pipeline.train(cfg, stage=stages)
+    stages.close()
+    _print_metrics(metrics)
+    print(f"demo finished in {time.perf_counter() - t0:.0f}s; outputs under {args.out}/runs/{cfg.run_name}")
+    return EXIT_OK
+
+
+COMMANDS = {"generate": cmd_generate, "validate": cmd_validate, "train": cmd_train, "embed": cmd_embed,
+            "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("botocore", "s3fs", "aiobotocore", "fsspec", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return COMMANDS[args.verb](args)
+    except ValueError as e:  # bad input: config, dataset, URL, manifest — every such error is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return EXIT_RUNTIME
+    except Exception as e:  # noqa: BLE001 — the CLI's job is to turn failures into an exit code
+        log.exception("ripple %s failed", args.verb)
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_RUNTIME
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""One typed config tree, loaded from YAML (safe_load) with a small fixed set of CLI overrides.
+
+Flag names mirror Ray's: ``--num-workers``, ``--use-gpu``, ``--storage-path``, ``--max-failures``.
+Unknown keys and ill-typed values are errors that name the key, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ripple.data.storage import StorageOptions
+from ripple.models.gnn import ModelConfig
+from ripple.sampling.loader import SamplingConfig
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 12
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    #: stop when val Spearman has not improved for this many epochs (0 = never)
+    patience: int = 4
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
+        if not self.lr > 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class ScalingConfig:
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    max_failures: int = 0
+    #: Ray address; None starts a local cluster (or joins RAY_ADDRESS when set)
+    address: str | None = None
+
+    def __post_init__(self):
+        if self.num_workers < 1:
+            raise ConfigError(f"scaling.num_workers (--num-workers) must be >= 1, got {self.num_workers}")
+        if self.max_failures < -1:
+            raise ConfigError(f"scaling.max_failures must be >= -1 (-1 = unlimited), got {self.max_failures}")
+
+
+@dataclass
+class EvalConfig:
+    lightgbm_threads: int = 1
+    ndcg_k: int = 100
+
+
+@dataclass
+class RippleConfig:
+    data: str = "ripple-demo/data"
+    storage_path: str = "ripple-demo/runs"
+    run_name: str = "demo"
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self):
+        if not self.run_name or "/" in self.run_name or self.run_name.startswith("."):
+            raise ConfigError(f"run_name must be a non-empty name without '/', got {self.run_name!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _build(cls, raw: Any, where: str):
+    if not dataclasses.is_dataclass(cls):
+        return _coerce(cls, raw, where)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(raw).__name__} {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(raw) - names
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {sorted(unknown)}; allowed: {sorted(names)}")
+    kwargs = {k: _build(hints[k], v, f"{where}.{k}" if where else k) for k, v in raw.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where or 'config'}: {e}") from e
+
+
+def _coerce(tp, value, where):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (inner,) = typing.get_args(tp) or (Any,)
+        return [_coerce(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        _, inner = typing.get_args(tp) or (Any, Any)
+        return {k: _coerce(inner, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str) and (not isinstance(value, tp) or isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> RippleConfig:
+    """Defaults < YAML file < overrides (dotted keys, e.g. ``{"scaling.num_workers": 4}``)."""
+    raw: dict = {}
+    if path:
+        try:
+            with open(path) as f:
+                raw = yaml.safe_load(f) or {}
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path!r}: {e.strerror}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path!r} is not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path!r}: top level must be a mapping, got {type(raw).__name__}")
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = raw
+        *parents, leaf = key.split(".")
+        for i, p in enumerate(parents):
+            if node.get(p) is None:  # absent, or an empty section (``scaling:``) in the file
+                node[p] = {}
+            elif not isinstance(node[p], dict):
+                where = ".".join(parents[: i + 1])
+                raise ConfigError(f"{where}: expected a mapping, got {type(node[p]).__name__} {node[p]!r}")
+            node = node[p]
+        node[leaf] = value
+    return _build(RippleConfig, raw, "")
+
+
+def from_dict(raw: dict) -> RippleConfig:
+    return _build(RippleConfig, raw, "")

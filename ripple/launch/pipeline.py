@@ -1,0 +1,102 @@
+"""The end-to-end verbs behind the CLI: train (+ evaluate + write back) and embed.
+
+Order matters for "bad input writes nothing": the dataset is validated before the run folder is touched.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from ripple.data.dataset import Dataset
+from ripple.data.storage import Store, StorageOptions, join, pyarrow_filesystem, read_committed
+from ripple.data.validate import require_valid
+from ripple.distributed.inference import EMBEDDINGS, write_embeddings
+from ripple.distributed.stores import load_local_graph
+from ripple.distributed.train import SCORE, fit, run_dir
+from ripple.launch.config import RippleConfig, from_dict
+from ripple.models.evaluate import evaluate
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(cfg: RippleConfig | None = None, log_to_driver: bool = True) -> None:
+    """Join ``scaling.address`` / ``RAY_ADDRESS``, or start a local cluster sized for the workers."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    # Workers import torch + PyG before they join the group; on a busy small machine that exceeds Ray's
+    # 60 s default and the whole group is torn down.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
+    address = (cfg.scaling.address if cfg else None) or os.environ.get("RAY_ADDRESS")
+    kwargs = {"include_dashboard": False, "log_to_driver": log_to_driver}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        workers = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker if cfg else 2
+        ray.init(num_cpus=max(2, int(workers)), **kwargs)
+
+
+def train(cfg: RippleConfig, stage=lambda name: None) -> dict:
+    """Validate -> train on Ray -> write embeddings -> evaluate -> ``metrics.json``. Returns the metrics."""
+    stage("validate")
+    require_valid(cfg.data, cfg.storage)
+    run = Store(run_dir(cfg), cfg.storage)
+    run.write_bytes(cfg.to_yaml().encode(), "config.yaml")
+    init_ray(cfg)
+
+    stage("train")
+    t0 = time.perf_counter()
+    outcome = fit(cfg)
+    train_s = time.perf_counter() - t0
+
+    stage("embed")
+    manifest = write_embeddings(cfg, outcome.best_checkpoint)
+
+    stage("evaluate")
+    graph = load_local_graph(Dataset(cfg.data, cfg.storage))
+    emb = read_committed(run.child(EMBEDDINGS), columns=["user_id", "influence_score"])
+    metrics = evaluate(graph, emb, seed=cfg.train.seed, lightgbm_threads=cfg.eval.lightgbm_threads)
+    last = outcome.last_metrics
+    metrics["throughput"] = {
+        "train_seeds_per_s": last.get("train_seeds_per_s"), "train_edges_per_s": last.get("train_edges_per_s"),
+        "train_wall_s": train_s, "embed_users_per_s": manifest["rows"] / max(manifest["seconds"], 1e-9),
+        "num_workers": cfg.scaling.num_workers}
+    metrics["kernel_backend"] = last.get("kernel_backend")
+    metrics["best_epoch"] = outcome.best_metrics.get("epoch")
+    metrics[f"best_{SCORE}"] = outcome.best_metrics.get(SCORE)
+    run.write_json(metrics, "metrics.json")
+    return metrics
+
+
+def load_run_config(run_url: str, options: StorageOptions | None = None) -> RippleConfig:
+    import yaml
+
+    store = Store(run_url, options)
+    if not store.exists("config.yaml"):
+        raise ValueError(f"{run_url} is not a ripple run: no config.yaml; pass <storage-path>/<run-name>")
+    raw = yaml.safe_load(store.read_bytes("config.yaml"))
+    if options is not None:
+        raw["storage"] = {**raw.get("storage", {}), **{k: v for k, v in vars(options).items() if v}}
+    cfg = from_dict(raw)
+    base = run_url.rstrip("/")
+    cfg.storage_path, cfg.run_name = base.rsplit("/", 1) if "/" in base else (".", base)
+    return cfg
+
+
+def best_checkpoint(cfg: RippleConfig):
+    from ray.train import Result
+
+    path, pafs = pyarrow_filesystem(join(run_dir(cfg), "checkpoints"), cfg.storage)
+    result = Result.from_path(path, storage_filesystem=pafs)
+    ckpt = result.get_best_checkpoint(SCORE, "max") or result.checkpoint
+    if ckpt is None:
+        raise ValueError(f"run {run_dir(cfg)} has no checkpoint; train it first with `ripple train`")
+    return ckpt
+
+
+def embed(run_url: str, options: StorageOptions | None = None) -> dict:
+    cfg = load_run_config(run_url, options)
+    init_ray(cfg)
+    return write_embeddings(cfg, best_checkpoint(cfg))

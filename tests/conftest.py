@@ -1,0 +1,43 @@
+"""Shared fixtures: a tiny literal dataset on local disk, and a moto S3 server over real HTTP."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from ripple.data.tiny import write_tiny_dataset
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path) -> str:
+    """A valid tiny dataset (``ripple.data.tiny``) written through ``DatasetWriter``; returns its path."""
+    return write_tiny_dataset(str(tmp_path / "tiny"))
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 over HTTP on 127.0.0.1 (free port), with dummy AWS credentials; yields the endpoint URL."""
+    server_mod = pytest.importorskip("moto.server")
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
+            mp.setenv(k, v)
+        for k in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE"):
+            mp.delenv(k, raising=False)
+        server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        try:
+            yield f"http://{host}:{port}"
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server) -> str:
+    """A fresh, empty bucket on the moto server; returns ``s3://<name>``."""
+    import boto3
+
+    name = f"ripple-test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=name)
+    return f"s3://{name}"

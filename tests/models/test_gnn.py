@@ -1,0 +1,197 @@
+"""InfluenceGNN: shapes, relations per layer, self-loops, information flow from content to users."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch_geometric.nn import GATv2Conv
+
+from ripple.data import features as FT
+from ripple.data import schema as S
+from ripple.models.gnn import InfluenceGNN, ModelConfig
+
+FOL = ("user", "follows", "user")
+REV_SHARED = ("content", "rev_shared", "user")
+REV_MEMBER = ("community", "rev_member_of", "user")
+N = {"user": 7, "content": 4, "community": 2}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: intra-op threads only add contention on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def model(hidden=16, heads=4, num_layers=2, seed=0) -> InfluenceGNN:
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        # the last layer has only user-destination relations; PyG warns that content/community are not updated
+        warnings.simplefilter("ignore", UserWarning)
+        m = InfluenceGNN(FT.NODE_DIMS, list(S.EDGE_TYPES),
+                         ModelConfig(hidden=hidden, heads=heads, dropout=0.1, num_layers=num_layers), FT.EDGE_DIMS)
+    return m.eval()
+
+
+def ei(pairs) -> torch.Tensor:
+    return torch.tensor(pairs, dtype=torch.long).t().reshape(2, -1)
+
+
+def inputs(seed=0):
+    """Users 4 and 6 have no edges at all; user 5 has only outgoing edges.
+
+    Content 2 is shared by user 3 only and user 3 follows user 0: content 2 reaches user 3 in one hop
+    (rev_shared) and user 0 in two (then follows); it never reaches users 4 or 6.
+    """
+    g = torch.Generator().manual_seed(seed)
+    x = {t: torch.randn(N[t], FT.NODE_DIMS[t], generator=g) for t in S.NODE_TYPES}
+    shared = [(0, 0), (1, 0), (3, 2), (5, 3)]          # (user, content)
+    created = [(2, 1)]
+    member = [(0, 0), (1, 0), (2, 1), (3, 1)]
+    e = {
+        FOL: ei([(1, 0), (2, 0), (3, 0), (0, 1), (5, 1)]),
+        ("user", "shared", "content"): ei(shared),
+        REV_SHARED: ei([(c, u) for u, c in shared]),
+        ("user", "created", "content"): ei(created),
+        ("content", "rev_created", "user"): ei([(c, u) for u, c in created]),
+        ("user", "member_of", "community"): ei(member),
+        REV_MEMBER: ei([(k, u) for u, k in member]),
+        ("content", "reply_to", "content"): ei([(1, 0), (2, 0)]),
+    }
+    ea = {FOL: torch.randn(e[FOL].shape[1], FT.EDGE_DIMS[FOL], generator=g)}
+    return x, e, ea
+
+
+def test_output_shapes_and_finite():
+    m = model(hidden=16)
+    x, e, ea = inputs()
+    pred, emb = m(x, e, ea)
+    assert pred.shape == (N["user"],)
+    assert emb.shape == (N["user"], 16)
+    assert torch.isfinite(pred).all() and torch.isfinite(emb).all()
+    # without edge features too
+    pred2, _ = m(x, e)
+    assert pred2.shape == (N["user"],)
+
+
+def test_relations_per_layer():
+    m = model(num_layers=3)
+    first = {tuple(k) for k in m.convs[0].convs.keys()}
+    last = {tuple(k) for k in m.convs[-1].convs.keys()}
+    assert first == set(S.EDGE_TYPES)
+    assert REV_SHARED in first and REV_MEMBER in first and ("content", "rev_created", "user") in first
+    assert {tuple(k) for k in m.convs[1].convs.keys()} == set(S.EDGE_TYPES)
+    assert last == {et for et in S.EDGE_TYPES if et[2] == "user"}
+    assert {REV_SHARED, REV_MEMBER, FOL} <= last
+    assert set(m.norms[-1].keys()) == {"user"}
+
+
+def test_self_loops_only_on_same_type_relations():
+    m = model()
+    for conv in m.convs:
+        for key, c in conv.convs.items():
+            et = tuple(key)
+            assert isinstance(c, GATv2Conv)
+            assert c.add_self_loops == (et[0] == et[2]), et
+    same = {tuple(k) for k, c in m.convs[0].convs.items() if c.add_self_loops}
+    assert same == {FOL, ("content", "reply_to", "content")}
+    # edge features only where the relation has them
+    assert m.convs[0].convs[FOL].edge_dim == FT.EDGE_DIMS[FOL]
+    assert m.convs[0].convs[REV_SHARED].edge_dim is None
+
+
+def test_content_gradient_reaches_users():
+    m = model().train()
+    x, e, ea = inputs()
+    pred, _ = m(x, e, ea)
+    pred.sum().backward()
+    g = m.input.lins["content"].weight.grad
+    assert g is not None and g.abs().sum() > 0
+    assert m.input.lins["community"].weight.grad.abs().sum() > 0
+
+
+def test_without_reverse_relations_content_never_reaches_users():
+    """The control for the test above: drop rev_* and no gradient flows into the content projection."""
+    m = model().train()
+    x, e, ea = inputs()
+    e = {k: v for k, v in e.items() if not k[1].startswith("rev_")}
+    pred, _ = m(x, e, ea)
+    pred.sum().backward()
+    g = m.input.lins["content"].weight.grad
+    assert g is None or g.abs().sum() == 0
+
+
+def test_content_feature_changes_user_prediction():
+    m = model()
+    x, e, ea = inputs()
+    with torch.no_grad():
+        base, _ = m(x, e, ea)
+        x2 = {t: v.clone() for t, v in x.items()}
+        x2["content"][2] += 3.0                        # shared by user 3, who follows user 0
+        moved, _ = m(x2, e, ea)
+    diff = (moved - base).abs()
+    assert diff[3] > 1e-4                             # one hop: content 2 -> user 3
+    assert diff[0] > 1e-4                             # two hops: content 2 -> user 3 -> user 0
+    assert diff[6] == 0 and diff[4] == 0              # no path from content 2
+
+
+def test_isolated_user_gets_finite_prediction():
+    m = model()
+    x, e, ea = inputs()
+    with torch.no_grad():
+        pred, emb = m(x, e, ea)
+        assert torch.isfinite(pred[6]) and torch.isfinite(emb[6]).all()
+        # a batch where nothing has any edge at all
+        empty = {et: torch.zeros(2, 0, dtype=torch.long) for et in S.EDGE_TYPES}
+        pred0, _ = m(x, empty, {FOL: torch.zeros(0, 2)})
+        assert torch.isfinite(pred0).all()
+        # the isolated user depends only on its own features
+        x2 = {t: v.clone() for t, v in x.items()}
+        x2["user"][6] += 1.0
+        assert not torch.equal(m(x2, e, ea)[0][6], pred[6])
+
+
+def test_edge_attr_is_used_on_follows():
+    m = model()
+    x, e, ea = inputs()
+    with torch.no_grad():
+        base, _ = m(x, e, ea)
+        moved, _ = m(x, e, {FOL: ea[FOL] + 5.0})
+    assert not torch.allclose(base, moved)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="divisible"):
+        ModelConfig(hidden=130, heads=4)
+    with pytest.raises(ValueError, match="num_layers"):
+        ModelConfig(num_layers=0)
+    ModelConfig(hidden=132, heads=4)
+
+
+def test_input_dicts_not_mutated():
+    m = model().train()
+    x, e, ea = inputs()
+    x_copy = {t: v.clone() for t, v in x.items()}
+    e_copy = {k: v.clone() for k, v in e.items()}
+    ids = {t: id(v) for t, v in x.items()}
+    pred, _ = m(x, e, ea)
+    pred.sum().backward()
+    assert list(x) == list(S.NODE_TYPES)
+    assert {t: id(v) for t, v in x.items()} == ids
+    for t in x:
+        assert torch.equal(x[t], x_copy[t])
+    assert set(e) == set(e_copy)
+    for k in e:
+        assert torch.equal(e[k], e_copy[k])
+
+
+def test_ignores_unknown_relations_and_one_layer_model():
+    m = model(num_layers=1)
+    x, e, ea = inputs()
+    e[("user", "unknown", "user")] = ei([(0, 1)])
+    pred, emb = m(x, e, ea)
+    assert pred.shape == (N["user"],) and emb.shape == (N["user"], 16)
+    assert {tuple(k) for k in m.convs[0].convs.keys()} == {et for et in S.EDGE_TYPES if et[2] == "user"}

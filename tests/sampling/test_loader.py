@@ -1,0 +1,190 @@
+"""ripple.sampling.loader and backends: NodeLoader over (DictFeatureStore, CSCGraphStore) with the native sampler."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import HeteroData
+
+from ripple.data import features as FT
+from ripple.data import schema as S
+from ripple.distributed.stores import LocalGraph, build_csc
+from ripple.sampling import backends
+from ripple.sampling.loader import (EdgeFeatureJoin, SamplingConfig, batch_inputs, make_loader, make_sampler)
+from ripple.sampling.native import NativeNeighborSampler
+
+FOL = ("user", "follows", "user")
+N = {"user": 10, "content": 5, "community": 2}
+# (src, dst) per edge table, dense indices
+TABLE_EDGES = {
+    "follows": [(1, 0), (2, 0), (3, 0), (4, 0), (5, 0), (6, 0), (0, 1), (2, 1), (4, 3), (5, 4), (7, 6), (8, 6),
+                (9, 8), (3, 9), (1, 9)],
+    "shared": [(0, 0), (1, 0), (2, 1), (3, 1), (6, 2), (8, 3), (9, 4)],
+    "created": [(0, 0), (2, 1), (5, 2), (7, 3), (9, 4)],
+    "member_of": [(u, u % 2) for u in range(10)],
+    "reply_to": [(1, 0), (2, 0), (3, 1), (4, 2)],
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: intra-op threads only add contention on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_graph() -> LocalGraph:
+    rng = np.random.default_rng(0)
+    csc, edge_attr = {}, {}
+    for rel in S.relations():
+        pairs = np.array(TABLE_EDGES[rel.table], dtype=np.int64)
+        src, dst = (pairs[:, 1], pairs[:, 0]) if rel.reverse else (pairs[:, 0], pairs[:, 1])
+        colptr, row, perm = build_csc(src, dst, N[rel.edge_type[2]])
+        csc[rel.edge_type] = (colptr, row)
+        if rel.edge_type in FT.EDGE_DIMS:
+            # distinct values per input edge, permuted into CSC order like load_local_graph does
+            attr = np.stack([np.arange(len(src), dtype=np.float32),
+                             rng.random(len(src)).astype(np.float32)], 1)
+            edge_attr[rel.edge_type] = attr[perm]
+    x = {t: rng.standard_normal((N[t], FT.NODE_DIMS[t])).astype(np.float32) for t in S.NODE_TYPES}
+    ids = {t: np.arange(N[t], dtype=np.int64) * 10 for t in S.NODE_TYPES}
+    return LocalGraph(ids=ids, x=x, csc=csc, edge_attr=edge_attr)
+
+
+def native_loader(g: LocalGraph, seeds, batch_size=3, fanouts=(3, 2), with_y=True, seed=0):
+    fs, gs = g.stores()
+    y = torch.arange(N["user"], dtype=torch.float32) * 1.5
+    if with_y:
+        fs.put_tensor(y, group_name="user", attr_name="y", index=None)
+    cfg = SamplingConfig(fanouts=list(fanouts), batch_size=batch_size, backend="native")
+    num_nodes = {t: g.num_nodes(t) for t in S.NODE_TYPES}
+    sampler = make_sampler(fs, gs, num_nodes, cfg, list(S.EDGE_TYPES), backend="native", seed=seed)
+    assert isinstance(sampler, NativeNeighborSampler)
+    loader = make_loader(fs, gs, sampler, seeds, batch_size, edge_attr=g.edge_attr_tensors())
+    return loader, y
+
+
+def test_loader_batches_join_features_labels_and_edge_attr():
+    g = tiny_graph()
+    seeds = torch.tensor([0, 6, 9, 3, 1, 8, 2])
+    loader, y = native_loader(g, seeds)
+    got_seeds = []
+    n_batches = fol_edges = 0
+    for batch in loader:
+        n_batches += 1
+        assert isinstance(batch, HeteroData)
+        bs = batch["user"].batch_size
+        assert bs == min(3, len(seeds) - len(got_seeds))
+        n_id = batch["user"].n_id
+        got_seeds += n_id[:bs].tolist()
+        for t in S.NODE_TYPES:
+            assert "x" in batch[t], t
+            assert batch[t].x.shape == (len(batch[t].n_id), FT.NODE_DIMS[t])
+            assert torch.equal(batch[t].x, torch.from_numpy(g.x[t])[batch[t].n_id])
+        # labels ride along through the feature store, aligned with n_id
+        assert torch.equal(batch["user"].y, y[n_id])
+        for et in batch.edge_types:
+            src_t, _, dst_t = et
+            colptr, row = (torch.from_numpy(a) for a in g.csc[et])
+            e_id, ei = batch[et].e_id, batch[et].edge_index
+            # local indices point at the right global nodes
+            assert torch.equal(batch[src_t].n_id[ei[0]], row[e_id])
+            dst = batch[dst_t].n_id[ei[1]]
+            assert bool(((e_id >= colptr[dst]) & (e_id < colptr[dst + 1])).all())
+        # follows carries edge features, joined by CSC edge id
+        assert FOL in batch.edge_types
+        fol_edges += batch[FOL].num_edges
+        assert torch.equal(batch[FOL].edge_attr, torch.from_numpy(g.edge_attr[FOL])[batch[FOL].e_id])
+        assert batch[FOL].edge_attr.shape[1] == FT.EDGE_DIMS[FOL]
+        for et in batch.edge_types:
+            if et != FOL:
+                assert "edge_attr" not in batch[et]
+        # batch_inputs hands the model x, edge_index and edge_attr dicts
+        x, ei, ea = batch_inputs(batch, "cpu")
+        assert set(x) == set(S.NODE_TYPES) and set(ei) == set(batch.edge_types) and set(ea) == {FOL}
+    assert n_batches == 3
+    assert fol_edges > 0
+    assert got_seeds == seeds.tolist()
+
+
+def test_loader_without_labels_and_seeded():
+    g = tiny_graph()
+    seeds = torch.arange(10)
+
+    def run(seed):
+        loader, _ = native_loader(g, seeds, batch_size=4, with_y=False, seed=seed)
+        return [b for b in loader]
+
+    a, b = run(5), run(5)
+    for ba, bb in zip(a, b):
+        assert "y" not in ba["user"]
+        for t in S.NODE_TYPES:
+            assert torch.equal(ba[t].n_id, bb[t].n_id)
+        for et in ba.edge_types:
+            assert torch.equal(ba[et].e_id, bb[et].e_id)
+
+
+def test_loader_all_neighbours_covers_in_edges():
+    """fanout -1: a seed's in-edges of every user-destination relation are all in its batch."""
+    g = tiny_graph()
+    loader, _ = native_loader(g, torch.tensor([0, 9]), batch_size=2, fanouts=[-1])
+    (batch,) = list(loader)
+    for et in S.EDGE_TYPES:
+        if et[2] != "user":
+            continue
+        colptr, _ = g.csc[et]
+        want = sorted(e for u in (0, 9) for e in range(colptr[u], colptr[u + 1]))
+        got = sorted(batch[et].e_id.tolist()) if et in batch.edge_types else []
+        assert got == want, et
+
+
+def test_edge_feature_join_skips_absent_relations():
+    data = HeteroData()
+    data[FOL].edge_index = torch.zeros(2, 0, dtype=torch.long)
+    data[FOL].e_id = torch.tensor([2, 0])
+    data["user", "x", "content"].edge_index = torch.zeros(2, 0, dtype=torch.long)
+    attr = torch.arange(8.0).view(4, 2)
+    out = EdgeFeatureJoin({FOL: attr, ("a", "b", "c"): attr})(data)
+    assert out[FOL].edge_attr.tolist() == [[4.0, 5.0], [0.0, 1.0]]
+    assert "edge_attr" not in out["user", "x", "content"]
+
+
+@pytest.mark.parametrize("fanouts", [[], [0], [-2], [5, 0], [3, -5]])
+def test_sampling_config_rejects_bad_fanouts(fanouts):
+    with pytest.raises(ValueError, match="fanouts"):
+        SamplingConfig(fanouts=fanouts)
+
+
+def test_sampling_config_batch_size_and_per_relation():
+    with pytest.raises(ValueError, match="batch_size"):
+        SamplingConfig(batch_size=0)
+    cfg = SamplingConfig(fanouts=[4, 2], per_relation={"rev_member_of": [1, -1]})
+    nn = cfg.num_neighbors(list(S.EDGE_TYPES))
+    assert set(nn) == set(S.EDGE_TYPES)
+    assert nn[("community", "rev_member_of", "user")] == [1, -1]
+    assert nn[FOL] == [4, 2]
+    nn[FOL].append(7)
+    assert cfg.fanouts == [4, 2], "num_neighbors must hand out copies"
+    bad = SamplingConfig(per_relation={"folows": [2]})
+    with pytest.raises(ValueError, match="folows"):
+        bad.num_neighbors(list(S.EDGE_TYPES))
+    g = tiny_graph()
+    fs, gs = g.stores()
+    with pytest.raises(ValueError, match="unknown relations"):
+        make_sampler(fs, gs, {t: g.num_nodes(t) for t in S.NODE_TYPES}, bad, list(S.EDGE_TYPES), backend="native")
+
+
+def test_backends_select():
+    have = backends.available()
+    assert have[-1] == "native" and set(have) <= set(backends.BACKENDS)
+    assert backends.select("auto") == have[0]
+    assert backends.select() == have[0]
+    assert backends.select("native") == "native"
+    with pytest.raises(ValueError, match="must be one of"):
+        backends.select("nonexistent")
+    for b in backends.BACKENDS:
+        if b not in have:
+            with pytest.raises(ValueError, match="not installed"):
+                backends.select(b)
