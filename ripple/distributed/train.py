@@ -123,7 +123,8 @@ def train_loop_per_worker(raw_cfg: dict) -> None:
         start_epoch, best, bad_epochs = state["epoch"] + 1, state["best"], state["bad_epochs"]
         log.info("resumed from epoch %d (best %s %.4f)", state["epoch"], SCORE, best)
 
-    bs = cfg.sampling.batch_size
+    # sampling.batch_size is the global batch: the same optimisation whatever the number of workers
+    bs = max(1, cfg.sampling.batch_size // ctx.world_size)
     for epoch in range(start_epoch, cfg.train.epochs):
         if cfg.train.patience and bad_epochs >= cfg.train.patience:
             break
@@ -157,7 +158,7 @@ def train_loop_per_worker(raw_cfg: dict) -> None:
         metrics = {"epoch": epoch, "train_loss": tot[0] / max(tot[1], 1), "val_mse": val_mse, SCORE: val_rho,
                    "best_" + SCORE: best, "train_seeds_per_s": tot[1] / max(tot[3] / ctx.world_size, 1e-9),
                    "train_edges_per_s": tot[2] / max(tot[3] / ctx.world_size, 1e-9),
-                   "kernel_backend": access.backend, "world_size": ctx.world_size}
+                   "kernel_backend": access.backend, "world_size": ctx.world_size, "start_epoch": start_epoch}
         log.info("epoch %d loss %.4f val_mse %.4f val_spearman %.4f (%.0f seeds/s)", epoch, metrics["train_loss"],
                  val_mse, val_rho, metrics["train_seeds_per_s"])
         with tempfile.TemporaryDirectory() as tmp:

@@ -24,12 +24,12 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    epochs: int = 12
+    epochs: int = 30
     lr: float = 3e-3
     weight_decay: float = 1e-4
     seed: int = 0
     #: stop when val Spearman has not improved for this many epochs (0 = never)
-    patience: int = 4
+    patience: int = 6
 
     def __post_init__(self):
         if self.epochs < 1:

@@ -64,6 +64,8 @@ def train(cfg: RippleConfig, stage=lambda name: None) -> dict:
         "train_wall_s": train_s, "embed_users_per_s": manifest["rows"] / max(manifest["seconds"], 1e-9),
         "num_workers": cfg.scaling.num_workers}
     metrics["kernel_backend"] = last.get("kernel_backend")
+    metrics["epochs"] = {"start": last.get("start_epoch"), "last": last.get("epoch"),
+                         "best": outcome.best_metrics.get("epoch")}
     metrics["best_epoch"] = outcome.best_metrics.get("epoch")
     metrics[f"best_{SCORE}"] = outcome.best_metrics.get(SCORE)
     run.write_json(metrics, "metrics.json")

@@ -27,6 +27,7 @@ class SamplingConfig:
     #: per-hop fanouts applied to every relation; ``per_relation`` overrides by relation name
     fanouts: list[int] = field(default_factory=lambda: [15, 10])
     per_relation: dict[str, list[int]] = field(default_factory=dict)
+    #: global seeds per optimizer step, split evenly over the workers
     batch_size: int = 256
     backend: str = "auto"
 
