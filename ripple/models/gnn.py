@@ -75,11 +75,15 @@ class InfluenceGNN(torch.nn.Module):
             torch.nn.ModuleDict({t: torch.nn.LayerNorm(h) for t in (["user"] if layer == cfg.num_layers - 1
                                                                        else in_channels)})
             for layer in range(cfg.num_layers))
-        self.head = torch.nn.Sequential(torch.nn.Linear(h, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1))
+        # jumping knowledge: the head reads the user's state after every layer, so its own inputs are not washed
+        # out by neighbourhood averages
+        self.head = torch.nn.Sequential(torch.nn.Linear(h * (cfg.num_layers + 1), 64), torch.nn.ReLU(),
+                                        torch.nn.Linear(64, 1))
 
     def forward(self, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor],
                 edge_attr_dict: dict[EdgeType, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         h = {t: F.elu(v) for t, v in self.input(dict(x_dict)).items()}
+        states = [h["user"]]
         edge_index_dict = {k: v for k, v in edge_index_dict.items() if tuple(k) in self.edge_types}
         extra = {}
         if edge_attr_dict:
@@ -88,5 +92,6 @@ class InfluenceGNN(torch.nn.Module):
             out = conv(h, edge_index_dict, **extra)
             h = {t: norms[t](F.elu(out[t]) + h[t]) if t in out and t in norms else h[t] for t in h}
             h = {t: F.dropout(v, self.cfg.dropout, self.training) for t, v in h.items()}
+            states.append(h["user"])
         emb = h["user"]
-        return self.head(emb).squeeze(-1), emb
+        return self.head(torch.cat(states, dim=-1)).squeeze(-1), emb

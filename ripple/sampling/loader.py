@@ -77,7 +77,10 @@ def make_loader(feature_store, graph_store, sampler: BaseSampler, seeds: Tensor,
 
 
 def batch_inputs(batch: HeteroData, device) -> tuple[dict, dict, dict]:
-    """Move what the model reads to ``device`` (non-blocking from pinned memory when on CUDA)."""
+    """Move what the model reads to ``device`` (non-blocking from pinned memory when on CUDA).
+
+    Returns (x_dict, edge_index_dict, edge_attr_dict).
+    """
     nb = torch.device(device).type == "cuda"
     x = {t: batch[t].x.to(device, non_blocking=nb) for t in batch.node_types if "x" in batch[t]}
     ei = {et: batch[et].edge_index.to(device, non_blocking=nb) for et in batch.edge_types}

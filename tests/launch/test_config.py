@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from ripple.data.storage import StorageOptions
-from ripple.launch.config import ConfigError, RippleConfig, from_dict, load_config
+from ripple.launch.config import ConfigError, RippleConfig, TrainConfig, from_dict, load_config
 
 
 def _write(tmp_path, text: str, name: str = "cfg.yaml") -> str:
@@ -17,7 +17,7 @@ def _write(tmp_path, text: str, name: str = "cfg.yaml") -> str:
 def test_defaults_without_a_file():
     cfg = load_config()
     assert cfg == RippleConfig()
-    assert cfg.scaling.num_workers == 2 and cfg.train.epochs == 12
+    assert cfg.scaling.num_workers == 2 and cfg.train.epochs == 30
     assert cfg.storage == StorageOptions()
     assert load_config(None, {}) == cfg
     assert from_dict({}) == cfg
@@ -52,7 +52,7 @@ storage:
     assert cfg.data == "s3://bucket/data"
     assert cfg.sampling.fanouts == [5, 5]
     assert cfg.storage.endpoint_url == "http://minio:9000"
-    assert cfg.train.patience == 4 and cfg.model.heads == 4  # untouched defaults
+    assert cfg.train.patience == TrainConfig().patience and cfg.model.heads == 4  # untouched defaults
 
 
 def test_override_creates_missing_sections(tmp_path):
