@@ -8,6 +8,17 @@ import pytest
 from ripple.data.tiny import write_tiny_dataset
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Unit tests use tiny tensors: intra-op threads only add contention on a 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path) -> str:
     """A valid tiny dataset (``ripple.data.tiny``) written through ``DatasetWriter``; returns its path."""

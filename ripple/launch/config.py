@@ -28,8 +28,8 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     seed: int = 0
-    #: stop when val Spearman has not improved for this many epochs (0 = never)
-    patience: int = 6
+    #: stop when validation MSE has not improved for this many epochs (0 = never)
+    patience: int = 8
 
     def __post_init__(self):
         if self.epochs < 1:

@@ -13,7 +13,7 @@ from ripple.data.storage import Store, StorageOptions, join, pyarrow_filesystem,
 from ripple.data.validate import require_valid
 from ripple.distributed.inference import EMBEDDINGS, write_embeddings
 from ripple.distributed.stores import load_local_graph
-from ripple.distributed.train import SCORE, fit, run_dir
+from ripple.distributed.train import SCORE, SCORE_MODE, fit, run_dir
 from ripple.launch.config import RippleConfig, from_dict
 from ripple.models.evaluate import evaluate
 
@@ -30,7 +30,9 @@ def init_ray(cfg: RippleConfig | None = None, log_to_driver: bool = True) -> Non
     # 60 s default and the whole group is torn down.
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
     address = (cfg.scaling.address if cfg else None) or os.environ.get("RAY_ADDRESS")
-    kwargs = {"include_dashboard": False, "log_to_driver": log_to_driver}
+    # The dashboard stays on: Ray Train's placement-group cleaner watches the controller through the state
+    # API, which the dashboard serves (without it, a warning every few seconds).
+    kwargs = {"log_to_driver": log_to_driver}
     if address:
         ray.init(address=address, **kwargs)
     else:
@@ -68,6 +70,7 @@ def train(cfg: RippleConfig, stage=lambda name: None) -> dict:
                          "best": outcome.best_metrics.get("epoch")}
     metrics["best_epoch"] = outcome.best_metrics.get("epoch")
     metrics[f"best_{SCORE}"] = outcome.best_metrics.get(SCORE)
+    metrics["best_val_spearman"] = outcome.best_metrics.get("val_spearman")
     run.write_json(metrics, "metrics.json")
     return metrics
 
@@ -92,7 +95,7 @@ def best_checkpoint(cfg: RippleConfig):
 
     path, pafs = pyarrow_filesystem(join(run_dir(cfg), "checkpoints"), cfg.storage)
     result = Result.from_path(path, storage_filesystem=pafs)
-    ckpt = result.get_best_checkpoint(SCORE, "max") or result.checkpoint
+    ckpt = result.get_best_checkpoint(SCORE, SCORE_MODE) or result.checkpoint
     if ckpt is None:
         raise ValueError(f"run {run_dir(cfg)} has no checkpoint; train it first with `ripple train`")
     return ckpt

@@ -17,15 +17,6 @@ REV_MEMBER = ("community", "rev_member_of", "user")
 N = {"user": 7, "content": 4, "community": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def model(hidden=16, heads=4, num_layers=2, seed=0) -> InfluenceGNN:
     torch.manual_seed(seed)
     with warnings.catch_warnings():

@@ -26,15 +26,6 @@ TABLE_EDGES = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_graph() -> LocalGraph:
     rng = np.random.default_rng(0)
     csc, edge_attr = {}, {}
