@@ -74,6 +74,19 @@ def filesystem(url: str, options: StorageOptions | None = None) -> tuple[fsspec.
         raise StorageError(f"cannot open storage URL {url!r}: {e}. Use a local path or s3://bucket/prefix.") from e
 
 
+def absolute_url(url: str) -> str:
+    """Local paths made absolute against this process's working directory; other URLs unchanged.
+
+    Ray workers run in their own working directories, so a relative path must be resolved where the user
+    typed it, before the config is shipped to them.
+    """
+    import os
+
+    if _protocol(url) != "file":
+        return url
+    return os.path.abspath(os.path.expanduser(url.removeprefix("file://")))
+
+
 def join(url: str, *parts: str) -> str:
     if "://" in url:
         proto, rest = url.split("://", 1)

@@ -4,12 +4,13 @@ Order matters for "bad input writes nothing": the dataset is validated before th
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 
 from ripple.data.dataset import Dataset
-from ripple.data.storage import Store, StorageOptions, join, pyarrow_filesystem, read_committed
+from ripple.data.storage import Store, StorageOptions, absolute_url, join, pyarrow_filesystem, read_committed
 from ripple.data.validate import require_valid
 from ripple.distributed.inference import EMBEDDINGS, write_embeddings
 from ripple.distributed.stores import load_local_graph
@@ -40,8 +41,14 @@ def init_ray(cfg: RippleConfig | None = None, log_to_driver: bool = True) -> Non
         ray.init(num_cpus=max(2, int(workers)), **kwargs)
 
 
+def resolve_paths(cfg: RippleConfig) -> RippleConfig:
+    """The config with local paths made absolute (workers do not share the driver's working directory)."""
+    return dataclasses.replace(cfg, data=absolute_url(cfg.data), storage_path=absolute_url(cfg.storage_path))
+
+
 def train(cfg: RippleConfig, stage=lambda name: None) -> dict:
     """Validate -> train on Ray -> write embeddings -> evaluate -> ``metrics.json``. Returns the metrics."""
+    cfg = resolve_paths(cfg)
     stage("validate")
     require_valid(cfg.data, cfg.storage)
     run = Store(run_dir(cfg), cfg.storage)
@@ -85,9 +92,9 @@ def load_run_config(run_url: str, options: StorageOptions | None = None) -> Ripp
     if options is not None:
         raw["storage"] = {**raw.get("storage", {}), **{k: v for k, v in vars(options).items() if v}}
     cfg = from_dict(raw)
-    base = run_url.rstrip("/")
-    cfg.storage_path, cfg.run_name = base.rsplit("/", 1) if "/" in base else (".", base)
-    return cfg
+    base = absolute_url(run_url).rstrip("/")
+    cfg.storage_path, cfg.run_name = base.rsplit("/", 1)
+    return resolve_paths(cfg)
 
 
 def best_checkpoint(cfg: RippleConfig):

@@ -318,3 +318,13 @@ def test_s3_store_pickle_carries_no_secrets(s3_server, s3_bucket):
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == "testing"  # set by the s3_server fixture
     assert b"testing" not in blob
     assert pickle.loads(blob).read_bytes("f") == b"z"
+
+
+def test_absolute_url_resolves_local_paths_only(tmp_path, monkeypatch):
+    from ripple.data.storage import absolute_url
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_url("runs/x") == str(tmp_path / "runs" / "x")
+    assert absolute_url("file://rel") == str(tmp_path / "rel")
+    assert absolute_url("/abs/path") == "/abs/path"
+    assert absolute_url("s3://bucket/key") == "s3://bucket/key"

@@ -59,12 +59,14 @@ def _check_run(cfg, options=None):
     return metrics
 
 
-def test_local_two_workers_and_resume(ray_cluster, tmp_path):
-    data = str(tmp_path / "data")
+def test_local_two_workers_and_resume(ray_cluster, tmp_path, monkeypatch):
+    # Relative paths, as a user types them: Ray workers run in other directories, so the driver must resolve them.
+    monkeypatch.chdir(tmp_path)
+    data = "data"
     generate(data, GeneratorConfig(users=USERS, seed=3, label_sims=100))
-    cfg = _cfg(data, str(tmp_path / "runs"), "e2e")
+    cfg = _cfg(data, "runs", "e2e")
     first = pipeline.train(cfg)
-    _check_run(cfg)
+    _check_run(pipeline.resolve_paths(cfg))
     assert first["epochs"] == {"start": 0, "last": 1, "best": first["best_epoch"]}
 
     # Same run name, more epochs: resumes after the last checkpoint (epoch 1) rather than starting over.
@@ -77,7 +79,7 @@ def test_local_two_workers_and_resume(ray_cluster, tmp_path):
     assert state["epoch"] == second["best_epoch"]
 
     # `ripple embed RUN` rewrites embeddings from the best checkpoint, atomically.
-    m = pipeline.embed(str(tmp_path / "runs" / "e2e"))
+    m = pipeline.embed("runs/e2e")
     assert m["rows"] == USERS
 
 
