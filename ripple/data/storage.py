@@ -14,6 +14,7 @@ either the previous complete output or no readable output, never half of one.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -146,11 +147,9 @@ class Store:
                     f.write(data)
                 self.fs.mv(tmp, p)
             except BaseException:  # a failed write leaves the old file (or none), never a stray temp file
-                try:
+                with contextlib.suppress(OSError):  # best effort: the original error is what matters
                     if self.fs.exists(tmp):
                         self.fs.rm(tmp)
-                except OSError:
-                    pass
                 raise
         else:
             with self.fs.open(p, "wb") as f:

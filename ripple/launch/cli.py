@@ -20,7 +20,7 @@ EXIT_OK, EXIT_RUNTIME, EXIT_BAD_INPUT = 0, 1, 2
 
 
 class UsageError(ValueError):
-    pass
+    """Bad command-line usage (exit 2), raised instead of argparse's own exit."""
 
 
 class _Parser(argparse.ArgumentParser):

@@ -19,7 +19,7 @@ from ripple.sampling.loader import SamplingConfig
 
 
 class ConfigError(ValueError):
-    pass
+    """An invalid config key or value; the message names the key, the value and what is allowed."""
 
 
 @dataclass
