@@ -71,6 +71,10 @@ def make_loader(feature_store, graph_store, sampler: BaseSampler, seeds: Tensor,
                 edge_attr: dict[EdgeType, Tensor] | None = None, shuffle: bool = False) -> NodeLoader:
     """Batches of user seeds. Shapes: seeds [S] global user indices; each batch's first ``batch_size`` users
     are its seeds."""
+    if torch.unique(seeds).numel() != seeds.numel():
+        # samplers dedupe seeds, and then the first ``batch_size`` users of a batch would not all be seeds
+        raise ValueError(f"loader seeds must be distinct users; got {seeds.numel()} seeds, "
+                         f"{torch.unique(seeds).numel()} distinct")
     return NodeLoader((feature_store, graph_store), node_sampler=sampler, input_nodes=("user", seeds),
                       batch_size=batch_size, shuffle=shuffle, transform=EdgeFeatureJoin(edge_attr or {}),
                       filter_per_worker=False)

@@ -179,3 +179,10 @@ def test_backends_select():
         if b not in have:
             with pytest.raises(ValueError, match="not installed"):
                 backends.select(b)
+
+
+def test_make_loader_rejects_duplicate_seeds():
+    from ripple.sampling.loader import make_loader
+
+    with pytest.raises(ValueError, match="distinct"):
+        make_loader(None, None, None, torch.tensor([3, 1, 3]), batch_size=2)
