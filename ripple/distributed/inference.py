@@ -6,7 +6,6 @@ every part is written (``ripple.data.storage`` commit protocol), so readers see 
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import numpy as np
@@ -30,13 +29,6 @@ def embeddings_table(user_ids: np.ndarray, emb: np.ndarray, log_reach: np.ndarra
     })
 
 
-def load_state(checkpoint) -> dict:
-    from ripple.distributed.train import CHECKPOINT_FILE
-
-    with checkpoint.as_directory() as d:
-        return torch.load(os.path.join(d, CHECKPOINT_FILE), map_location="cpu", weights_only=False)
-
-
 def infer_slice(raw_cfg: dict, state: dict, part: int, num_parts: int) -> PartInfo:
     """Predict users of slice ``part`` of ``num_parts`` and write one part; runs inside a Ray task."""
     from ripple.distributed.train import GraphAccess, build_model, open_graph, predict
@@ -58,6 +50,8 @@ def infer_slice(raw_cfg: dict, state: dict, part: int, num_parts: int) -> PartIn
 def write_embeddings(cfg, checkpoint, num_parts: int | None = None) -> dict:
     """Run inference over all users on Ray and commit ``<run>/embeddings``; returns the manifest."""
     import ray
+
+    from ripple.distributed.train import load_state
 
     state = load_state(checkpoint)
     num_parts = num_parts or cfg.scaling.num_workers

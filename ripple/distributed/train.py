@@ -35,6 +35,12 @@ CHECKPOINT_FILE = "state.pt"
 SCORE, SCORE_MODE = "val_mse", "min"
 
 
+def load_state(checkpoint, map_location="cpu") -> dict:
+    """The training state a ``ray.train.Checkpoint`` holds (model, optimizer, epoch, early-stopping state)."""
+    with checkpoint.as_directory() as d:
+        return torch.load(os.path.join(d, CHECKPOINT_FILE), map_location=map_location, weights_only=False)
+
+
 def build_model(cfg) -> InfluenceGNN:
     return InfluenceGNN(FT.NODE_DIMS, list(S.EDGE_TYPES), cfg.model, edge_dims=FT.EDGE_DIMS)
 
@@ -118,8 +124,7 @@ def train_loop_per_worker(raw_cfg: dict) -> None:
     start_epoch, best, bad_epochs = 0, math.inf, 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location=ctx.device, weights_only=False)
+        state = load_state(checkpoint, map_location=ctx.device)
         core.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, best, bad_epochs = state["epoch"] + 1, state["best"], state["bad_epochs"]
@@ -157,9 +162,10 @@ def train_loop_per_worker(raw_cfg: dict) -> None:
         tot = ctx.all_reduce_sum([loss_sum, n_seen, n_edges, elapsed])
         improved = val_mse < best
         best, bad_epochs = (val_mse, 0) if improved else (best, bad_epochs + 1)
+        wall = max(tot[3] / ctx.world_size, 1e-9)  # mean per-rank epoch time
         metrics = {"epoch": epoch, "train_loss": tot[0] / max(tot[1], 1), "val_mse": val_mse,
-                   "val_spearman": val_rho, "best_" + SCORE: best, "train_seeds_per_s": tot[1] / max(tot[3] / ctx.world_size, 1e-9),
-                   "train_edges_per_s": tot[2] / max(tot[3] / ctx.world_size, 1e-9),
+                   "val_spearman": val_rho, "best_" + SCORE: best, "train_seeds_per_s": tot[1] / wall,
+                   "train_edges_per_s": tot[2] / wall,
                    "kernel_backend": access.backend, "world_size": ctx.world_size, "start_epoch": start_epoch}
         log.info("epoch %d loss %.4f val_mse %.4f val_spearman %.4f (%.0f seeds/s)", epoch, metrics["train_loss"],
                  val_mse, val_rho, metrics["train_seeds_per_s"])

@@ -15,7 +15,6 @@ from torch_geometric.data import HeteroData
 from torch_geometric.loader import NodeLoader
 from torch_geometric.sampler import BaseSampler, NeighborSampler
 
-from ripple.sampling import backends
 from ripple.sampling.native import CSCGraph, NativeNeighborSampler
 
 log = logging.getLogger(__name__)
@@ -71,10 +70,10 @@ def make_loader(feature_store, graph_store, sampler: BaseSampler, seeds: Tensor,
                 edge_attr: dict[EdgeType, Tensor] | None = None, shuffle: bool = False) -> NodeLoader:
     """Batches of user seeds. Shapes: seeds [S] global user indices; each batch's first ``batch_size`` users
     are its seeds."""
-    if torch.unique(seeds).numel() != seeds.numel():
+    distinct = torch.unique(seeds).numel()
+    if distinct != seeds.numel():
         # samplers dedupe seeds, and then the first ``batch_size`` users of a batch would not all be seeds
-        raise ValueError(f"loader seeds must be distinct users; got {seeds.numel()} seeds, "
-                         f"{torch.unique(seeds).numel()} distinct")
+        raise ValueError(f"loader seeds must be distinct users; got {seeds.numel()} seeds, {distinct} distinct")
     return NodeLoader((feature_store, graph_store), node_sampler=sampler, input_nodes=("user", seeds),
                       batch_size=batch_size, shuffle=shuffle, transform=EdgeFeatureJoin(edge_attr or {}),
                       filter_per_worker=False)

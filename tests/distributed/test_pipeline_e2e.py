@@ -73,7 +73,7 @@ def test_local_two_workers_and_resume(ray_cluster, tmp_path, monkeypatch):
     cfg3 = _cfg(data, str(tmp_path / "runs"), "e2e", epochs=3)
     second = pipeline.train(cfg3)
     assert second["epochs"]["start"] == 2 and second["epochs"]["last"] == 2
-    from ripple.distributed.inference import load_state
+    from ripple.distributed.train import load_state
 
     state = load_state(pipeline.best_checkpoint(cfg3))
     assert state["epoch"] == second["best_epoch"]
