@@ -155,6 +155,21 @@ class Store:
             with self.fs.open(p, "wb") as f:
                 f.write(data)
 
+    def put_file(self, local_path: str, *parts: str) -> None:
+        """Upload a local file without reading it into memory (multipart on S3; temp + rename locally)."""
+        p = self.path(*parts)
+        parent = posixpath.dirname(p)
+        if parent:
+            self.fs.makedirs(parent, exist_ok=True)
+        if _protocol(self.url) == "file":
+            import shutil
+
+            tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
+            shutil.copyfile(local_path, tmp)
+            self.fs.mv(tmp, p)
+        else:
+            self.fs.put_file(local_path, p)
+
     def read_json(self, *parts: str) -> dict:
         raw = self.read_bytes(*parts)
         try:

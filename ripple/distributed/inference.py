@@ -29,42 +29,96 @@ def embeddings_table(user_ids: np.ndarray, emb: np.ndarray, log_reach: np.ndarra
     })
 
 
+def _worker(cfg):
+    torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
+
+
 def infer_slice(raw_cfg: dict, state: dict, part: int, num_parts: int) -> PartInfo:
     """Predict users of slice ``part`` of ``num_parts`` and write one part; runs inside a Ray task."""
-    from ripple.distributed.train import GraphAccess, build_model, open_graph, predict
+    from ripple.distributed.context import WorkerContext
+    from ripple.distributed.train import build_model, open_access, predict
     from ripple.launch.config import from_dict
 
     cfg = from_dict(raw_cfg)
-    torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
-    graph = open_graph(cfg)
-    access = GraphAccess(graph, cfg, "cpu", seed=cfg.train.seed + 104729 * (part + 1))
+    _worker(cfg)
+    access = open_access(cfg, WorkerContext(), seed=cfg.train.seed + 104729 * (part + 1))
+    users, ids = access.users(part, num_parts)
+    return _write(cfg, state, access, users, ids, part)
+
+
+def infer_shard(raw_cfg: dict, state: dict, part: int, key: str) -> PartInfo:
+    """Predict every user of graph part ``part`` (sampling it in-process, next to its shard actor) and write
+    them as one part; runs inside a Ray task."""
+    from ripple.distributed.context import WorkerContext
+    from ripple.distributed.sharded_access import ShardedAccess
+    from ripple.launch.config import from_dict
+
+    cfg = from_dict(raw_cfg)
+    _worker(cfg)
+    access = ShardedAccess(cfg, WorkerContext(), seed=cfg.train.seed + 104729 * (part + 1), local_parts=[part],
+                           key=key)
+    users, ids = access.users(part)
+    return _write(cfg, state, access, users, ids, part)
+
+
+def _write(cfg, state, access, users, ids, part) -> PartInfo:
+    from ripple.distributed.train import build_model, predict
+
     model = build_model(cfg)
     model.load_state_dict(state["model"])
-    users = torch.from_numpy(np.array_split(np.arange(graph.num_nodes("user")), num_parts)[part])
-    pred, emb = predict(model, access, users, cfg.sampling.batch_size * 4, "cpu")
-    table = embeddings_table(graph.ids["user"][users.numpy()], emb.numpy(), pred.numpy())
+    pred, emb, _ = predict(model, access, users, cfg.sampling.batch_size * 4, "cpu")
+    table = embeddings_table(ids, emb.numpy(), pred.numpy())
     store = Store(join(cfg.storage_path, cfg.run_name, EMBEDDINGS), cfg.storage)
     return write_part(store, table, index=part, writer="w")
 
 
 def write_embeddings(cfg, checkpoint, num_parts: int | None = None) -> dict:
-    """Run inference over all users on Ray and commit ``<run>/embeddings``; returns the manifest."""
+    """Run inference over all users on Ray and commit ``<run>/embeddings``; returns the manifest.
+
+    A partitioned graph is embedded part by part: one task per graph part, placed on the node of that part's
+    shard actor, writes that part's users; the manifest is committed once every part is written."""
     import ray
 
+    from ripple.distributed.partition import is_partitioned
     from ripple.distributed.train import load_state
 
     state = load_state(checkpoint)
-    num_parts = num_parts or cfg.scaling.num_workers
     store = Store(join(cfg.storage_path, cfg.run_name, EMBEDDINGS), cfg.storage)
     begin(store)
     t0 = time.perf_counter()
-    task = ray.remote(num_cpus=cfg.scaling.cpus_per_worker)(infer_slice)
     state_ref = ray.put(state)
     raw = cfg.to_dict()
-    parts = ray.get([task.remote(raw, state_ref, i, num_parts) for i in range(num_parts)])
+    if is_partitioned(cfg.data, cfg.storage):
+        parts = _embed_shards(cfg, raw, state_ref)
+    else:
+        num_parts = num_parts or cfg.scaling.num_workers
+        task = ray.remote(num_cpus=cfg.scaling.cpus_per_worker)(infer_slice)
+        parts = ray.get([task.remote(raw, state_ref, i, num_parts) for i in range(num_parts)])
     manifest = commit(store, parts, extra={"checkpoint_epoch": int(state["epoch"]), "embedding_dim":
                                            int(cfg.model.hidden)})
     log.info("wrote %d embeddings in %d parts to %s (%.1fs)", manifest["rows"], len(parts), store.url,
              time.perf_counter() - t0)
     manifest["seconds"] = time.perf_counter() - t0
     return manifest
+
+
+def _embed_shards(cfg, raw: dict, state_ref) -> list[PartInfo]:
+    import uuid
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from ripple.distributed.shards import PartitionMeta, start_shard
+
+    meta = PartitionMeta.open(cfg.data, cfg.storage)
+    key = f"embed-{uuid.uuid4().hex[:8]}"
+    actors = [start_shard(meta, key, p, max_restarts=cfg.scaling.shard_max_restarts, here=False)
+              for p in range(meta.num_parts)]
+    try:
+        nodes = [r["node_id"] for r in ray.get([a.ready.remote() for a in actors])]
+        task = ray.remote(num_cpus=cfg.scaling.cpus_per_worker)(infer_shard)
+        return ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[p], soft=True))
+                        .remote(raw, state_ref, p, key) for p in range(meta.num_parts)])
+    finally:
+        for a in actors:
+            ray.kill(a)

@@ -21,6 +21,7 @@ from ripple.data import schema as S
 from ripple.data.dataset import Dataset
 from ripple.data.storage import join, pyarrow_filesystem
 from ripple.distributed.context import WorkerContext, setup_worker_logging
+from ripple.distributed.partition import is_partitioned
 from ripple.distributed.stores import LocalGraph, load_local_graph
 from ripple.models.gnn import InfluenceGNN
 from ripple.models.metrics import spearman
@@ -46,10 +47,8 @@ def build_model(cfg) -> InfluenceGNN:
 
 
 class GraphAccess:
-    """What a worker needs from the graph: PyG stores, a sampler, edge features, label lookups.
-
-    Built from a ``LocalGraph`` here; the sharded backend provides the same attributes.
-    """
+    """What a worker needs from a graph held whole in this process: PyG stores, a sampler, edge features, and
+    its share of the labelled users. ``ShardedAccess`` provides the same methods over graph shards."""
 
     def __init__(self, graph: LocalGraph, cfg, device, seed: int):
         self.graph = graph
@@ -57,7 +56,6 @@ class GraphAccess:
         self.num_nodes = {t: graph.num_nodes(t) for t in S.NODE_TYPES}
         y = torch.full((self.num_nodes["user"],), float("nan"))
         y[torch.from_numpy(graph.label_index)] = torch.from_numpy(np.log1p(graph.reach))
-        self.y = y
         self.feature_store.put_tensor(y, group_name="user", attr_name="y", index=None)
         self.edge_attr = graph.edge_attr_tensors()
         self.backend = backends.select(cfg.sampling.backend)
@@ -67,33 +65,51 @@ class GraphAccess:
     def loader(self, seeds: torch.Tensor, batch_size: int):
         return make_loader(self.feature_store, self.graph_store, self.sampler, seeds, batch_size, self.edge_attr)
 
+    def train_seeds(self, ctx: WorkerContext, epoch: int, seed: int) -> torch.Tensor:
+        """Equal-size, per-epoch shuffled share of the training users for this rank (DDP needs equal batch
+        counts)."""
+        index = self.graph.split_index("train")
+        if len(index) < ctx.world_size:
+            raise ValueError(f"{len(index)} training users cannot be split over {ctx.world_size} workers; "
+                             "use fewer --num-workers or label more users")
+        g = torch.Generator().manual_seed(seed * 1000 + epoch)
+        perm = torch.from_numpy(index)[torch.randperm(len(index), generator=g)]
+        per = len(index) // ctx.world_size
+        return perm[ctx.rank * per:(ctx.rank + 1) * per]
 
-def open_graph(cfg) -> LocalGraph:
-    return load_local_graph(Dataset(cfg.data, cfg.storage))
+    def eval_seeds(self, split: str, ctx: WorkerContext) -> torch.Tensor:
+        return torch.from_numpy(np.array_split(self.graph.split_index(split), ctx.world_size)[ctx.rank])
+
+    def users(self, part: int, num_parts: int) -> tuple[torch.Tensor, np.ndarray]:
+        """Slice ``part`` of ``num_parts`` of all users: (dense indices, original ids)."""
+        users = np.array_split(np.arange(self.graph.num_nodes("user")), num_parts)[part]
+        return torch.from_numpy(users), self.graph.ids["user"][users]
 
 
-def _rank_slice(index: np.ndarray, ctx: WorkerContext, epoch: int, seed: int) -> torch.Tensor:
-    """Equal-size, per-epoch shuffled share of ``index`` for this rank (DDP needs equal batch counts)."""
-    g = torch.Generator().manual_seed(seed * 1000 + epoch)
-    perm = torch.from_numpy(index)[torch.randperm(len(index), generator=g)]
-    per = len(index) // ctx.world_size
-    return perm[ctx.rank * per:(ctx.rank + 1) * per]
+def open_access(cfg, ctx: WorkerContext, seed: int, local_parts: list[int] | None = None):
+    """``ShardedAccess`` when ``cfg.data`` is a partitioned graph, else the whole graph in this process."""
+    if is_partitioned(cfg.data, cfg.storage):
+        from ripple.distributed.sharded_access import ShardedAccess
+
+        return ShardedAccess(cfg, ctx, seed, local_parts=local_parts)
+    return GraphAccess(load_local_graph(Dataset(cfg.data, cfg.storage)), cfg, ctx.device, seed)
 
 
 @torch.no_grad()
-def predict(model, access: GraphAccess, users: torch.Tensor, batch_size: int, device):
-    """Shapes: users [U] dense user indices -> (pred [U] log1p reach, embedding [U, hidden])."""
+def predict(model, access, users: torch.Tensor, batch_size: int, device):
+    """Shapes: users [U] user indices -> (pred [U] log1p reach, embedding [U, hidden], label [U] (NaN if none))."""
     model.eval()
-    preds, embs = [], []
+    preds, embs, ys = [], [], []
     for batch in access.loader(users, batch_size):
         x, ei, ea = batch_inputs(batch, device)
         bs = batch["user"].batch_size
         p, e = model(x, ei, ea)
         preds.append(p[:bs].cpu())
         embs.append(e[:bs].cpu())
+        ys.append(batch["user"].y[:bs].cpu())
     if not preds:
-        return torch.empty(0), torch.empty(0, model.cfg.hidden)
-    return torch.cat(preds), torch.cat(embs)
+        return torch.empty(0), torch.empty(0, model.cfg.hidden), torch.empty(0)
+    return torch.cat(preds), torch.cat(embs), torch.cat(ys)
 
 
 def train_loop_per_worker(raw_cfg: dict) -> None:
@@ -108,12 +124,7 @@ def train_loop_per_worker(raw_cfg: dict) -> None:
     torch.manual_seed(cfg.train.seed)
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
 
-    access = GraphAccess(open_graph(cfg), cfg, ctx.device, seed=cfg.train.seed + 7919 * ctx.rank)
-    graph = access.graph
-    train_idx, val_idx = graph.split_index("train"), graph.split_index("val")
-    if len(train_idx) < ctx.world_size:
-        raise ValueError(f"{len(train_idx)} training users cannot be split over {ctx.world_size} workers; "
-                         "use fewer --num-workers or label more users")
+    access = open_access(cfg, ctx, seed=cfg.train.seed + 7919 * ctx.rank)
 
     # A batch may lack a relation (no sampled replies, say): its parameters then get no gradient this step.
     model = ray.train.torch.prepare_model(build_model(cfg),
@@ -136,7 +147,7 @@ def train_loop_per_worker(raw_cfg: dict) -> None:
         if cfg.train.patience and bad_epochs >= cfg.train.patience:
             break
         model.train()
-        seeds = _rank_slice(train_idx, ctx, epoch, cfg.train.seed)
+        seeds = access.train_seeds(ctx, epoch, cfg.train.seed)
         t0, loss_sum, n_seen, n_edges = time.perf_counter(), 0.0, 0, 0
         for batch in access.loader(seeds, bs):
             x, ei, ea = batch_inputs(batch, ctx.device)
@@ -152,13 +163,12 @@ def train_loop_per_worker(raw_cfg: dict) -> None:
         elapsed = time.perf_counter() - t0
 
         # validation: every rank predicts its slice, rank-gathered for one Spearman
-        mine = torch.from_numpy(np.array_split(val_idx, ctx.world_size)[ctx.rank])
-        vp, _ = predict(core, access, mine, bs * 4, ctx.device)
-        gathered = ctx.all_gather((mine.numpy(), vp.numpy()))
-        v_idx = np.concatenate([g[0] for g in gathered])
+        vp, _, vy = predict(core, access, access.eval_seeds("val", ctx), bs * 4, ctx.device)
+        gathered = ctx.all_gather((vy.numpy(), vp.numpy()))
+        v_y = np.concatenate([g[0] for g in gathered])
         v_pred = np.concatenate([g[1] for g in gathered])
-        val_rho = spearman(access.y[torch.from_numpy(v_idx)].numpy(), v_pred) if len(v_idx) > 1 else 0.0
-        val_mse = float(np.mean((access.y[torch.from_numpy(v_idx)].numpy() - v_pred) ** 2)) if len(v_idx) else 0.0
+        val_rho = spearman(v_y, v_pred) if len(v_y) > 1 else 0.0
+        val_mse = float(np.mean((v_y - v_pred) ** 2)) if len(v_y) else 0.0
         tot = ctx.all_reduce_sum([loss_sum, n_seen, n_edges, elapsed])
         improved = val_mse < best
         best, bad_epochs = (val_mse, 0) if improved else (best, bad_epochs + 1)

@@ -63,6 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("data")
     _storage_flags(v)
 
+    pt = sub.add_parser("partition", help="shard a dataset for distributed training (streaming, out-of-core)")
+    pt.add_argument("data")
+    pt.add_argument("--num-parts", type=int, required=True, help="number of shards (GraphShard actors)")
+    pt.add_argument("--out", required=True, help="where the shards and their manifest go (local or s3://...)")
+    pt.add_argument("--method", choices=["lp", "hash"], default="lp",
+                    help="lp: community-seeded balanced label propagation (default); hash: user id hash")
+    pt.add_argument("--passes", type=int, default=4, help="label-propagation passes over follows")
+    pt.add_argument("--balance", type=float, default=1.05, help="max part size / mean part size")
+    pt.add_argument("--chunk-rows", type=int, default=1 << 20, help="rows per streamed batch and CSC bucket")
+    pt.add_argument("--scratch", default=None, help="local folder for spill files (default: system temp)")
+    _storage_flags(pt)
+
     t = sub.add_parser("train", help="train + evaluate + write embeddings back")
     _train_flags(t)
 
@@ -122,7 +134,8 @@ def _print_metrics(metrics: dict) -> None:
     from ripple.models.evaluate import MODEL_ORDER
     from ripple.models.metrics import METRIC_NAMES, format_table
 
-    print(format_table({m: metrics[m] for m in METRIC_NAMES}, order=MODEL_ORDER))
+    present = [m for m in MODEL_ORDER if m in metrics["spearman"]]
+    print(format_table({m: metrics[m] for m in METRIC_NAMES}, order=present))
     thr = metrics.get("throughput", {})
     print(f"kernel backend: {metrics.get('kernel_backend')}; train {thr.get('train_seeds_per_s') or 0:.0f} "
           f"seeds/s over {thr.get('num_workers')} workers; best epoch {metrics.get('best_epoch')}")
@@ -145,6 +158,22 @@ def cmd_validate(args) -> int:
     report = validate_dataset(args.data, _options(args))
     print(report.text())
     return EXIT_OK if report.ok else EXIT_BAD_INPUT
+
+
+def cmd_partition(args) -> int:
+    from ripple.data.storage import absolute_url
+    from ripple.data.validate import require_valid
+    from ripple.distributed.partition import PartitionConfig, partition
+
+    cfg = PartitionConfig(num_parts=args.num_parts, method=args.method, passes=args.passes, balance=args.balance,
+                          chunk_rows=args.chunk_rows, scratch=args.scratch)
+    if cfg.num_parts < 1:
+        raise UsageError(f"--num-parts must be >= 1, got {cfg.num_parts}")
+    data, out = absolute_url(args.data), absolute_url(args.out)
+    require_valid(data, _options(args))
+    m = partition(data, out, cfg, _options(args))
+    print(json.dumps({k: m[k] for k in ("num_parts", "node_counts", "edge_cut", "stats")}, indent=1))
+    return EXIT_OK
 
 
 def cmd_train(args) -> int:
@@ -186,7 +215,7 @@ def cmd_demo(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"generate": cmd_generate, "validate": cmd_validate, "train": cmd_train, "embed": cmd_embed,
+COMMANDS = {"generate": cmd_generate, "validate": cmd_validate, "partition": cmd_partition, "train": cmd_train, "embed": cmd_embed,
             "demo": cmd_demo}
 
 

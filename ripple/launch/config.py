@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ripple.data.storage import StorageOptions
+from ripple.distributed.partition import PartitionConfig
 from ripple.models.gnn import ModelConfig
 from ripple.sampling.loader import SamplingConfig
 
@@ -46,6 +47,8 @@ class ScalingConfig:
     max_failures: int = 0
     #: Ray address; None starts a local cluster (or joins RAY_ADDRESS when set)
     address: str | None = None
+    #: restarts of a GraphShard actor (it reloads its partition from storage) before calls to it fail
+    shard_max_restarts: int = 3
 
     def __post_init__(self):
         if self.num_workers < 1:
@@ -57,6 +60,9 @@ class ScalingConfig:
 @dataclass
 class EvalConfig:
     lightgbm_threads: int = 1
+    #: a sharded run computes the whole-graph baselines (PageRank, LightGBM +2-hop) on the driver from the source
+    #: dataset only up to this many follows edges; above it they are reported as null
+    baselines_max_edges: int = 50_000_000
     ndcg_k: int = 100
 
 
@@ -71,6 +77,8 @@ class RippleConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    #: ``partition.num_parts > 0`` partitions ``data`` into ``<storage>/<run>/partitions`` before training
+    partition: PartitionConfig = field(default_factory=lambda: PartitionConfig(num_parts=0))
 
     def __post_init__(self):
         if not self.run_name or "/" in self.run_name or self.run_name.startswith("."):

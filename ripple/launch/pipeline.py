@@ -13,10 +13,12 @@ from ripple.data.dataset import Dataset
 from ripple.data.storage import Store, StorageOptions, absolute_url, join, pyarrow_filesystem, read_committed
 from ripple.data.validate import require_valid
 from ripple.distributed.inference import EMBEDDINGS, write_embeddings
+from ripple.distributed.partition import is_partitioned, partition
+from ripple.distributed.shards import PartitionMeta
 from ripple.distributed.stores import load_local_graph
 from ripple.distributed.train import SCORE, SCORE_MODE, fit, run_dir
 from ripple.launch.config import RippleConfig, from_dict
-from ripple.models.evaluate import evaluate
+from ripple.models.evaluate import evaluate, evaluate_from_tables
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,20 @@ def train(cfg: RippleConfig, stage=lambda name: None) -> dict:
     """Validate -> train on Ray -> write embeddings -> evaluate -> ``metrics.json``. Returns the metrics."""
     cfg = resolve_paths(cfg)
     stage("validate")
-    require_valid(cfg.data, cfg.storage)
+    sharded = is_partitioned(cfg.data, cfg.storage)
+    if sharded:
+        source = PartitionMeta.open(cfg.data, cfg.storage).manifest["source"]
+    else:
+        source = cfg.data
+        require_valid(cfg.data, cfg.storage)
     run = Store(run_dir(cfg), cfg.storage)
+    if not sharded and cfg.partition.num_parts > 0:
+        stage("partition")
+        parts_url = join(run_dir(cfg), "partitions")
+        if not is_partitioned(parts_url, cfg.storage):  # a resumed run keeps its partitions
+            partition(cfg.data, parts_url, cfg.partition, cfg.storage)
+        cfg = dataclasses.replace(cfg, data=parts_url)
+        sharded = True
     run.write_bytes(cfg.to_yaml().encode(), "config.yaml")
     init_ray(cfg)
 
@@ -64,14 +78,23 @@ def train(cfg: RippleConfig, stage=lambda name: None) -> dict:
     manifest = write_embeddings(cfg, outcome.best_checkpoint)
 
     stage("evaluate")
-    graph = load_local_graph(Dataset(cfg.data, cfg.storage))
     emb = read_committed(run.child(EMBEDDINGS), columns=["user_id", "influence_score"])
-    metrics = evaluate(graph, emb, seed=cfg.train.seed, lightgbm_threads=cfg.eval.lightgbm_threads)
+    ds = Dataset(source, cfg.storage)
+    whole_graph_ok = ds.manifest.rows.get("follows", 0) <= cfg.eval.baselines_max_edges
+    if sharded and not whole_graph_ok:
+        # PageRank and the 2-hop features need the whole graph in one process: report what scales instead
+        metrics = evaluate_from_tables(ds.read("labels"), ds.read("user", ["id", "follower_count"]), emb)
+        metrics["baselines_skipped"] = (f"{ds.manifest.rows.get('follows')} follows edges > "
+                                        f"eval.baselines_max_edges={cfg.eval.baselines_max_edges}")
+    else:
+        metrics = evaluate(load_local_graph(ds), emb, seed=cfg.train.seed,
+                           lightgbm_threads=cfg.eval.lightgbm_threads)
     last = outcome.last_metrics
     metrics["throughput"] = {
         "train_seeds_per_s": last.get("train_seeds_per_s"), "train_edges_per_s": last.get("train_edges_per_s"),
         "train_wall_s": train_s, "embed_users_per_s": manifest["rows"] / max(manifest["seconds"], 1e-9),
-        "num_workers": cfg.scaling.num_workers}
+        "num_workers": cfg.scaling.num_workers,
+        "num_parts": PartitionMeta.open(cfg.data, cfg.storage).num_parts if sharded else None}
     metrics["kernel_backend"] = last.get("kernel_backend")
     metrics["epochs"] = {"start": last.get("start_epoch"), "last": last.get("epoch"),
                          "best": outcome.best_metrics.get("epoch")}

@@ -43,3 +43,24 @@ def evaluate(graph: LocalGraph, embeddings: pa.Table, seed: int = 0, lightgbm_th
                                seed=seed, num_threads=lightgbm_threads))
     preds["ceiling"] = graph.replicate[test].astype(np.float64)
     return score_all(y, {k: preds[k] for k in MODEL_ORDER})
+
+
+def evaluate_from_tables(labels: pa.Table, users: pa.Table, embeddings: pa.Table) -> dict:
+    """The GNN, follower count and the ceiling from the labels and user tables alone (O(users) memory): what a
+    sharded run reports when the graph is too large for the whole-graph baselines on one machine.
+
+    ``users`` needs ``id`` and ``follower_count``; ``labels`` is the dataset's labels table."""
+    ids = np.sort(users["id"].to_numpy())
+    order = np.argsort(users["id"].to_numpy(), kind="stable")
+    followers = users["follower_count"].to_numpy()[order].astype(np.float64)
+    test = labels["split"].to_numpy(zero_copy_only=False).astype(str) == "test"
+    test_users = dense_index(ids, labels["user_id"].to_numpy()[test], "labels.user_id")
+    score = np.full(len(ids), np.nan)
+    score[dense_index(ids, embeddings["user_id"].to_numpy(), "embeddings.user_id")] = \
+        embeddings["influence_score"].to_numpy()
+    gnn = score[test_users]
+    if np.isnan(gnn).any():
+        raise ValueError(f"embeddings lack {int(np.isnan(gnn).sum())} test users; re-run `ripple embed`")
+    y = labels["cascade_reach"].to_numpy()[test].astype(np.float64)
+    return score_all(y, {"gnn": gnn, "follower_count": followers[test_users],
+                         "ceiling": labels["cascade_reach_replicate"].to_numpy()[test].astype(np.float64)})

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from torch_geometric.data import HeteroData
+from torch_geometric.data import FeatureStore, HeteroData, TensorAttr
 from torch_geometric.loader import NodeLoader
 from torch_geometric.sampler import BaseSampler, NeighborSampler
 
@@ -45,13 +45,25 @@ class SamplingConfig:
 
 
 class EdgeFeatureJoin:
-    """``transform`` for NodeLoader: ``data[et].edge_attr = edge_attr[et][data[et].e_id]``."""
+    """``transform`` for NodeLoader: ``data[et].edge_attr`` = the relation's edge features at ``data[et].e_id``.
 
-    def __init__(self, edge_attr: dict[EdgeType, Tensor]):
-        self.edge_attr = edge_attr
+    ``source`` is a dict ``relation -> [E, D]`` tensor (one process) or a PyG ``FeatureStore`` holding
+    ``(relation, "edge_attr")`` (the sharded store: every relation's rows in one call per shard).
+    """
+
+    def __init__(self, source: dict[EdgeType, Tensor] | FeatureStore | None):
+        self.source = source if source is not None else {}
 
     def __call__(self, data: HeteroData) -> HeteroData:
-        for et, attr in self.edge_attr.items():
+        if isinstance(self.source, FeatureStore):
+            ets = [a.group_name for a in self.source.get_all_tensor_attrs() if a.attr_name == "edge_attr"]
+            ets = [et for et in ets if et in data.edge_types and "e_id" in data[et]]
+            rows = self.source.multi_get_tensor([TensorAttr(group_name=et, attr_name="edge_attr",
+                                                            index=data[et].e_id) for et in ets])
+            for et, r in zip(ets, rows):
+                data[et].edge_attr = r
+            return data
+        for et, attr in self.source.items():
             if et in data.edge_types and "e_id" in data[et]:
                 data[et].edge_attr = attr.index_select(0, data[et].e_id.to(attr.device))
         return data
@@ -67,7 +79,7 @@ def make_sampler(feature_store, graph_store, num_nodes: dict[str, int], cfg: Sam
 
 
 def make_loader(feature_store, graph_store, sampler: BaseSampler, seeds: Tensor, batch_size: int,
-                edge_attr: dict[EdgeType, Tensor] | None = None, shuffle: bool = False) -> NodeLoader:
+                edge_attr: dict[EdgeType, Tensor] | FeatureStore | None = None, shuffle: bool = False) -> NodeLoader:
     """Batches of user seeds. Shapes: seeds [S] global user indices; each batch's first ``batch_size`` users
     are its seeds."""
     distinct = torch.unique(seeds).numel()
@@ -75,7 +87,7 @@ def make_loader(feature_store, graph_store, sampler: BaseSampler, seeds: Tensor,
         # samplers dedupe seeds, and then the first ``batch_size`` users of a batch would not all be seeds
         raise ValueError(f"loader seeds must be distinct users; got {seeds.numel()} seeds, {distinct} distinct")
     return NodeLoader((feature_store, graph_store), node_sampler=sampler, input_nodes=("user", seeds),
-                      batch_size=batch_size, shuffle=shuffle, transform=EdgeFeatureJoin(edge_attr or {}),
+                      batch_size=batch_size, shuffle=shuffle, transform=EdgeFeatureJoin(edge_attr),
                       filter_per_worker=False)
 
 
