@@ -62,6 +62,10 @@ class ShardedAccess:
         return make_loader(self.feature_store, self.graph_store, self.sampler, seeds, batch_size,
                            self.feature_store)
 
+    def resident_bytes(self) -> int:
+        """Bytes of graph arrays this process maps: its own parts only."""
+        return self.graph.resident_bytes()
+
     def _labelled(self, split: str) -> np.ndarray:
         return np.concatenate([self.graph.local[p].labelled(split) for p in self.parts])
 

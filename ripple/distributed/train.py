@@ -65,6 +65,12 @@ class GraphAccess:
     def loader(self, seeds: torch.Tensor, batch_size: int):
         return make_loader(self.feature_store, self.graph_store, self.sampler, seeds, batch_size, self.edge_attr)
 
+    def resident_bytes(self) -> int:
+        """Bytes of graph arrays this process holds (the whole graph here)."""
+        g = self.graph
+        arrays = [*g.x.values(), *g.edge_attr.values(), *(a for c in g.csc.values() for a in c)]
+        return int(sum(a.nbytes for a in arrays))
+
     def train_seeds(self, ctx: WorkerContext, epoch: int, seed: int) -> torch.Tensor:
         """Equal-size, per-epoch shuffled share of the training users for this rank (DDP needs equal batch
         counts)."""
@@ -125,6 +131,7 @@ def train_loop_per_worker(raw_cfg: dict) -> None:
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
 
     access = open_access(cfg, ctx, seed=cfg.train.seed + 7919 * ctx.rank)
+    resident = ctx.all_gather(access.resident_bytes())  # per rank: the graph bytes each trainer holds
 
     # A batch may lack a relation (no sampled replies, say): its parameters then get no gradient this step.
     model = ray.train.torch.prepare_model(build_model(cfg),
@@ -176,7 +183,8 @@ def train_loop_per_worker(raw_cfg: dict) -> None:
         metrics = {"epoch": epoch, "train_loss": tot[0] / max(tot[1], 1), "val_mse": val_mse,
                    "val_spearman": val_rho, "best_" + SCORE: best, "train_seeds_per_s": tot[1] / wall,
                    "train_edges_per_s": tot[2] / wall,
-                   "kernel_backend": access.backend, "world_size": ctx.world_size, "start_epoch": start_epoch}
+                   "kernel_backend": access.backend, "world_size": ctx.world_size, "start_epoch": start_epoch,
+                   "graph_resident_bytes": resident}
         log.info("epoch %d loss %.4f val_mse %.4f val_spearman %.4f (%.0f seeds/s)", epoch, metrics["train_loss"],
                  val_mse, val_rho, metrics["train_seeds_per_s"])
         with tempfile.TemporaryDirectory() as tmp:

@@ -94,7 +94,8 @@ def train(cfg: RippleConfig, stage=lambda name: None) -> dict:
         "train_seeds_per_s": last.get("train_seeds_per_s"), "train_edges_per_s": last.get("train_edges_per_s"),
         "train_wall_s": train_s, "embed_users_per_s": manifest["rows"] / max(manifest["seconds"], 1e-9),
         "num_workers": cfg.scaling.num_workers,
-        "num_parts": PartitionMeta.open(cfg.data, cfg.storage).num_parts if sharded else None}
+        "num_parts": PartitionMeta.open(cfg.data, cfg.storage).num_parts if sharded else None,
+        "graph_resident_bytes_per_rank": last.get("graph_resident_bytes")}
     metrics["kernel_backend"] = last.get("kernel_backend")
     metrics["epochs"] = {"start": last.get("start_epoch"), "last": last.get("epoch"),
                          "best": outcome.best_metrics.get("epoch")}

@@ -28,15 +28,15 @@ def ray_cluster(s3_server):
     ray.shutdown()
 
 
-def _cfg(data, storage_path, run_name, options=None, epochs=2):
+def _cfg(data, storage_path, run_name, options=None, epochs=2, num_parts=0):
     return load_config(None, {
         "data": data, "storage_path": storage_path, "run_name": run_name,
         "scaling.num_workers": 2, "train.epochs": epochs, "train.patience": 0,
         "model.hidden": 32, "model.heads": 2, "sampling.batch_size": 64, "sampling.fanouts": [5, 5],
-        "storage.endpoint_url": options.endpoint_url if options else None})
+        "storage.endpoint_url": options.endpoint_url if options else None, "partition.num_parts": num_parts})
 
 
-def _check_run(cfg, options=None):
+def _check_run(cfg, options=None, num_parts=2):
     run = Store(join(cfg.storage_path, cfg.run_name), options)
     assert run.exists("config.yaml")
     metrics = run.read_json("metrics.json")
@@ -44,11 +44,11 @@ def _check_run(cfg, options=None):
         assert set(metrics[metric]) == {"gnn", "follower_count", "pagerank", "lightgbm_flat", "lightgbm_2hop",
                                         "ceiling"}
         assert all(np.isfinite(v) for v in metrics[metric].values())
-    assert metrics["kernel_backend"] in ("pyg-lib", "torch-sparse", "native")
+    assert metrics["kernel_backend"] in ("pyg-lib", "torch-sparse", "native", "distributed")
     assert metrics["throughput"]["train_seeds_per_s"] > 0
     emb_store = run.child("embeddings")
     manifest = read_manifest(emb_store)
-    assert manifest["rows"] == USERS and len(manifest["parts"]) == 2
+    assert manifest["rows"] == USERS and len(manifest["parts"]) == num_parts
     emb = read_committed(emb_store)
     assert emb.num_rows == USERS
     assert len(set(emb["user_id"].to_pylist())) == USERS
@@ -83,12 +83,22 @@ def test_local_two_workers_and_resume(ray_cluster, tmp_path, monkeypatch):
     assert m["rows"] == USERS
 
 
-def test_s3_data_and_run(ray_cluster, s3_server, s3_bucket):
+def test_s3_sharded_data_and_run(ray_cluster, s3_server, s3_bucket):
+    """Dataset on S3, partitioned by the run (``partition.num_parts``) into 3 shards on S3; 2 trainers each map
+    only their own shards (rank 0: parts 0 and 2, rank 1: part 1); embeddings are written part by part."""
+    from ripple.distributed.shards import PartitionMeta, ShardData
+
     options = StorageOptions(endpoint_url=s3_server)
     data = f"{s3_bucket}/data"
     generate(data, GeneratorConfig(users=USERS, seed=4, label_sims=100), options)
-    cfg = _cfg(data, f"{s3_bucket}/runs", "e2e-s3", options)
+    cfg = _cfg(data, f"{s3_bucket}/runs", "e2e-s3", options, num_parts=3)
     metrics = pipeline.train(cfg)
-    saved = _check_run(cfg, options)
+    saved = _check_run(cfg, options, num_parts=3)
     assert json.loads(json.dumps(metrics))["spearman"] == saved["spearman"]
     assert Store(f"{s3_bucket}/runs/e2e-s3/checkpoints", options).ls()
+    assert saved["kernel_backend"] == "distributed" and saved["throughput"]["num_parts"] == 3
+
+    meta = PartitionMeta.open(f"{s3_bucket}/runs/e2e-s3/partitions", options)
+    part_bytes = [ShardData.load(meta, p).resident_bytes() for p in range(3)]
+    per_rank = saved["throughput"]["graph_resident_bytes_per_rank"]
+    assert per_rank == [part_bytes[0] + part_bytes[2], part_bytes[1]], (per_rank, part_bytes)

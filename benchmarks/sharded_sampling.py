@@ -1,0 +1,170 @@
+"""Sampled edges/s of the distributed sampler over P = 1, 2, 4 graph shards vs PyG on the whole graph.
+
+Side by side in one run, same graph, same fanouts, same seed batches:
+  * ``pyg_whole``: PyG's ``NeighborSampler`` (pyg-lib or torch-sparse kernels) over the whole graph in this
+    process: the single-machine reference;
+  * ``native_whole``: ripple's native sampler over the whole graph in this process;
+  * ``distributed_P``: ``DistributedNeighborSampler`` as a trainer runs it: this process maps part 0 (its own
+    part, zero-copy from its GraphShard actor), the other P - 1 parts are GraphShard actors on the local Ray
+    cluster, and seeds are part 0's users.
+Each mode also runs whole ``NodeLoader`` batches (sampling + feature and edge-feature joins), the number the
+training loop sees. Results: ``benchmarks/results/sharded_sampling.json`` and ``.png``.
+
+    python benchmarks/sharded_sampling.py [--users 20000] [--batches 40] [--out benchmarks/results]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+
+def _rate(fn, batches, warmup: int = 3) -> dict:
+    for b in batches[:warmup]:
+        fn(b)
+    edges, t0 = 0, time.perf_counter()
+    for b in batches:
+        edges += fn(b)
+    dt = time.perf_counter() - t0
+    return {"edges_per_s": edges / dt, "batches_per_s": len(batches) / dt, "edges": edges, "seconds": dt}
+
+
+def _count_sampler(sampler):
+    from torch_geometric.sampler import NodeSamplerInput
+
+    def run(seeds):
+        out = sampler.sample_from_nodes(NodeSamplerInput(input_id=None, node=seeds, input_type="user"))
+        return sum(len(v) for v in out.row.values())
+    return run
+
+
+def _count_loader(make):
+    def run(seeds):
+        batch = next(iter(make(seeds)))
+        return sum(int(batch[et].edge_index.size(1)) for et in batch.edge_types)
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=20000)
+    ap.add_argument("--batches", type=int, default=40)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--parts", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    import ray
+
+    from ripple.data import schema as S
+    from ripple.data.dataset import Dataset
+    from ripple.data.generator import GeneratorConfig, generate
+    from ripple.distributed.partition import PartitionConfig, partition
+    from ripple.distributed.shards import (PartitionMeta, ShardedFeatureStore, ShardedGraph, ShardedGraphStore,
+                                           find_shards, start_shard)
+    from ripple.distributed.stores import load_local_graph
+    from ripple.sampling import backends
+    from ripple.sampling.distributed import DistributedNeighborSampler
+    from ripple.sampling.loader import SamplingConfig, make_loader, make_sampler
+
+    scfg = SamplingConfig()
+    tmp = tempfile.mkdtemp(prefix="ripple-bench-")
+    data = os.path.join(tmp, "data")
+    generate(data, GeneratorConfig(users=args.users, seed=0))
+    graph = load_local_graph(Dataset(data))
+    fs, gs = graph.stores()
+    num_nodes = {t: graph.num_nodes(t) for t in S.NODE_TYPES}
+    nn = scfg.num_neighbors(list(S.EDGE_TYPES))
+    backend = backends.select("auto")
+    rng = np.random.default_rng(0)
+    results: dict = {"modes": {}, "config": {"users": args.users, "edges": int(sum(len(r) for _, r in graph.csc.values())),
+                                             "fanouts": scfg.fanouts, "batch_size": args.batch_size,
+                                             "batches": args.batches, "pyg_backend": backend,
+                                             "cpu": platform.processor() or platform.machine(),
+                                             "cores": os.cpu_count(), "torch_threads": 1}}
+
+    def seed_batches(pool: np.ndarray) -> list[torch.Tensor]:
+        return [torch.from_numpy(np.sort(rng.choice(pool, args.batch_size, replace=False)))
+                for _ in range(args.batches)]
+
+    whole_batches = seed_batches(np.arange(graph.num_nodes("user")))
+    pyg = make_sampler(fs, gs, num_nodes, scfg, list(S.EDGE_TYPES), backend if backend != "native" else "auto")
+    native = make_sampler(fs, gs, num_nodes, scfg, list(S.EDGE_TYPES), "native", seed=0)
+    ea = graph.edge_attr_tensors()
+    results["modes"]["pyg_whole"] = {
+        "sampler": _rate(_count_sampler(pyg), whole_batches),
+        "loader": _rate(_count_loader(lambda s: make_loader(fs, gs, pyg, s, len(s), ea)), whole_batches)}
+    results["modes"]["native_whole"] = {
+        "sampler": _rate(_count_sampler(native), whole_batches),
+        "loader": _rate(_count_loader(lambda s: make_loader(fs, gs, native, s, len(s), ea)), whole_batches)}
+    del fs, gs, pyg, native, ea
+
+    ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
+    for P in args.parts:
+        parts = os.path.join(tmp, f"parts-{P}")
+        m = partition(data, parts, PartitionConfig(num_parts=P))
+        meta = PartitionMeta.open(parts)
+        key = f"bench-{P}"
+        handles = [start_shard(meta, key, p) for p in range(P)]
+        actors = find_shards(meta, key)
+        sg = ShardedGraph(meta, actors, local_parts=[0])
+        sfs, sgs = ShardedFeatureStore(sg), ShardedGraphStore(meta)
+        sampler = DistributedNeighborSampler(sg, scfg.num_neighbors(meta.edge_types), seed=0)
+        own = np.arange(meta.manifest["node_counts"]["user"][0])
+        batches = seed_batches(own)  # part 0's users, by global index (part 0 starts at 0)
+        calls0 = sg.remote_calls
+        results["modes"][f"distributed_{P}"] = {
+            "sampler": _rate(_count_sampler(sampler), batches),
+            "loader": _rate(_count_loader(lambda s: make_loader(sfs, sgs, sampler, s, len(s), sfs)), batches),
+            "remote_calls_per_batch": (sg.remote_calls - calls0) / (2 * (args.batches + 3)),
+            "edge_cut_follows": m["edge_cut"]["follows"], "trainer_resident_bytes": sg.resident_bytes()}
+        for h in handles:
+            ray.kill(h)
+        del handles, actors, sg
+    ray.shutdown()
+
+    ref = results["modes"]["pyg_whole"]
+    for name, r in results["modes"].items():
+        r["sampler_ratio_vs_pyg"] = r["sampler"]["edges_per_s"] / ref["sampler"]["edges_per_s"]
+        r["loader_ratio_vs_pyg"] = r["loader"]["edges_per_s"] / ref["loader"]["edges_per_s"]
+    results["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "sharded_sampling.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    _plot(results, os.path.join(args.out, "sharded_sampling.png"))
+    for name, r in results["modes"].items():
+        print(f"{name:16s} sampler {r['sampler']['edges_per_s']:>10.0f} edges/s ({r['sampler_ratio_vs_pyg']:.2f}x pyg)"
+              f"  loader {r['loader']['edges_per_s']:>10.0f} edges/s ({r['loader_ratio_vs_pyg']:.2f}x)")
+
+
+def _plot(results: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["modes"])
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for i, kind in enumerate(("sampler", "loader")):
+        ax.bar(x + (i - 0.5) * 0.38, [results["modes"][n][kind]["edges_per_s"] for n in names], 0.38, label=kind)
+    ax.set_xticks(x, names)
+    ax.set_ylabel("sampled edges / s")
+    c = results["config"]
+    ax.set_title(f"{c['users']} users, {c['edges']} edges, fanouts {c['fanouts']}, batch {c['batch_size']} "
+                 f"(PyG backend: {c['pyg_backend']})", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
