@@ -82,7 +82,6 @@ def main() -> None:
     graph = load_local_graph(Dataset(data))
     fs, gs = graph.stores()
     num_nodes = {t: graph.num_nodes(t) for t in S.NODE_TYPES}
-    nn = scfg.num_neighbors(list(S.EDGE_TYPES))
     backend = backends.select("auto")
     rng = np.random.default_rng(0)
     results: dict = {"modes": {}, "config": {"users": args.users, "edges": int(sum(len(r) for _, r in graph.csc.values())),
@@ -105,7 +104,7 @@ def main() -> None:
     results["modes"]["native_whole"] = {
         "sampler": _rate(_count_sampler(native), whole_batches),
         "loader": _rate(_count_loader(lambda s: make_loader(fs, gs, native, s, len(s), ea)), whole_batches)}
-    del fs, gs, pyg, native, ea
+    graph = fs = gs = pyg = native = ea = None  # the whole graph is not needed below
 
     ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
     for P in args.parts:

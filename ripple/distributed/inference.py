@@ -36,7 +36,7 @@ def _worker(cfg):
 def infer_slice(raw_cfg: dict, state: dict, part: int, num_parts: int) -> PartInfo:
     """Predict users of slice ``part`` of ``num_parts`` and write one part; runs inside a Ray task."""
     from ripple.distributed.context import WorkerContext
-    from ripple.distributed.train import build_model, open_access, predict
+    from ripple.distributed.train import open_access
     from ripple.launch.config import from_dict
 
     cfg = from_dict(raw_cfg)

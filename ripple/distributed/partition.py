@@ -219,7 +219,8 @@ def partition(data: str, out: str, cfg: PartitionConfig, options: StorageOptions
                 creator[d] = s
             elif name == "member_of":
                 fresh = first_comm[s] < 0
-                first_comm[s[fresh]] = d[fresh]
+                # reversed: numpy keeps the last write, so the first row of the batch wins, as across batches
+                first_comm[s[fresh][::-1]] = d[fresh][::-1]
     stage("degrees")
 
     # 3. users -> parts
@@ -298,16 +299,20 @@ def partition(data: str, out: str, cfg: PartitionConfig, options: StorageOptions
 
 
 def _rebalance(part: np.ndarray, cap: int, num_parts: int, rng: np.random.Generator) -> None:
-    """Move random users off parts above ``cap`` onto the lightest parts (community packing can overshoot)."""
+    """Move random users off parts above ``cap`` onto parts with room (community packing can overshoot)."""
     size = np.bincount(part, minlength=num_parts)
     for p in np.nonzero(size > cap)[0]:
-        over = int(size[p] - cap)
-        victims = rng.permutation(np.nonzero(part == p)[0])[:over]
-        for v in np.array_split(victims, num_parts):
-            q = int(np.argmin(size))
-            part[v] = q
-            size[q] += len(v)
-            size[p] -= len(v)
+        victims = rng.permutation(np.nonzero(part == p)[0])[: int(size[p] - cap)]
+        start = 0
+        for q in np.argsort(size, kind="stable"):
+            room = int(cap - size[q])
+            if q == p or room <= 0 or start >= len(victims):
+                continue
+            moved = victims[start:start + room]
+            part[moved] = q
+            size[q] += len(moved)
+            size[p] -= len(moved)
+            start += len(moved)
 
 
 def _upload(dest: Store, local: str, rel_path: str, rows: int, files: dict) -> None:
@@ -412,8 +417,13 @@ def _write_nodes(ds, dest, scratch, cfg, part, new_of_old, offsets, ids, indeg, 
         u = dense_index(ids["user"], b.column("user_id").to_numpy(), "labels.user_id")
         reach[u] = b.column("cascade_reach").to_numpy()
         replicate[u] = b.column("cascade_reach_replicate").to_numpy()
-        names = b.column("split").to_numpy(zero_copy_only=False)
-        split[u] = np.vectorize(SPLIT_CODES.get, otypes=[np.int8])(names) if len(names) else split[u]
+        names = b.column("split").to_numpy(zero_copy_only=False).astype(str)
+        unknown = sorted(set(np.unique(names).tolist()) - set(SPLIT_CODES))
+        if unknown:
+            raise StorageError(f"table 'labels': column 'split' has values {unknown[:5]}, allowed {list(S.SPLITS)}; "
+                               "run `ripple validate`")
+        for name, code in SPLIT_CODES.items():
+            split[u[names == name]] = code
     label_counts = {s: [0] * P for s in S.SPLITS}
     into = {t: [r for r in S.relations() if r.edge_type[2] == t] for t in S.NODE_TYPES}
     for t in S.NODE_TYPES:
