@@ -29,7 +29,7 @@ from torch_geometric.data import EdgeAttr, FeatureStore, GraphStore, TensorAttr
 from ripple.data import schema as S
 from ripple.data.storage import StorageError, StorageOptions, Store, join, read_parquet_bytes
 from ripple.distributed.partition import PARTITIONS_MANIFEST, part_dir, read_partition_manifest
-from ripple.sampling.native import sample_csc
+from ripple.sampling.native import sample_segments
 
 log = logging.getLogger(__name__)
 
@@ -188,10 +188,20 @@ class ShardData:
         """Per relation: ``(local destination indices [F], fanout)`` -> ``(owner [S] position in the request,
         source global indices [S], global edge ids [S])``, without replacement, grouped by owner."""
         gen = torch.Generator().manual_seed(int(seed))
+        ets = list(requests)
+        dst = [torch.as_tensor(requests[et][0]) for et in ets]
+        start = torch.cat([self.colptr[et][d] for et, d in zip(ets, dst)])
+        deg = torch.cat([self.colptr[et][d + 1] for et, d in zip(ets, dst)]) - start
+        fan = torch.cat([torch.full((len(d),), int(requests[et][1]), dtype=torch.long) for et, d in zip(ets, dst)])
+        # one draw for every relation of the hop: per-call overhead paid once, not once per relation
+        owner, off = sample_segments(deg, fan, gen)
+        bounds = torch.tensor([0] + [len(d) for d in dst]).cumsum(0)
+        cut = torch.searchsorted(owner, bounds)
         out = {}
-        for et, (local_dst, fanout) in requests.items():
-            owner, e = sample_csc(self.colptr[et], torch.as_tensor(local_dst), int(fanout), gen)
-            out[et] = (owner.numpy(), self.row[et][e].numpy(), (e + self.edge_offset[et]).numpy())
+        for i, et in enumerate(ets):
+            own = owner[cut[i]:cut[i + 1]]
+            e = start[own] + off[cut[i]:cut[i + 1]]
+            out[et] = ((own - bounds[i]).numpy(), self.row[et][e].numpy(), (e + self.edge_offset[et]).numpy())
         return out
 
     def fetch(self, requests: dict[tuple, np.ndarray]) -> dict:

@@ -93,47 +93,52 @@ class DistributedNeighborSampler(BaseSampler):
         types = {t for et in self.num_neighbors for t in (et[0], et[2])} | {input_type}
         sets = {t: _BatchNodes() for t in types}
         _, new = sets[input_type].add(seeds.long())
-        frontier = {input_type: new}
+        # a frontier's nodes were appended together, so frontier[t][i] has batch-local id base[t] + i
+        frontier, base = {input_type: new}, {input_type: 0}
         num_sampled_nodes = {t: [0] * (self.num_hops + 1) for t in types}
         num_sampled_nodes[input_type][0] = len(new)
         num_sampled_edges = {et: [] for et in self.num_neighbors}
         rows, cols, edges = {}, {}, {}
         self.last_calls = {}
         for hop in range(self.num_hops):
+            # owners are found once per node type, not once per relation
+            groups = {t: group_by_part(self.graph.offsets[t], f) for t, f in frontier.items() if len(f)}
             by_part: dict[int, dict] = {}
-            where: dict[tuple[int, EdgeType], Tensor] = {}
+            where: dict[tuple[int, str], Tensor] = {}
             for et, fanouts in self.num_neighbors.items():
-                f = frontier.get(et[2])
-                if hop >= len(fanouts) or f is None or len(f) == 0:
+                if hop >= len(fanouts) or et[2] not in groups:
                     continue
-                for p, pos, local in group_by_part(self.graph.offsets[et[2]], f):
+                for p, pos, local in groups[et[2]]:
                     by_part.setdefault(p, {})[et] = (local.numpy(), fanouts[hop])
-                    where[(p, et)] = pos
+                    where[(p, et[2])] = pos
             hop_seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
             answers = self.graph.sample({p: (req, _part_seed(hop_seed, p)) for p, req in by_part.items()})
             self.last_calls[hop] = len(by_part)
-            nxt: dict[str, list[Tensor]] = {}
+            sampled: dict[str, list[tuple[EdgeType, Tensor, Tensor, Tensor]]] = {}
             for et in self.num_neighbors:
                 dst_pos, src, eid = [], [], []
                 for p in sorted(answers):
-                    if et not in answers[p]:
-                        continue
-                    owner, s, e = answers[p][et]
-                    dst_pos.append(where[(p, et)][torch.as_tensor(owner)])
-                    src.append(torch.as_tensor(s))
-                    eid.append(torch.as_tensor(e))
+                    if et in answers[p]:
+                        owner, s_glob, e = answers[p][et]
+                        dst_pos.append(where[(p, et[2])][torch.as_tensor(owner)])
+                        src.append(torch.as_tensor(s_glob))
+                        eid.append(torch.as_tensor(e))
                 if not src:
                     num_sampled_edges[et].append(0)
                     continue
-                src_glob, e = torch.cat(src), torch.cat(eid)
-                dst_glob = frontier[et[2]][torch.cat(dst_pos)]
-                src_loc, new = sets[et[0]].add(src_glob)
-                nxt.setdefault(et[0], []).append(new)
-                rows.setdefault(et, []).append(src_loc)
-                cols.setdefault(et, []).append(sets[et[2]].local(dst_glob))
-                edges.setdefault(et, []).append(e)
-                num_sampled_edges[et].append(len(e))
-            frontier = {t: torch.cat(v) for t, v in nxt.items()}
+                sampled.setdefault(et[0], []).append((et, torch.cat(src), torch.cat(eid), torch.cat(dst_pos)))
+            nxt_frontier, nxt_base = {}, {}
+            for src_t, items in sampled.items():
+                # one lookup per source type: same first-appearance order as adding relation by relation
+                nxt_base[src_t] = sets[src_t].count
+                locs, new = sets[src_t].add(torch.cat([it[1] for it in items]))
+                nxt_frontier[src_t] = new
+                for (et, s_glob, e, d_pos), loc in zip(items, torch.split(locs, [len(it[1]) for it in items])):
+                    rows.setdefault(et, []).append(loc)
+                    cols.setdefault(et, []).append(d_pos + base[et[2]])
+                    edges.setdefault(et, []).append(e)
+                    num_sampled_edges[et].append(len(e))
+            frontier, base = nxt_frontier, nxt_base
             for t, v in frontier.items():
                 num_sampled_nodes[t][hop + 1] = len(v)
         node = {t: s.finish() for t, s in sets.items()}

@@ -36,72 +36,75 @@ def sample_csc(colptr: Tensor, frontier: Tensor, fanout: int, generator: torch.G
         colptr: [N_dst + 1]; frontier: [F] destination indices
         returns (owner [S] = position in ``frontier``, edge [S] = CSC edge position), grouped by owner.
     """
-    dev = colptr.device
     start = colptr[frontier]
     deg = colptr[frontier + 1] - start
-    if fanout < 0:
-        take = deg
-        owner = torch.repeat_interleave(torch.arange(len(frontier), device=dev), take)
-        return owner, torch.repeat_interleave(start, take) + _segment_arange(take)
-    k = torch.clamp(deg, max=fanout)
-    small = deg <= 2 * fanout
-    owners, edges = [], []
+    owner, offset = sample_segments(deg, torch.full_like(deg, fanout), generator)
+    return owner, start[owner] + offset
 
-    # All edges of small nodes, ranked by random keys.
+
+def sample_segments(deg: Tensor, fanout: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Draw ``min(fanout_i, deg_i)`` distinct offsets in ``[0, deg_i)`` for every segment i, uniformly
+    (``fanout_i < 0``: all of them, in order). Segments may come from different relations, so one call serves
+    every relation of a hop.
+
+    Shapes:
+        deg, fanout: [F] -> (owner [S] segment index, offset [S] within the segment), grouped by owner.
+    """
+    dev = deg.device
+    take_all = (fanout < 0) | (deg <= fanout)
+    k = torch.where(take_all, deg, fanout)
+    small = take_all | (deg <= 2 * fanout)
+    owners, offs = [], []
+
+    # All edges of small segments, ranked by random keys (every edge kept, in order, when all are taken).
     idx_s = torch.nonzero(small).view(-1)
     if len(idx_s):
         d = deg[idx_s]
         own = torch.repeat_interleave(idx_s, d)
         pos = _segment_arange(d)
         key = torch.rand(len(own), device=dev, generator=generator)
-        order = torch.argsort(own.to(torch.float64) * 2.0 + key.to(torch.float64))  # by owner, then key
+        key = torch.where(take_all[own], torch.zeros_like(key), key)
+        order = torch.argsort(own.to(torch.float64) * 2.0 + key.to(torch.float64), stable=True)  # owner, then key
         own, pos = own[order], pos[order]
         keep = _segment_arange(d) < torch.repeat_interleave(k[idx_s], d)
         owners.append(own[keep])
-        edges.append(start[own[keep]] + pos[keep])
+        offs.append(pos[keep])
 
-    # Large nodes: rejection rounds until each has fanout distinct positions.
+    # Large segments: rejection rounds until each has fanout distinct positions.
     idx_l = torch.nonzero(~small).view(-1)
     if len(idx_l):
-        d = deg[idx_l]
+        width = int(deg[idx_l].max()) + 1
         drawn_own, drawn_pos = [], []
         need = idx_l
-        seq_base = 0
-        have = torch.zeros(len(frontier), dtype=torch.long, device=dev)
-        seqs = []
         while len(need):
-            own = torch.repeat_interleave(need, fanout)
+            own = torch.repeat_interleave(need, fanout[need])
             pos = (torch.rand(len(own), device=dev, generator=generator) * deg[own]).long()
-            pos = torch.minimum(pos, deg[own] - 1)
             drawn_own.append(own)
-            drawn_pos.append(pos)
-            seqs.append(torch.arange(seq_base, seq_base + len(own), device=dev))
-            seq_base += len(own)
-            all_own, all_pos = torch.cat(drawn_own), torch.cat(drawn_pos)
-            key = all_own * (int(deg.max()) + 1) + all_pos
-            uniq, inv = torch.unique(key, return_inverse=True)
-            have = torch.bincount(uniq // (int(deg.max()) + 1), minlength=len(frontier))
-            need = idx_l[have[idx_l] < fanout]
-        all_own, all_pos, all_seq = torch.cat(drawn_own), torch.cat(drawn_pos), torch.cat(seqs)
-        width = int(deg.max()) + 1
+            drawn_pos.append(torch.minimum(pos, deg[own] - 1))
+            uniq = torch.unique(torch.cat(drawn_own) * width + torch.cat(drawn_pos))
+            have = torch.bincount(uniq // width, minlength=len(deg))
+            need = idx_l[have[idx_l] < fanout[idx_l]]
+        all_own, all_pos = torch.cat(drawn_own), torch.cat(drawn_pos)
+        n_draws = len(all_own)
+        all_seq = torch.arange(n_draws, device=dev)
         key = all_own * width + all_pos
         # first occurrence (in draw order) of each distinct (owner, position)
-        order = torch.argsort(key.to(torch.float64) + all_seq.to(torch.float64) / (seq_base + 1))
+        order = torch.argsort(key.to(torch.float64) + all_seq.to(torch.float64) / (n_draws + 1))
         key_o, own_o, pos_o, seq_o = key[order], all_own[order], all_pos[order], all_seq[order]
         first = torch.ones(len(key_o), dtype=torch.bool, device=dev)
         first[1:] = key_o[1:] != key_o[:-1]
         own_o, pos_o, seq_o = own_o[first], pos_o[first], seq_o[first]
-        order = torch.argsort(own_o.to(torch.float64) * (seq_base + 1) + seq_o.to(torch.float64))
+        order = torch.argsort(own_o.to(torch.float64) * (n_draws + 1) + seq_o.to(torch.float64))
         own_o, pos_o = own_o[order], pos_o[order]
-        counts = torch.bincount(own_o, minlength=len(frontier))[own_o.unique_consecutive()]
-        keep = _segment_arange(counts) < fanout
+        counts = torch.bincount(own_o, minlength=len(deg))[own_o.unique_consecutive()]
+        keep = _segment_arange(counts) < torch.repeat_interleave(fanout[own_o.unique_consecutive()], counts)
         owners.append(own_o[keep])
-        edges.append(start[own_o[keep]] + pos_o[keep])
+        offs.append(pos_o[keep])
 
     owner = torch.cat(owners) if owners else torch.empty(0, dtype=torch.long, device=dev)
-    edge = torch.cat(edges) if edges else torch.empty(0, dtype=torch.long, device=dev)
+    off = torch.cat(offs) if offs else torch.empty(0, dtype=torch.long, device=dev)
     order = torch.argsort(owner, stable=True)
-    return owner[order], edge[order]
+    return owner[order], off[order]
 
 
 class _NodeSet:
