@@ -26,14 +26,17 @@ import numpy as np
 import torch
 
 
-def _rate(fn, batches, warmup: int = 3) -> dict:
-    for b in batches[:warmup]:
-        fn(b)
+def _measure(fn, batches) -> dict:
     edges, t0 = 0, time.perf_counter()
     for b in batches:
         edges += fn(b)
     dt = time.perf_counter() - t0
     return {"edges_per_s": edges / dt, "batches_per_s": len(batches) / dt, "edges": edges, "seconds": dt}
+
+
+def _median(runs: list[dict]) -> dict:
+    best = sorted(runs, key=lambda r: r["edges_per_s"])[len(runs) // 2]
+    return {**best, "rounds_edges_per_s": [r["edges_per_s"] for r in runs]}
 
 
 def _count_sampler(sampler):
@@ -45,17 +48,15 @@ def _count_sampler(sampler):
     return run
 
 
-def _count_loader(make):
-    def run(seeds):
-        batch = next(iter(make(seeds)))
-        return sum(int(batch[et].edge_index.size(1)) for et in batch.edge_types)
-    return run
+def _loader_edges(loader) -> int:
+    return sum(int(b[et].edge_index.size(1)) for b in loader for et in b.edge_types)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=20000)
-    ap.add_argument("--batches", type=int, default=40)
+    ap.add_argument("--batches", type=int, default=40, help="batches per round (at most part 0's users / batch)")
+    ap.add_argument("--rounds", type=int, default=3, help="measured rounds, modes interleaved; medians reported")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--parts", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
@@ -90,44 +91,58 @@ def main() -> None:
                                              "cpu": platform.processor() or platform.machine(),
                                              "cores": os.cpu_count(), "torch_threads": 1}}
 
-    def seed_batches(pool: np.ndarray) -> list[torch.Tensor]:
-        return [torch.from_numpy(np.sort(rng.choice(pool, args.batch_size, replace=False)))
-                for _ in range(args.batches)]
-
-    whole_batches = seed_batches(np.arange(graph.num_nodes("user")))
+    own0 = None  # part 0's users (global indices 0..n0-1 of the P=max part) bound the batches of every mode
+    modes: dict[str, tuple] = {}  # name -> (sampler fn, loader factory, seed pool)
     pyg = make_sampler(fs, gs, num_nodes, scfg, list(S.EDGE_TYPES), backend if backend != "native" else "auto")
     native = make_sampler(fs, gs, num_nodes, scfg, list(S.EDGE_TYPES), "native", seed=0)
     ea = graph.edge_attr_tensors()
-    results["modes"]["pyg_whole"] = {
-        "sampler": _rate(_count_sampler(pyg), whole_batches),
-        "loader": _rate(_count_loader(lambda s: make_loader(fs, gs, pyg, s, len(s), ea)), whole_batches)}
-    results["modes"]["native_whole"] = {
-        "sampler": _rate(_count_sampler(native), whole_batches),
-        "loader": _rate(_count_loader(lambda s: make_loader(fs, gs, native, s, len(s), ea)), whole_batches)}
-    graph = fs = gs = pyg = native = ea = None  # the whole graph is not needed below
+    whole = np.arange(graph.num_nodes("user"))
+    modes["pyg_whole"] = (_count_sampler(pyg), lambda s, bs: make_loader(fs, gs, pyg, s, bs, ea), whole)
+    modes["native_whole"] = (_count_sampler(native), lambda s, bs: make_loader(fs, gs, native, s, bs, ea), whole)
 
     ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
+    keep = []
+    extra = {}
     for P in args.parts:
         parts = os.path.join(tmp, f"parts-{P}")
         m = partition(data, parts, PartitionConfig(num_parts=P))
         meta = PartitionMeta.open(parts)
         key = f"bench-{P}"
-        handles = [start_shard(meta, key, p) for p in range(P)]
-        actors = find_shards(meta, key)
-        sg = ShardedGraph(meta, actors, local_parts=[0])
+        keep += [start_shard(meta, key, p) for p in range(P)]
+        sg = ShardedGraph(meta, find_shards(meta, key), local_parts=[0])
         sfs, sgs = ShardedFeatureStore(sg), ShardedGraphStore(meta)
         sampler = DistributedNeighborSampler(sg, scfg.num_neighbors(meta.edge_types), seed=0)
-        own = np.arange(meta.manifest["node_counts"]["user"][0])
-        batches = seed_batches(own)  # part 0's users, by global index (part 0 starts at 0)
-        calls0 = sg.remote_calls
-        results["modes"][f"distributed_{P}"] = {
-            "sampler": _rate(_count_sampler(sampler), batches),
-            "loader": _rate(_count_loader(lambda s: make_loader(sfs, sgs, sampler, s, len(s), sfs)), batches),
-            "remote_calls_per_batch": (sg.remote_calls - calls0) / (2 * (args.batches + 3)),
-            "edge_cut_follows": m["edge_cut"]["follows"], "trainer_resident_bytes": sg.resident_bytes()}
-        for h in handles:
-            ray.kill(h)
-        del handles, actors, sg
+        pool = np.arange(meta.manifest["node_counts"]["user"][0])  # part 0's users: a trainer's own seeds
+        own0 = pool if own0 is None or len(pool) < len(own0) else own0
+        modes[f"distributed_{P}"] = (_count_sampler(sampler),
+                                     lambda s, bs, sfs=sfs, sgs=sgs, sampler=sampler:
+                                     make_loader(sfs, sgs, sampler, s, bs, sfs), pool)
+        extra[f"distributed_{P}"] = {"graph": sg, "edge_cut_follows": m["edge_cut"]["follows"],
+                                     "trainer_resident_bytes": sg.resident_bytes()}
+
+    n_batches = min(args.batches, len(own0) // args.batch_size)
+    runs: dict[str, dict[str, list]] = {name: {"sampler": [], "loader": []} for name in modes}
+    for rnd in range(args.rounds + 1):  # round 0 warms up every mode and is not counted
+        for name, (sampler_fn, make, pool) in modes.items():
+            seeds = torch.from_numpy(rng.permutation(pool)[: n_batches * args.batch_size])
+            batches = list(seeds.split(args.batch_size))
+            calls0 = extra[name]["graph"].remote_calls if name in extra else 0
+            r_s = _measure(sampler_fn, batches)
+            t0 = time.perf_counter()
+            e = _loader_edges(make(seeds, args.batch_size))
+            dt = time.perf_counter() - t0
+            if rnd:
+                runs[name]["sampler"].append(r_s)
+                runs[name]["loader"].append({"edges_per_s": e / dt, "batches_per_s": n_batches / dt, "edges": e,
+                                             "seconds": dt})
+                if name in extra:
+                    extra[name]["remote_calls_per_batch"] = (extra[name]["graph"].remote_calls - calls0) / n_batches
+    for name in modes:
+        results["modes"][name] = {"sampler": _median(runs[name]["sampler"]), "loader": _median(runs[name]["loader"]),
+                                  **{k: v for k, v in extra.get(name, {}).items() if k != "graph"}}
+    results["config"]["batches_per_round"] = n_batches
+    results["config"]["rounds"] = args.rounds
+    del keep
     ray.shutdown()
 
     ref = results["modes"]["pyg_whole"]

@@ -185,8 +185,10 @@ class ShardData:
     # ------------------------------------------------------------ serving
 
     def sample(self, requests: dict[EdgeType, tuple[np.ndarray, int]], seed: int) -> dict:
-        """Per relation: ``(local destination indices [F], fanout)`` -> ``(owner [S] position in the request,
-        source global indices [S], global edge ids [S])``, without replacement, grouped by owner."""
+        """Per relation: ``(local destination indices [F], fanout)`` -> ``(owner [S] int32 position in the
+        request, source global indices [S] int64, local edge positions [S] int32, edge features [S, D] or None)``,
+        without replacement, grouped by owner. Edge features travel with the edges: no second round trip.
+        Global edge id = local edge position + ``edge_offset[et]``."""
         gen = torch.Generator().manual_seed(int(seed))
         ets = list(requests)
         dst = [torch.as_tensor(requests[et][0]) for et in ets]
@@ -201,7 +203,10 @@ class ShardData:
         for i, et in enumerate(ets):
             own = owner[cut[i]:cut[i + 1]]
             e = start[own] + off[cut[i]:cut[i + 1]]
-            out[et] = ((own - bounds[i]).numpy(), self.row[et][e].numpy(), (e + self.edge_offset[et]).numpy())
+            attr = self.edge_attr[et].index_select(0, e).numpy() if et in self.edge_attr else None
+            # int32 positions: a shard's relation holds < 2^31 edges; smaller replies cross the object store faster
+            out[et] = ((own - bounds[i]).to(torch.int32).numpy(), self.row[et][e].numpy(),
+                       e.to(torch.int32).numpy(), attr)
         return out
 
     def fetch(self, requests: dict[tuple, np.ndarray]) -> dict:
@@ -233,6 +238,8 @@ class GraphShard:
         import ray
 
         t0 = time.perf_counter()
+        # requests are small and many actors share a node with trainers: intra-op threads only oversubscribe
+        torch.set_num_threads(1)
         meta = PartitionMeta.open(url, options)
         loaded = ShardData.load(meta, part)
         # Publish once; serve from the shared copy so this node holds one copy for the actor and its trainer.

@@ -79,9 +79,12 @@ class DistributedNeighborSampler(BaseSampler):
         #: calls per hop of the last batch, for tests and benchmarks: {hop: number of parts called}
         self.last_calls: dict[int, int] = {}
 
+    #: the shards return edge features with the sampled edges; ``make_loader`` attaches them (metadata[2])
+    returns_edge_attr = True
+
     def sample_from_nodes(self, index: NodeSamplerInput, **kwargs) -> HeteroSamplerOutput:
         out = self.sample(index.input_type, index.node.cpu())
-        out.metadata = (index.input_id, index.time)
+        out.metadata = (index.input_id, index.time, out.metadata)
         return out
 
     def sample_from_edges(self, index, neg_sampling=None):
@@ -98,7 +101,7 @@ class DistributedNeighborSampler(BaseSampler):
         num_sampled_nodes = {t: [0] * (self.num_hops + 1) for t in types}
         num_sampled_nodes[input_type][0] = len(new)
         num_sampled_edges = {et: [] for et in self.num_neighbors}
-        rows, cols, edges = {}, {}, {}
+        rows, cols, edges, attrs = {}, {}, {}, {}
         self.last_calls = {}
         for hop in range(self.num_hops):
             # owners are found once per node type, not once per relation
@@ -116,16 +119,20 @@ class DistributedNeighborSampler(BaseSampler):
             self.last_calls[hop] = len(by_part)
             sampled: dict[str, list[tuple[EdgeType, Tensor, Tensor, Tensor]]] = {}
             for et in self.num_neighbors:
-                dst_pos, src, eid = [], [], []
+                dst_pos, src, eid, attr = [], [], [], []
                 for p in sorted(answers):
                     if et in answers[p]:
-                        owner, s_glob, e = answers[p][et]
-                        dst_pos.append(where[(p, et[2])][torch.as_tensor(owner)])
+                        owner, s_glob, e, a = answers[p][et]
+                        dst_pos.append(where[(p, et[2])][torch.as_tensor(owner).long()])
                         src.append(torch.as_tensor(s_glob))
-                        eid.append(torch.as_tensor(e))
+                        eid.append(torch.as_tensor(e).long() + self.graph.edge_offsets[et][p])
+                        if a is not None:
+                            attr.append(torch.as_tensor(a))
                 if not src:
                     num_sampled_edges[et].append(0)
                     continue
+                if attr:
+                    attrs.setdefault(et, []).append(torch.cat(attr))
                 sampled.setdefault(et[0], []).append((et, torch.cat(src), torch.cat(eid), torch.cat(dst_pos)))
             nxt_frontier, nxt_base = {}, {}
             for src_t, items in sampled.items():
@@ -144,5 +151,6 @@ class DistributedNeighborSampler(BaseSampler):
         node = {t: s.finish() for t, s in sets.items()}
         cat = lambda d: {k: torch.cat(v) for k, v in d.items()}  # noqa: E731
         return HeteroSamplerOutput(node=node, row=cat(rows), col=cat(cols), edge=cat(edges), batch=None,
-                                   num_sampled_nodes=num_sampled_nodes, num_sampled_edges=num_sampled_edges)
+                                   num_sampled_nodes=num_sampled_nodes, num_sampled_edges=num_sampled_edges,
+                                   metadata=cat(attrs))
 

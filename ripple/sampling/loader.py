@@ -78,6 +78,18 @@ def make_sampler(feature_store, graph_store, num_nodes: dict[str, int], cfg: Sam
     return NeighborSampler((feature_store, graph_store), num_neighbors=nn)
 
 
+class _EdgeAttrFromSamplerLoader(NodeLoader):
+    """``NodeLoader`` for samplers that return edge features with the edges (``metadata[2]``: relation ->
+    [E, D] rows in ``e_id`` order), so no second lookup is needed."""
+
+    def filter_fn(self, out):
+        data = super().filter_fn(out)
+        for et, attr in out.metadata[2].items():
+            if et in data.edge_types:
+                data[et].edge_attr = attr
+        return data
+
+
 def make_loader(feature_store, graph_store, sampler: BaseSampler, seeds: Tensor, batch_size: int,
                 edge_attr: dict[EdgeType, Tensor] | FeatureStore | None = None, shuffle: bool = False) -> NodeLoader:
     """Batches of user seeds. Shapes: seeds [S] global user indices; each batch's first ``batch_size`` users
@@ -86,6 +98,10 @@ def make_loader(feature_store, graph_store, sampler: BaseSampler, seeds: Tensor,
     if distinct != seeds.numel():
         # samplers dedupe seeds, and then the first ``batch_size`` users of a batch would not all be seeds
         raise ValueError(f"loader seeds must be distinct users; got {seeds.numel()} seeds, {distinct} distinct")
+    if getattr(sampler, "returns_edge_attr", False):
+        return _EdgeAttrFromSamplerLoader((feature_store, graph_store), node_sampler=sampler,
+                                          input_nodes=("user", seeds), batch_size=batch_size, shuffle=shuffle,
+                                          filter_per_worker=False)
     return NodeLoader((feature_store, graph_store), node_sampler=sampler, input_nodes=("user", seeds),
                       batch_size=batch_size, shuffle=shuffle, transform=EdgeFeatureJoin(edge_attr),
                       filter_per_worker=False)
