@@ -110,9 +110,10 @@ def predict(model, access, users: torch.Tensor, batch_size: int, device):
         x, ei, ea = batch_inputs(batch, device)
         bs = batch["user"].batch_size
         p, e = model(x, ei, ea)
-        preds.append(p[:bs].cpu())
-        embs.append(e[:bs].cpu())
-        ys.append(batch["user"].y[:bs].cpu())
+        # clone: a slice is a view that would keep the whole batch's node tensors alive until the end
+        preds.append(p[:bs].cpu().clone())
+        embs.append(e[:bs].cpu().clone())
+        ys.append(batch["user"].y[:bs].cpu().clone())
     if not preds:
         return torch.empty(0), torch.empty(0, model.cfg.hidden), torch.empty(0)
     return torch.cat(preds), torch.cat(embs), torch.cat(ys)

@@ -14,6 +14,7 @@ from ripple.data.storage import Store, StorageOptions, absolute_url, join, pyarr
 from ripple.data.validate import require_valid
 from ripple.distributed.inference import EMBEDDINGS, write_embeddings
 from ripple.distributed.partition import is_partitioned, partition
+from ripple.distributed.sharded_access import parts_of_rank
 from ripple.distributed.shards import PartitionMeta
 from ripple.distributed.stores import load_local_graph
 from ripple.distributed.train import SCORE, SCORE_MODE, fit, run_dir
@@ -58,6 +59,9 @@ def train(cfg: RippleConfig, stage=lambda name: None) -> dict:
     else:
         source = cfg.data
         require_valid(cfg.data, cfg.storage)
+    num_parts = PartitionMeta.open(cfg.data, cfg.storage).num_parts if sharded else cfg.partition.num_parts
+    if num_parts:
+        parts_of_rank(num_parts, cfg.scaling.num_workers, 0)  # every worker must own a part: refuse before Ray
     run = Store(run_dir(cfg), cfg.storage)
     if not sharded and cfg.partition.num_parts > 0:
         stage("partition")

@@ -19,7 +19,6 @@ from torch import Tensor
 from torch_geometric.sampler import BaseSampler, HeteroSamplerOutput, NodeSamplerInput
 
 from ripple.distributed.shards import ShardedGraph, group_by_part
-from ripple.sampling.native import _unique_first
 
 EdgeType = tuple[str, str, str]
 
@@ -38,20 +37,27 @@ class _BatchNodes:
 
     def add(self, glob: Tensor) -> tuple[Tensor, Tensor]:
         """Returns (local ids of ``glob``, the newly added global ids in first-appearance order)."""
-        uniq, _ = _unique_first(glob)
+        uniq, inv = torch.unique(glob, return_inverse=True)
         pos = torch.searchsorted(self.keys, uniq)
         hit = torch.zeros(len(uniq), dtype=torch.bool)
         ok = pos < len(self.keys)
         hit[ok] = self.keys[pos[ok]] == uniq[ok]
-        new = uniq[~hit]
-        if len(new):
-            keys = torch.cat([self.keys, new])
-            vals = torch.cat([self.vals, torch.arange(self.count, self.count + len(new))])
+        loc = torch.empty(len(uniq), dtype=torch.long)
+        loc[hit] = self.vals[pos[hit]]
+        miss = torch.nonzero(~hit).view(-1)
+        new = uniq[:0]
+        if len(miss):
+            first = torch.full((len(uniq),), len(glob), dtype=torch.long)
+            first.scatter_reduce_(0, inv, torch.arange(len(glob)), reduce="amin")
+            miss = miss[torch.argsort(first[miss])]  # new nodes in order of first appearance
+            new = uniq[miss]
+            loc[miss] = torch.arange(self.count, self.count + len(miss))
+            keys, vals = torch.cat([self.keys, uniq[~hit]]), torch.cat([self.vals, loc[~hit]])
             order = torch.argsort(keys)
             self.keys, self.vals = keys[order], vals[order]
-            self.count += len(new)
+            self.count += len(miss)
             self.nodes.append(new)
-        return self.local(glob), new
+        return loc[inv], new
 
     def finish(self) -> Tensor:
         return torch.cat(self.nodes) if self.nodes else torch.empty(0, dtype=torch.long)

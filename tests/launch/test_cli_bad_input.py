@@ -197,3 +197,54 @@ def test_invalid_flag_value_is_config_error(tmp_path, capsys, tiny_dataset):
     assert code == EXIT_BAD_INPUT
     assert "num_workers" in capsys.readouterr().err
     assert not runs.exists()
+
+
+# ---------------------------------------------------------------- ripple partition
+
+def test_partition_verb_writes_shards_and_manifest(tmp_path, tiny_dataset, capsys):
+    import json
+
+    from ripple.distributed.partition import is_partitioned, read_partition_manifest
+
+    out = str(tmp_path / "parts")
+    assert main(["partition", tiny_dataset, "--num-parts", "2", "--out", out]) == EXIT_OK
+    printed = json.loads(capsys.readouterr().out)
+    manifest = read_partition_manifest(out)
+    assert is_partitioned(out) and printed["num_parts"] == manifest["num_parts"] == 2
+    assert sum(manifest["node_counts"]["user"]) == 8
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--num-parts", "0"], "--num-parts must be >= 1"),
+    (["--num-parts", "2", "--method", "metis"], "invalid choice"),
+    (["--num-parts", "2", "--balance", "0.5"], "balance"),
+])
+def test_partition_verb_usage_errors_exit_2(tmp_path, tiny_dataset, capsys, args, needle):
+    out = tmp_path / "parts"
+    assert main(["partition", tiny_dataset, "--out", str(out), *args]) == EXIT_BAD_INPUT
+    assert needle in capsys.readouterr().err
+    assert not (out / "manifest.json").exists()
+
+
+def test_partition_verb_refuses_an_invalid_dataset(tmp_path, capsys):
+    bad = _edited("follows", "dst", 2, 424242)(str(tmp_path / "bad"))
+    out = tmp_path / "parts"
+    assert main(["partition", bad, "--num-parts", "2", "--out", str(out)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "follows" in err and "dst" in err and "424242" in err
+    assert not out.exists() or not (out / "manifest.json").exists()
+
+
+def test_train_on_parts_refuses_more_workers_than_parts(tmp_path, tiny_dataset, capsys):
+    from ripple.distributed.sharded_access import parts_of_rank
+
+    parts = str(tmp_path / "parts")
+    assert main(["partition", tiny_dataset, "--num-parts", "2", "--out", parts]) == EXIT_OK
+    assert main(["train", "--data", parts, "--storage-path", str(tmp_path / "runs"), "--num-workers", "3"]) \
+        == EXIT_BAD_INPUT
+    assert "3 workers but the graph has 2 parts" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+    with pytest.raises(ValueError, match="--num-workers <= 2"):
+        parts_of_rank(2, 3, 0)
+    assert parts_of_rank(5, 2, 0) == [0, 2, 4] and parts_of_rank(5, 2, 1) == [1, 3]

@@ -23,7 +23,7 @@ from ripple.data.generator import GeneratorConfig, generate
 from ripple.distributed.partition import PartitionConfig, partition
 from ripple.distributed.shards import (PartitionMeta, ShardedFeatureStore, ShardedGraph, ShardedGraphStore,
                                        owner_of)
-from ripple.distributed.stores import CSCGraphStore, DictFeatureStore, LocalGraph, dense_index, load_local_graph
+from ripple.distributed.stores import CSCGraphStore, LocalGraph, dense_index, load_local_graph
 from ripple.sampling import backends
 from ripple.sampling.distributed import DistributedNeighborSampler
 from ripple.sampling.loader import SamplingConfig, make_loader, make_sampler
