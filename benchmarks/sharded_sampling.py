@@ -126,17 +126,21 @@ def main() -> None:
         for name, (sampler_fn, make, pool) in modes.items():
             seeds = torch.from_numpy(rng.permutation(pool)[: n_batches * args.batch_size])
             batches = list(seeds.split(args.batch_size))
-            calls0 = extra[name]["graph"].remote_calls if name in extra else 0
+            calls = (lambda: extra[name]["graph"].remote_calls) if name in extra else (lambda: 0)
+            c0 = calls()
             r_s = _measure(sampler_fn, batches)
+            c1 = calls()
             t0 = time.perf_counter()
             e = _loader_edges(make(seeds, args.batch_size))
             dt = time.perf_counter() - t0
+            c2 = calls()
             if rnd:
                 runs[name]["sampler"].append(r_s)
                 runs[name]["loader"].append({"edges_per_s": e / dt, "batches_per_s": n_batches / dt, "edges": e,
                                              "seconds": dt})
-                if name in extra:
-                    extra[name]["remote_calls_per_batch"] = (extra[name]["graph"].remote_calls - calls0) / n_batches
+                if name in extra:  # Ray calls per batch: sampling alone, and sampling + feature joins
+                    extra[name]["remote_calls_per_batch"] = {"sampler": (c1 - c0) / n_batches,
+                                                             "loader": (c2 - c1) / n_batches}
     for name in modes:
         results["modes"][name] = {"sampler": _median(runs[name]["sampler"]), "loader": _median(runs[name]["loader"]),
                                   **{k: v for k, v in extra.get(name, {}).items() if k != "graph"}}

@@ -284,7 +284,7 @@ def start_shard(meta: PartitionMeta, key: str, part: int, max_restarts: int = 3,
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     opts = dict(name=shard_name(key, part), namespace=NAMESPACE, get_if_exists=True, num_cpus=0,
-                max_restarts=max_restarts, max_task_retries=max_restarts, max_concurrency=4)
+                max_restarts=max_restarts, max_task_retries=max_restarts)
     if here:
         opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
                                                                      soft=True)
