@@ -1,9 +1,11 @@
 """Shared fixtures: a tiny literal dataset on local disk, and a moto S3 server over real HTTP."""
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import pytest
+import torch
 
 from ripple.data.tiny import write_tiny_dataset
 
@@ -52,3 +54,30 @@ def s3_bucket(s3_server) -> str:
     name = f"ripple-test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+@contextlib.contextmanager
+def recorded_sample_calls(graph):
+    """Record the parts each ``ShardedGraph.sample`` call covers (one list per hop), then restore the method."""
+    calls: list[list[int]] = []
+    real = graph.sample
+
+    def recording(by_part):
+        calls.append(sorted(by_part))
+        return real(by_part)
+
+    graph.sample = recording
+    try:
+        yield calls
+    finally:
+        del graph.sample
+
+
+def same_sampler_output(a, b) -> bool:
+    """Two ``HeteroSamplerOutput`` index sets are identical (nodes, edges, per-hop counts)."""
+    if set(a.node) != set(b.node) or set(a.row) != set(b.row):
+        return False
+    return (all(torch.equal(a.node[t], b.node[t]) for t in a.node)
+            and all(torch.equal(a.row[k], b.row[k]) and torch.equal(a.col[k], b.col[k])
+                    and torch.equal(a.edge[k], b.edge[k]) for k in a.row)
+            and a.num_sampled_nodes == b.num_sampled_nodes and a.num_sampled_edges == b.num_sampled_edges)

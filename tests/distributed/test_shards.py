@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from ripple.data import features as FT
+from conftest import recorded_sample_calls, same_sampler_output
 from ripple.data import schema as S
 from ripple.data.generator import GeneratorConfig, generate
 from ripple.distributed.partition import PartitionConfig, partition
@@ -79,15 +80,6 @@ def spread_seeds(meta: PartitionMeta, n: int, seed: int) -> torch.Tensor:
     return s
 
 
-def same_output(a, b) -> bool:
-    if set(a.node) != set(b.node) or set(a.row) != set(b.row):
-        return False
-    return (all(torch.equal(a.node[t], b.node[t]) for t in a.node)
-            and all(torch.equal(a.row[k], b.row[k]) and torch.equal(a.col[k], b.col[k])
-                    and torch.equal(a.edge[k], b.edge[k]) for k in a.row)
-            and a.num_sampled_nodes == b.num_sampled_nodes and a.num_sampled_edges == b.num_sampled_edges)
-
-
 def pid_of(actor) -> int:
     return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
 
@@ -135,15 +127,7 @@ def test_local_part_is_mapped_zero_copy_from_the_object_store(cluster):
 
 def test_mixed_local_remote_sampling_matches_in_process(cluster):
     c = cluster
-    calls = []
-    real = c.graph.sample
-
-    def recording(by_part):
-        calls.append(sorted(by_part))
-        return real(by_part)
-
-    c.graph.sample = recording
-    try:
+    with recorded_sample_calls(c.graph) as calls:
         mixed = DistributedNeighborSampler(c.graph, NN, seed=5)
         alone = DistributedNeighborSampler(c.ref, NN, seed=5)
         local_first = torch.arange(int(c.meta.offsets("user")[1]))[:16]  # seeds all in the local part
@@ -152,15 +136,13 @@ def test_mixed_local_remote_sampling_matches_in_process(cluster):
             before = c.graph.remote_calls
             got = mixed.sample("user", seeds)
             want = alone.sample("user", seeds)
-            assert same_output(got, want)
+            assert same_sampler_output(got, want)
             assert len(calls) == mixed.num_hops
             remote = [len(set(parts) - {0}) for parts in calls]
             assert all(r <= P - 1 for r in remote)
             assert c.graph.remote_calls - before == sum(remote) <= (P - 1) * mixed.num_hops
         assert remote[0] == 0  # the last batch's first hop never left the process
         assert c.ref.remote_calls == 0
-    finally:
-        del c.graph.sample
 
 
 def test_feature_rows_from_remote_parts(cluster):
@@ -188,7 +170,7 @@ def test_killed_shard_actor_restarts_and_reloads_its_part(cluster):
     ray.kill(c.actors[victim], no_restart=False)
     # sampling right away: calls to the dead actor are retried on its restarted incarnation
     after = DistributedNeighborSampler(c.graph, NN, seed=9).sample("user", seeds)
-    assert same_output(after, before)
+    assert same_sampler_output(after, before)
 
     deadline = time.monotonic() + 60
     while pid_of(c.actors[victim]) == pid:  # the kill is asynchronous
@@ -197,6 +179,6 @@ def test_killed_shard_actor_restarts_and_reloads_its_part(cluster):
     info = ray.get(c.actors[victim].ready.remote())
     assert info["part"] == victim and info["shapes"] == expected_shapes(c.meta, victim)
     again = DistributedNeighborSampler(c.graph, NN, seed=9).sample("user", seeds)
-    assert same_output(again, before)
+    assert same_sampler_output(again, before)
     # the name still resolves to the restarted actor
     assert len(find_shards(c.meta, c.key, timeout_s=30)) == P

@@ -17,6 +17,7 @@ import torch
 from torch_geometric.data import TensorAttr
 from torch_geometric.sampler import NodeSamplerInput
 
+from conftest import recorded_sample_calls, same_sampler_output
 from ripple.data import schema as S
 from ripple.data.dataset import Dataset
 from ripple.data.generator import GeneratorConfig, generate
@@ -186,15 +187,6 @@ def test_without_replacement_within_each_destination(world, outputs):
 # ----------------------------------------------------------------------------------------------- order, determinism
 
 
-def _same(a, b) -> bool:
-    if set(a.node) != set(b.node) or set(a.row) != set(b.row):
-        return False
-    return (all(torch.equal(a.node[t], b.node[t]) for t in a.node)
-            and all(torch.equal(a.row[k], b.row[k]) and torch.equal(a.col[k], b.col[k])
-                    and torch.equal(a.edge[k], b.edge[k]) for k in a.row)
-            and a.num_sampled_nodes == b.num_sampled_nodes and a.num_sampled_edges == b.num_sampled_edges)
-
-
 def test_seeds_first_in_given_order(world, outputs):
     for seeds, out in outputs:
         assert torch.equal(out.node["user"][: len(seeds)], seeds)
@@ -211,8 +203,8 @@ def test_same_seed_same_batches_different_seed_different(world):
         return [sampler.sample("user", s) for s in seeds]
 
     a, b, c = run(11), run(11), run(12)
-    assert all(_same(x, y) for x, y in zip(a, b))
-    assert not any(_same(x, y) for x, y in zip(a, c))
+    assert all(same_sampler_output(x, y) for x, y in zip(a, b))
+    assert not any(same_sampler_output(x, y) for x, y in zip(a, c))
 
 
 def test_sample_from_nodes_keeps_metadata(world):
@@ -230,15 +222,7 @@ def test_sample_from_nodes_keeps_metadata(world):
 
 def test_one_batched_call_per_part_per_hop(world):
     w = world
-    calls = []
-    real = w.graph.sample
-
-    def recording(by_part):
-        calls.append(sorted(by_part))
-        return real(by_part)
-
-    w.graph.sample = recording
-    try:
+    with recorded_sample_calls(w.graph) as calls:
         sampler = sampler_of(w, NN_ALL, seed=0)
         for seeds in (spread_seeds(w, 64, seed=5), torch.arange(int(w.graph.offsets["user"][1]))[:10]):
             calls.clear()
@@ -251,8 +235,6 @@ def test_one_batched_call_per_part_per_hop(world):
             assert calls[0] == sorted(set(owner_of(w.graph.offsets["user"], seeds).tolist()))
             assert out.num_sampled_edges[FOL][0] > 0
         assert calls[0] == [0]  # the second batch's seeds all live in part 0
-    finally:
-        del w.graph.sample
     assert w.graph.remote_calls == 0
 
 
