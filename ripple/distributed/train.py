@@ -92,12 +92,12 @@ class GraphAccess:
         return torch.from_numpy(users), self.graph.ids["user"][users]
 
 
-def open_access(cfg, ctx: WorkerContext, seed: int, local_parts: list[int] | None = None):
+def open_access(cfg, ctx: WorkerContext, seed: int):
     """``ShardedAccess`` when ``cfg.data`` is a partitioned graph, else the whole graph in this process."""
     if is_partitioned(cfg.data, cfg.storage):
         from ripple.distributed.sharded_access import ShardedAccess
 
-        return ShardedAccess(cfg, ctx, seed, local_parts=local_parts)
+        return ShardedAccess(cfg, ctx, seed)
     return GraphAccess(load_local_graph(Dataset(cfg.data, cfg.storage)), cfg, ctx.device, seed)
 
 

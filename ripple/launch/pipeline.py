@@ -54,12 +54,12 @@ def train(cfg: RippleConfig, stage=lambda name: None) -> dict:
     cfg = resolve_paths(cfg)
     stage("validate")
     sharded = is_partitioned(cfg.data, cfg.storage)
-    if sharded:
-        source = PartitionMeta.open(cfg.data, cfg.storage).manifest["source"]
+    if sharded:  # partitioned by `ripple partition`, which validated its source
+        meta = PartitionMeta.open(cfg.data, cfg.storage)
+        source, num_parts = meta.manifest["source"], meta.num_parts
     else:
-        source = cfg.data
         require_valid(cfg.data, cfg.storage)
-    num_parts = PartitionMeta.open(cfg.data, cfg.storage).num_parts if sharded else cfg.partition.num_parts
+        source, num_parts = cfg.data, cfg.partition.num_parts
     if num_parts:
         parts_of_rank(num_parts, cfg.scaling.num_workers, 0)  # every worker must own a part: refuse before Ray
     run = Store(run_dir(cfg), cfg.storage)
@@ -98,7 +98,7 @@ def train(cfg: RippleConfig, stage=lambda name: None) -> dict:
         "train_seeds_per_s": last.get("train_seeds_per_s"), "train_edges_per_s": last.get("train_edges_per_s"),
         "train_wall_s": train_s, "embed_users_per_s": manifest["rows"] / max(manifest["seconds"], 1e-9),
         "num_workers": cfg.scaling.num_workers,
-        "num_parts": PartitionMeta.open(cfg.data, cfg.storage).num_parts if sharded else None,
+        "num_parts": num_parts or None,
         "graph_resident_bytes_per_rank": last.get("graph_resident_bytes")}
     metrics["kernel_backend"] = last.get("kernel_backend")
     metrics["epochs"] = {"start": last.get("start_epoch"), "last": last.get("epoch"),
