@@ -78,6 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train + evaluate + write embeddings back")
     _train_flags(t)
 
+    sb = sub.add_parser("submit", help="run `ripple train` as a Ray job on an existing cluster",
+                        usage="ripple submit [--address URL] [--no-wait] [--working-dir DIR] -- <train args>")
+    sb.add_argument("--address", default=None,
+                    help="Ray job API (dashboard) address, e.g. http://HEAD:8265; default RAY_API_SERVER_ADDRESS or "
+                         "RAY_ADDRESS")
+    sb.add_argument("--no-wait", action="store_true", help="submit and return; do not follow the logs")
+    sb.add_argument("--working-dir", default=None,
+                    help="upload this folder as the job's working dir (a source checkout); default: the cluster's "
+                         "installed ripple")
+    sb.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: the arguments of `ripple train`")
+
     e = sub.add_parser("embed", help="(re)write embeddings from a run's best checkpoint")
     e.add_argument("run", help="<storage-path>/<run-name>")
     _storage_flags(e)
@@ -187,6 +198,16 @@ def cmd_train(args) -> int:
     return EXIT_OK
 
 
+def cmd_submit(args) -> int:
+    from ripple.launch.submit import submit
+
+    train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
+    # parse them here: bad train arguments are refused before anything reaches the cluster
+    cfg = config_from_args(build_parser().parse_args(["train", *train_args]))
+    return submit(train_args, cfg.run_name, address=args.address, wait=not args.no_wait,
+                  working_dir=args.working_dir)
+
+
 def cmd_embed(args) -> int:
     from ripple.launch import pipeline
 
@@ -215,7 +236,8 @@ def cmd_demo(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"generate": cmd_generate, "validate": cmd_validate, "partition": cmd_partition, "train": cmd_train, "embed": cmd_embed,
+COMMANDS = {"generate": cmd_generate, "validate": cmd_validate, "partition": cmd_partition, "train": cmd_train,
+            "submit": cmd_submit, "embed": cmd_embed,
             "demo": cmd_demo}
 
 
