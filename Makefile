@@ -36,6 +36,9 @@ $(STAMP): $(DEPS_STAMP)
 	$(DEPS_VENV)/bin/python -c "import site, sys; print(f'import site; site.addsitedir({site.getsitepackages()[0]!r})')" \
 		> $$($(BIN)/python -c "import site; print(site.getsitepackages()[0])")/ripple-deps.pth
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	# the `ray` CLI on this venv's interpreter (a head started with it imports this clone's ripple)
+	printf '#!/bin/sh\nexec "$$(dirname "$$0")/python" -m ray.scripts.scripts "$$@"\n' > $(BIN)/ray
+	chmod +x $(BIN)/ray
 	$(BIN)/python -c "import ripple.sampling.backends as b; print('sampling kernels:', ', '.join(b.available()))"
 	touch $(STAMP)
 

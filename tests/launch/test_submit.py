@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -40,21 +39,20 @@ def test_bad_train_args_are_refused_before_the_cluster(capsys):
 
 @pytest.fixture(scope="module")
 def ray_head():
-    ray_bin = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
-    if ray_bin is None:
-        pytest.skip("the `ray` CLI is not installed")
+    # the head runs on this interpreter, so its workers import the ripple under test
+    ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]
     port, dash = _free_port(), _free_port()
     # the job driver runs `ripple train`: the head must find this environment's console scripts
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     env.pop("RAY_ADDRESS", None)
-    subprocess.run([ray_bin, "start", "--head", "--num-cpus", "2", "--port", str(port), "--dashboard-port", str(dash),
+    subprocess.run([*ray_cli, "start", "--head", "--num-cpus", "2", "--port", str(port), "--dashboard-port", str(dash),
                     "--include-dashboard", "true", "--disable-usage-stats"], check=True, env=env,
                    capture_output=True, timeout=180)
     mode = os.environ.get("RAY_AUTH_MODE")
     try:
         yield f"http://127.0.0.1:{dash}"
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        subprocess.run([*ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
         # the client may have switched this process to token auth for the head; later tests start their own
         if mode is None:
             os.environ.pop("RAY_AUTH_MODE", None)
