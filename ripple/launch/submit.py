@@ -42,13 +42,11 @@ def _client(address: str):
     with the same call when ``RAY_AUTH_MODE`` is unset."""
     from ray.job_submission import JobSubmissionClient
 
-    try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available)
-    except ImportError:  # a Ray without token authentication
-        pass
-    else:
-        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    import importlib.util
+
+    setup = "ray._private.authentication.authentication_token_setup"
+    if importlib.util.find_spec(setup) is not None:  # absent from Rays without token authentication
+        importlib.import_module(setup).maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
     return JobSubmissionClient(address)
 
 
