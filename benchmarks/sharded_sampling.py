@@ -39,7 +39,7 @@ def _median(runs: list[dict]) -> dict:
     return {**best, "rounds_edges_per_s": [r["edges_per_s"] for r in runs]}
 
 
-def _count_sampler(sampler):
+def count_sampler(sampler):
     from torch_geometric.sampler import NodeSamplerInput
 
     def run(seeds):
@@ -97,8 +97,8 @@ def main() -> None:
     native = make_sampler(fs, gs, num_nodes, scfg, list(S.EDGE_TYPES), "native", seed=0)
     ea = graph.edge_attr_tensors()
     whole = np.arange(graph.num_nodes("user"))
-    modes["pyg_whole"] = (_count_sampler(pyg), lambda s, bs: make_loader(fs, gs, pyg, s, bs, ea), whole)
-    modes["native_whole"] = (_count_sampler(native), lambda s, bs: make_loader(fs, gs, native, s, bs, ea), whole)
+    modes["pyg_whole"] = (count_sampler(pyg), lambda s, bs: make_loader(fs, gs, pyg, s, bs, ea), whole)
+    modes["native_whole"] = (count_sampler(native), lambda s, bs: make_loader(fs, gs, native, s, bs, ea), whole)
 
     ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
     keep = []
@@ -114,7 +114,7 @@ def main() -> None:
         sampler = DistributedNeighborSampler(sg, scfg.num_neighbors(meta.edge_types), seed=0)
         pool = np.arange(meta.manifest["node_counts"]["user"][0])  # part 0's users: a trainer's own seeds
         own0 = pool if own0 is None or len(pool) < len(own0) else own0
-        modes[f"distributed_{P}"] = (_count_sampler(sampler),
+        modes[f"distributed_{P}"] = (count_sampler(sampler),
                                      lambda s, bs, sfs=sfs, sgs=sgs, sampler=sampler:
                                      make_loader(sfs, sgs, sampler, s, bs, sfs), pool)
         extra[f"distributed_{P}"] = {"graph": sg, "edge_cut_follows": m["edge_cut"]["follows"],

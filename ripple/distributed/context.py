@@ -5,6 +5,7 @@ Models and samplers receive a device; they never ask for ranks or process groups
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,19 @@ class WorkerContext:
             torch.cuda.set_device(device)
         return cls(ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_rank(), device)
 
+    @classmethod
+    def for_task(cls, use_gpu: bool) -> "WorkerContext":
+        """A single-process context for a Ray task (inference): the GPU Ray assigned it when ``use_gpu``
+        (Ray sets CUDA_VISIBLE_DEVICES, so it is ``cuda:0`` here), else the CPU."""
+        if use_gpu and not torch.cuda.is_available():
+            raise RuntimeError("scaling.use_gpu is set but this Ray task sees no CUDA device "
+                               f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
+                               "check the cluster's GPU resources or drop --use-gpu")
+        device = torch.device("cuda", 0) if use_gpu else torch.device("cpu")
+        if use_gpu:
+            torch.cuda.set_device(device)
+        return cls(device=device)
+
     @property
     def is_primary(self) -> bool:
         return self.rank == 0
@@ -47,13 +61,6 @@ class WorkerContext:
         out: list[Any] = [None] * self.world_size
         dist.all_gather_object(out, obj)
         return out
-
-    def all_reduce_sum(self, values: list[float]) -> list[float]:
-        if not self.distributed:
-            return list(values)
-        t = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
-        dist.all_reduce(t)
-        return t.tolist()
 
 
 class RankFilter(logging.Filter):

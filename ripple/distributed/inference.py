@@ -29,6 +29,11 @@ def embeddings_table(user_ids: np.ndarray, emb: np.ndarray, log_reach: np.ndarra
     })
 
 
+def _task_resources(cfg) -> dict:
+    """An inference task takes what a training worker takes: its CPUs and, with ``use_gpu``, one GPU."""
+    return {"num_cpus": cfg.scaling.cpus_per_worker, "num_gpus": 1 if cfg.scaling.use_gpu else 0}
+
+
 def _worker(cfg):
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
 
@@ -41,9 +46,10 @@ def infer_slice(raw_cfg: dict, state: dict, part: int, num_parts: int) -> PartIn
 
     cfg = from_dict(raw_cfg)
     _worker(cfg)
-    access = open_access(cfg, WorkerContext(), seed=cfg.train.seed + 104729 * (part + 1))
+    ctx = WorkerContext.for_task(cfg.scaling.use_gpu)
+    access = open_access(cfg, ctx, seed=cfg.train.seed + 104729 * (part + 1))
     users, ids = access.users(part, num_parts)
-    return _write(cfg, state, access, users, ids, part)
+    return _write(cfg, state, access, users, ids, part, ctx.device)
 
 
 def infer_shard(raw_cfg: dict, state: dict, part: int, key: str) -> PartInfo:
@@ -55,18 +61,19 @@ def infer_shard(raw_cfg: dict, state: dict, part: int, key: str) -> PartInfo:
 
     cfg = from_dict(raw_cfg)
     _worker(cfg)
-    access = ShardedAccess(cfg, WorkerContext(), seed=cfg.train.seed + 104729 * (part + 1), local_parts=[part],
-                           key=key)
+    ctx = WorkerContext.for_task(cfg.scaling.use_gpu)
+    access = ShardedAccess(cfg, ctx, seed=cfg.train.seed + 104729 * (part + 1), local_parts=[part], key=key)
     users, ids = access.users(part)
-    return _write(cfg, state, access, users, ids, part)
+    return _write(cfg, state, access, users, ids, part, ctx.device)
 
 
-def _write(cfg, state, access, users, ids, part) -> PartInfo:
+def _write(cfg, state, access, users, ids, part, device) -> PartInfo:
     from ripple.distributed.train import build_model, predict
 
     model = build_model(cfg)
     model.load_state_dict(state["model"])
-    pred, emb, _ = predict(model, access, users, cfg.sampling.batch_size * 4, "cpu")
+    model.to(device)
+    pred, emb, _ = predict(model, access, users, cfg.sampling.batch_size * 4, device, cfg.sampling.prefetch)
     table = embeddings_table(ids, emb.numpy(), pred.numpy())
     store = Store(join(cfg.storage_path, cfg.run_name, EMBEDDINGS), cfg.storage)
     return write_part(store, table, index=part, writer="w")
@@ -92,7 +99,7 @@ def write_embeddings(cfg, checkpoint, num_parts: int | None = None) -> dict:
         parts = _embed_shards(cfg, raw, state_ref)
     else:
         num_parts = num_parts or cfg.scaling.num_workers
-        task = ray.remote(num_cpus=cfg.scaling.cpus_per_worker)(infer_slice)
+        task = ray.remote(**_task_resources(cfg))(infer_slice)
         parts = ray.get([task.remote(raw, state_ref, i, num_parts) for i in range(num_parts)])
     manifest = commit(store, parts, extra={"checkpoint_epoch": int(state["epoch"]), "embedding_dim":
                                            int(cfg.model.hidden)})
@@ -116,7 +123,7 @@ def _embed_shards(cfg, raw: dict, state_ref) -> list[PartInfo]:
               for p in range(meta.num_parts)]
     try:
         nodes = [r["node_id"] for r in ray.get([a.ready.remote() for a in actors])]
-        task = ray.remote(num_cpus=cfg.scaling.cpus_per_worker)(infer_shard)
+        task = ray.remote(**_task_resources(cfg))(infer_shard)
         return ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[p], soft=True))
                         .remote(raw, state_ref, p, key) for p in range(meta.num_parts)])
     finally:

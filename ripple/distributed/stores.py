@@ -122,17 +122,19 @@ class LocalGraph:
         colptr, row = self.csc[("user", "follows", "user")]
         return row, np.repeat(np.arange(len(colptr) - 1), np.diff(colptr))
 
-    def stores(self) -> tuple[DictFeatureStore, CSCGraphStore]:
+    def stores(self, device="cpu") -> tuple[DictFeatureStore, CSCGraphStore]:
+        """PyG stores over this graph's arrays: zero-copy views on the CPU, copies on another ``device``."""
         fs, gs = DictFeatureStore(), CSCGraphStore()
         for t, x in self.x.items():
-            fs.put_tensor(torch.from_numpy(x), group_name=t, attr_name="x", index=None)
+            fs.put_tensor(torch.from_numpy(x).to(device), group_name=t, attr_name="x", index=None)
         for et, (colptr, row) in self.csc.items():
-            gs.put_edge_index((torch.from_numpy(row), torch.from_numpy(colptr)), edge_type=et, layout="csc",
+            gs.put_edge_index((torch.from_numpy(row).to(device), torch.from_numpy(colptr).to(device)),
+                              edge_type=et, layout="csc",
                               size=(self.num_nodes(et[0]), self.num_nodes(et[2])), is_sorted=True)
         return fs, gs
 
-    def edge_attr_tensors(self) -> dict[EdgeType, Tensor]:
-        return {et: torch.from_numpy(a) for et, a in self.edge_attr.items()}
+    def edge_attr_tensors(self, device="cpu") -> dict[EdgeType, Tensor]:
+        return {et: torch.from_numpy(a).to(device) for et, a in self.edge_attr.items()}
 
 
 def dense_index(ids: np.ndarray, values: np.ndarray, where: str) -> np.ndarray:

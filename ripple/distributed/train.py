@@ -26,7 +26,8 @@ from ripple.distributed.stores import LocalGraph, load_local_graph
 from ripple.models.gnn import InfluenceGNN
 from ripple.models.metrics import spearman
 from ripple.sampling import backends
-from ripple.sampling.loader import batch_inputs, make_loader, make_sampler
+from ripple.sampling.loader import make_loader, make_sampler
+from ripple.sampling.prefetch import Prefetcher
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +53,17 @@ class GraphAccess:
 
     def __init__(self, graph: LocalGraph, cfg, device, seed: int):
         self.graph = graph
-        self.feature_store, self.graph_store = graph.stores()
+        # sampling.on_device: graph, features and labels in the accelerator's memory, sampled there
+        where = torch.device(device) if cfg.sampling.on_device else torch.device("cpu")
+        self.feature_store, self.graph_store = graph.stores(where)
         self.num_nodes = {t: graph.num_nodes(t) for t in S.NODE_TYPES}
         y = torch.full((self.num_nodes["user"],), float("nan"))
         y[torch.from_numpy(graph.label_index)] = torch.from_numpy(np.log1p(graph.reach))
-        self.feature_store.put_tensor(y, group_name="user", attr_name="y", index=None)
-        self.edge_attr = graph.edge_attr_tensors()
-        self.backend = backends.select(cfg.sampling.backend)
+        self.feature_store.put_tensor(y.to(where), group_name="user", attr_name="y", index=None)
+        self.edge_attr = graph.edge_attr_tensors(where)
+        self.backend = backends.select("native" if cfg.sampling.on_device else cfg.sampling.backend)
         self.sampler = make_sampler(self.feature_store, self.graph_store, self.num_nodes, cfg.sampling,
-                                    list(S.EDGE_TYPES), self.backend, seed=seed)
+                                    list(S.EDGE_TYPES), self.backend, seed=seed, device=where)
 
     def loader(self, seeds: torch.Tensor, batch_size: int):
         return make_loader(self.feature_store, self.graph_store, self.sampler, seeds, batch_size, self.edge_attr)
@@ -97,23 +100,26 @@ def open_access(cfg, ctx: WorkerContext, seed: int):
     if is_partitioned(cfg.data, cfg.storage):
         from ripple.distributed.sharded_access import ShardedAccess
 
+        if cfg.sampling.on_device:
+            raise ValueError(f"sampling.on_device needs the whole graph in each worker, but {cfg.data} is a "
+                             "partitioned graph, sampled by its shards; set sampling.on_device: false")
+
         return ShardedAccess(cfg, ctx, seed)
     return GraphAccess(load_local_graph(Dataset(cfg.data, cfg.storage)), cfg, ctx.device, seed)
 
 
 @torch.no_grad()
-def predict(model, access, users: torch.Tensor, batch_size: int, device):
+def predict(model, access, users: torch.Tensor, batch_size: int, device, prefetch: int = 2):
     """Shapes: users [U] user indices -> (pred [U] log1p reach, embedding [U, hidden], label [U] (NaN if none))."""
     model.eval()
     preds, embs, ys = [], [], []
-    for batch in access.loader(users, batch_size):
-        x, ei, ea = batch_inputs(batch, device)
-        bs = batch["user"].batch_size
-        p, e = model(x, ei, ea)
+    for inp in Prefetcher(access.loader(users, batch_size), device, prefetch):
+        p, e = model(inp.x, inp.edge_index, inp.edge_attr)
+        bs = inp.batch_size
         # clone: a slice is a view that would keep the whole batch's node tensors alive until the end
         preds.append(p[:bs].cpu().clone())
         embs.append(e[:bs].cpu().clone())
-        ys.append(batch["user"].y[:bs].cpu().clone())
+        ys.append(inp.y.cpu().clone())
     if not preds:
         return torch.empty(0), torch.empty(0, model.cfg.hidden), torch.empty(0)
     return torch.cat(preds), torch.cat(embs), torch.cat(ys)
@@ -156,36 +162,46 @@ def train_loop_per_worker(raw_cfg: dict) -> None:
             break
         model.train()
         seeds = access.train_seeds(ctx, epoch, cfg.train.seed)
-        t0, loss_sum, n_seen, n_edges = time.perf_counter(), 0.0, 0, 0
-        for batch in access.loader(seeds, bs):
-            x, ei, ea = batch_inputs(batch, ctx.device)
-            n = batch["user"].batch_size
-            pred, _ = model(x, ei, ea)
-            loss = F.mse_loss(pred[:n], batch["user"].y[:n].to(ctx.device))
+        # sampling (and the host-to-device copy) runs ahead in a background thread
+        batches = Prefetcher(access.loader(seeds, bs), ctx.device, cfg.sampling.prefetch)
+        t0, n_seen, n_edges = time.perf_counter(), 0, 0
+        loss_sum = torch.zeros((), device=ctx.device)  # summed on the device: no host sync per step
+        for inp in batches:
+            n = inp.batch_size
+            pred, _ = model(inp.x, inp.edge_index, inp.edge_attr)
+            loss = F.mse_loss(pred[:n], inp.y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += float(loss.detach()) * n
+            loss_sum += loss.detach() * n
             n_seen += n
-            n_edges += sum(int(v.size(1)) for v in ei.values())
+            n_edges += sum(int(v.size(1)) for v in inp.edge_index.values())
+        loss_sum = float(loss_sum)  # waits for the device's queue: the epoch's time below is honest
         elapsed = time.perf_counter() - t0
 
         # validation: every rank predicts its slice, rank-gathered for one Spearman
-        vp, _, vy = predict(core, access, access.eval_seeds("val", ctx), bs * 4, ctx.device)
-        gathered = ctx.all_gather((vy.numpy(), vp.numpy()))
+        vp, _, vy = predict(core, access, access.eval_seeds("val", ctx), bs * 4, ctx.device, cfg.sampling.prefetch)
+        gathered = ctx.all_gather((vy.numpy(), vp.numpy(), loss_sum, n_seen, n_edges, elapsed, batches.wait_s))
         v_y = np.concatenate([g[0] for g in gathered])
         v_pred = np.concatenate([g[1] for g in gathered])
         val_rho = spearman(v_y, v_pred) if len(v_y) > 1 else 0.0
         val_mse = float(np.mean((v_y - v_pred) ** 2)) if len(v_y) else 0.0
-        tot = ctx.all_reduce_sum([loss_sum, n_seen, n_edges, elapsed])
+        loss_tot, seen_tot, edges_tot = (sum(g[i] for g in gathered) for i in (2, 3, 4))
+        times = [g[5] for g in gathered]
         improved = val_mse < best
         best, bad_epochs = (val_mse, 0) if improved else (best, bad_epochs + 1)
-        wall = max(tot[3] / ctx.world_size, 1e-9)  # mean per-rank epoch time
-        metrics = {"epoch": epoch, "train_loss": tot[0] / max(tot[1], 1), "val_mse": val_mse,
-                   "val_spearman": val_rho, "best_" + SCORE: best, "train_seeds_per_s": tot[1] / wall,
-                   "train_edges_per_s": tot[2] / wall,
+        wall = max(sum(times) / ctx.world_size, 1e-9)  # mean per-rank epoch time
+        metrics = {"epoch": epoch, "train_loss": loss_tot / max(seen_tot, 1), "val_mse": val_mse,
+                   "val_spearman": val_rho, "best_" + SCORE: best, "train_seeds_per_s": seen_tot / wall,
+                   "train_edges_per_s": edges_tot / wall,
+                   # per worker: a slow rank (a straggler GPU, a remote shard) shows here, not in the mean
+                   "train_seeds_per_s_per_rank": [g[3] / max(g[5], 1e-9) for g in gathered],
+                   "data_wait_fraction_per_rank": [g[6] / max(g[5], 1e-9) for g in gathered],
                    "kernel_backend": access.backend, "world_size": ctx.world_size, "start_epoch": start_epoch,
-                   "graph_resident_bytes": resident}
+                   "device": str(ctx.device), "graph_resident_bytes": resident}
+        log.info("epoch %d per-worker seeds/s %s, waiting on data %s", epoch,
+                 [round(v, 1) for v in metrics["train_seeds_per_s_per_rank"]],
+                 [f"{v:.0%}" for v in metrics["data_wait_fraction_per_rank"]])
         log.info("epoch %d loss %.4f val_mse %.4f val_spearman %.4f (%.0f seeds/s)", epoch, metrics["train_loss"],
                  val_mse, val_rho, metrics["train_seeds_per_s"])
         with tempfile.TemporaryDirectory() as tmp:

@@ -96,7 +96,10 @@ def train(cfg: RippleConfig, stage=lambda name: None) -> dict:
     last = outcome.last_metrics
     metrics["throughput"] = {
         "train_seeds_per_s": last.get("train_seeds_per_s"), "train_edges_per_s": last.get("train_edges_per_s"),
+        "train_seeds_per_s_per_rank": last.get("train_seeds_per_s_per_rank"),
+        "data_wait_fraction_per_rank": last.get("data_wait_fraction_per_rank"), "device": last.get("device"),
         "train_wall_s": train_s, "embed_users_per_s": manifest["rows"] / max(manifest["seconds"], 1e-9),
+        "embedded_users": manifest["rows"],
         "num_workers": cfg.scaling.num_workers,
         "num_parts": num_parts or None,
         "graph_resident_bytes_per_rank": last.get("graph_resident_bytes")}

@@ -29,8 +29,18 @@ class SamplingConfig:
     #: global seeds per optimizer step, split evenly over the workers
     batch_size: int = 256
     backend: str = "auto"
+    #: batches sampled ahead of the model in a background thread (0 = sample in the training thread)
+    prefetch: int = 2
+    #: sample on the worker's accelerator: the CSC graph, features and labels live in its memory and the native
+    #: sampler runs there (whole-graph access; a partitioned graph is sampled by its shards)
+    on_device: bool = False
 
     def __post_init__(self):
+        if self.prefetch < 0:
+            raise ValueError(f"sampling.prefetch must be >= 0 (0 = no background sampling), got {self.prefetch}")
+        if self.on_device and self.backend not in ("auto", "native"):
+            raise ValueError(f"sampling.on_device samples with ripple's native sampler (the only one with CUDA "
+                             f"kernels), but sampling.backend={self.backend!r}; set backend: native or auto")
         if not self.fanouts or any((f == 0 or f < -1) for f in self.fanouts):
             raise ValueError(f"sampling.fanouts must be a non-empty list of positive ints or -1, got {self.fanouts}")
         if self.batch_size < 1:
@@ -105,15 +115,3 @@ def make_loader(feature_store, graph_store, sampler: BaseSampler, seeds: Tensor,
     return NodeLoader((feature_store, graph_store), node_sampler=sampler, input_nodes=("user", seeds),
                       batch_size=batch_size, shuffle=shuffle, transform=EdgeFeatureJoin(edge_attr),
                       filter_per_worker=False)
-
-
-def batch_inputs(batch: HeteroData, device) -> tuple[dict, dict, dict]:
-    """Move what the model reads to ``device`` (non-blocking from pinned memory when on CUDA).
-
-    Returns (x_dict, edge_index_dict, edge_attr_dict).
-    """
-    nb = torch.device(device).type == "cuda"
-    x = {t: batch[t].x.to(device, non_blocking=nb) for t in batch.node_types if "x" in batch[t]}
-    ei = {et: batch[et].edge_index.to(device, non_blocking=nb) for et in batch.edge_types}
-    ea = {et: batch[et].edge_attr.to(device, non_blocking=nb) for et in batch.edge_types if "edge_attr" in batch[et]}
-    return x, ei, ea

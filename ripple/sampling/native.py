@@ -125,7 +125,7 @@ class _NodeSet:
         return self.assoc[glob], new
 
     def finish(self) -> Tensor:
-        out = torch.cat(self.nodes) if self.nodes else torch.empty(0, dtype=torch.long)
+        out = torch.cat(self.nodes) if self.nodes else torch.empty(0, dtype=torch.long, device=self.assoc.device)
         self.assoc[out] = -1  # reset only touched entries; the table is reused across batches
         return out
 

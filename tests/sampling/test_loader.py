@@ -10,7 +10,8 @@ from ripple.data import features as FT
 from ripple.data import schema as S
 from ripple.distributed.stores import LocalGraph, build_csc
 from ripple.sampling import backends
-from ripple.sampling.loader import (EdgeFeatureJoin, SamplingConfig, batch_inputs, make_loader, make_sampler)
+from ripple.sampling.loader import EdgeFeatureJoin, SamplingConfig, make_loader, make_sampler
+from ripple.sampling.prefetch import to_device
 from ripple.sampling.native import NativeNeighborSampler
 
 FOL = ("user", "follows", "user")
@@ -92,9 +93,11 @@ def test_loader_batches_join_features_labels_and_edge_attr():
         for et in batch.edge_types:
             if et != FOL:
                 assert "edge_attr" not in batch[et]
-        # batch_inputs hands the model x, edge_index and edge_attr dicts
-        x, ei, ea = batch_inputs(batch, "cpu")
-        assert set(x) == set(S.NODE_TYPES) and set(ei) == set(batch.edge_types) and set(ea) == {FOL}
+        # to_device hands the model x, edge_index and edge_attr dicts, and the seeds' labels
+        inp = to_device(batch, "cpu")
+        assert set(inp.x) == set(S.NODE_TYPES) and set(inp.edge_index) == set(batch.edge_types)
+        assert set(inp.edge_attr) == {FOL}
+        assert inp.batch_size == batch["user"].batch_size and inp.y.shape == (inp.batch_size,)
     assert n_batches == 3
     assert fol_edges > 0
     assert got_seeds == seeds.tolist()
