@@ -89,6 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
                          "installed ripple")
     sb.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: the arguments of `ripple train`")
 
+    k8s = sub.add_parser("k8s", help="Kubernetes (KubeRay) manifests for a training config")
+    k8s_verbs = k8s.add_subparsers(dest="k8s_verb", required=True, parser_class=_Parser)
+    kr = k8s_verbs.add_parser("render", help="print the ConfigMap + RayJob that run `ripple train` on KubeRay")
+    _train_flags(kr)
+    kr.add_argument("--image", default=None,
+                    help="container image (k8s.image), e.g. registry.example.com/ripple:0.1.0")
+    kr.add_argument("--namespace", default=None, help="namespace of the manifests (k8s.namespace)")
+    kr.add_argument("-o", "--output", default=None, help="write the YAML to this file instead of stdout")
+
     e = sub.add_parser("embed", help="(re)write embeddings from a run's best checkpoint")
     e.add_argument("run", help="<storage-path>/<run-name>")
     _storage_flags(e)
@@ -114,7 +123,8 @@ def config_from_args(args):
                  "scaling.num_workers": args.num_workers, "scaling.use_gpu": args.use_gpu,
                  "scaling.max_failures": args.max_failures, "scaling.address": args.address,
                  "train.epochs": args.epochs,
-                 "storage.endpoint_url": getattr(args, "s3_endpoint_url", None)}
+                 "storage.endpoint_url": getattr(args, "s3_endpoint_url", None),
+                 "k8s.image": getattr(args, "image", None), "k8s.namespace": getattr(args, "namespace", None)}
     return load_config(args.config, overrides)
 
 
@@ -208,6 +218,19 @@ def cmd_submit(args) -> int:
                   working_dir=args.working_dir)
 
 
+def cmd_k8s(args) -> int:
+    from ripple.launch.k8s import render_yaml
+
+    text = render_yaml(config_from_args(args))  # k8s_verb is "render", the only one
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+        log.info("wrote %s", args.output)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
 def cmd_embed(args) -> int:
     from ripple.launch import pipeline
 
@@ -237,7 +260,7 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"generate": cmd_generate, "validate": cmd_validate, "partition": cmd_partition, "train": cmd_train,
-            "submit": cmd_submit, "embed": cmd_embed,
+            "submit": cmd_submit, "k8s": cmd_k8s, "embed": cmd_embed,
             "demo": cmd_demo}
 
 

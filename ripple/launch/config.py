@@ -15,6 +15,7 @@ import yaml
 
 from ripple.data.storage import StorageOptions
 from ripple.distributed.partition import PartitionConfig
+from ripple.launch.k8s import K8sConfig
 from ripple.models.gnn import ModelConfig
 from ripple.sampling.loader import SamplingConfig
 
@@ -79,6 +80,8 @@ class RippleConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     #: ``partition.num_parts > 0`` partitions ``data`` into ``<storage>/<run>/partitions`` before training
     partition: PartitionConfig = field(default_factory=lambda: PartitionConfig(num_parts=0))
+    #: how ``ripple k8s render`` lays the run out on Kubernetes (KubeRay); ``ripple train`` ignores it
+    k8s: K8sConfig = field(default_factory=K8sConfig)
 
     def __post_init__(self):
         if not self.run_name or "/" in self.run_name or self.run_name.startswith("."):
