@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import gzip
 import logging
 import os
 import re
@@ -735,11 +736,14 @@ def _set_images(node: Any, image: dict) -> None:
 # validation
 
 def default_crd_dir() -> Path:
-    """``RIPPLE_K8S_CRDS``, else ``shared/k8s-crds`` next to the repository (``<repo>/../shared/k8s-crds``)."""
+    """``RIPPLE_K8S_CRDS``, else ``shared/k8s-crds`` next to the repository, else the copy vendored in
+    ``k8s/crds`` (gzip-compressed, see its SOURCES.md), so a bare clone validates too."""
     env = os.environ.get("RIPPLE_K8S_CRDS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / ".." / "shared" / "k8s-crds"
+    repo = Path(__file__).resolve().parents[2]
+    shared = repo / ".." / "shared" / "k8s-crds"
+    return shared if (shared / "ray.io_rayjobs.yaml").is_file() else repo / "k8s" / "crds"
 
 
 def _structural(node: Any) -> Any:
@@ -793,8 +797,8 @@ def _crds(crd_dir: str) -> dict[tuple[str, str, str], Any]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"x-list-map-keys": _list_map_keys})
     out = {}
-    for path in sorted(Path(crd_dir).glob("*.yaml")):
-        with open(path) as f:
+    for path in sorted([*Path(crd_dir).glob("*.yaml"), *Path(crd_dir).glob("*.yaml.gz")]):
+        with (gzip.open(path, "rt") if path.suffix == ".gz" else open(path)) as f:
             for doc in yaml.load_all(f, Loader=loader):
                 if not isinstance(doc, dict) or doc.get("kind") != "CustomResourceDefinition":
                     continue
