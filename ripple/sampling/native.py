@@ -2,13 +2,13 @@
 
 NeighborLoader semantics: per hop and per relation, each frontier node of the relation's destination type draws
 ``min(fanout, degree)`` distinct in-neighbours uniformly (all of them for ``fanout = -1``); seeds come first in
-the output, new nodes are appended in order of first appearance. No Python loop runs per node: the only loops are
-over hops and relations.
+the output, new nodes are appended in order of first appearance. No Python loop runs per node or edge: the only
+loops are over hops, relations and fanout steps.
 
-Exact without-replacement draws without touching all edges of a hub:
-  * nodes with degree <= 2 * fanout rank all their edges by a random key and keep the first ``fanout``;
-  * larger nodes draw positions with replacement, round after round, and keep the first ``fanout`` *distinct*
-    positions in draw order — sequential rejection, which yields a uniform random subset.
+Exact without-replacement draws that never touch all edges of a hub: nodes with degree <= fanout take every edge,
+larger ones run Floyd's subset algorithm vectorized over nodes (``sample_segments``): ``fanout`` steps of a few
+elementwise kernels each, no sort. Deduplication of sampled nodes is a scatter into graph-sized tables (``_NodeSet``),
+also without a sort, so a hop costs O(sampled edges) and the same code runs as a handful of kernels on a GPU.
 """
 from __future__ import annotations
 
@@ -47,77 +47,68 @@ def sample_segments(deg: Tensor, fanout: Tensor, generator: torch.Generator | No
     (``fanout_i < 0``: all of them, in order). Segments may come from different relations, so one call serves
     every relation of a hop.
 
+    Segments with ``deg <= fanout`` take every offset. Larger ones run Floyd's algorithm, vectorized over
+    segments: step ``i`` of a segment with fanout f draws t uniform in [0, d - f + i] and keeps t, or d - f + i
+    if t was drawn before — an exact uniform f-subset in f steps, with no sort and no rejection rounds. The work
+    is ``O(F * max_fanout^2)`` compares; the loop runs over fanout steps, never over nodes or edges.
+
     Shapes:
         deg, fanout: [F] -> (owner [S] segment index, offset [S] within the segment), grouped by owner.
     """
     dev = deg.device
-    take_all = (fanout < 0) | (deg <= fanout)
-    k = torch.where(take_all, deg, fanout)
-    small = take_all | (deg <= 2 * fanout)
-    owners, offs = [], []
-
-    # All edges of small segments, ranked by random keys (every edge kept, in order, when all are taken).
-    idx_s = torch.nonzero(small).view(-1)
-    if len(idx_s):
-        d = deg[idx_s]
-        own = torch.repeat_interleave(idx_s, d)
-        pos = _segment_arange(d)
-        key = torch.rand(len(own), device=dev, generator=generator)
-        key = torch.where(take_all[own], torch.zeros_like(key), key)
-        order = torch.argsort(own.to(torch.float64) * 2.0 + key.to(torch.float64), stable=True)  # owner, then key
-        own, pos = own[order], pos[order]
-        keep = _segment_arange(d) < torch.repeat_interleave(k[idx_s], d)
-        owners.append(own[keep])
-        offs.append(pos[keep])
-
-    # Large segments: rejection rounds until each has fanout distinct positions.
-    idx_l = torch.nonzero(~small).view(-1)
-    if len(idx_l):
-        width = int(deg[idx_l].max()) + 1
-        drawn_own, drawn_pos = [], []
-        need = idx_l
-        while len(need):
-            own = torch.repeat_interleave(need, fanout[need])
-            pos = (torch.rand(len(own), device=dev, generator=generator) * deg[own]).long()
-            drawn_own.append(own)
-            drawn_pos.append(torch.minimum(pos, deg[own] - 1))
-            uniq = torch.unique(torch.cat(drawn_own) * width + torch.cat(drawn_pos))
-            have = torch.bincount(uniq // width, minlength=len(deg))
-            need = idx_l[have[idx_l] < fanout[idx_l]]
-        all_own, all_pos = torch.cat(drawn_own), torch.cat(drawn_pos)
-        n_draws = len(all_own)
-        all_seq = torch.arange(n_draws, device=dev)
-        key = all_own * width + all_pos
-        # first occurrence (in draw order) of each distinct (owner, position)
-        order = torch.argsort(key.to(torch.float64) + all_seq.to(torch.float64) / (n_draws + 1))
-        key_o, own_o, pos_o, seq_o = key[order], all_own[order], all_pos[order], all_seq[order]
-        first = torch.ones(len(key_o), dtype=torch.bool, device=dev)
-        first[1:] = key_o[1:] != key_o[:-1]
-        own_o, pos_o, seq_o = own_o[first], pos_o[first], seq_o[first]
-        order = torch.argsort(own_o.to(torch.float64) * (n_draws + 1) + seq_o.to(torch.float64))
-        own_o, pos_o = own_o[order], pos_o[order]
-        counts = torch.bincount(own_o, minlength=len(deg))[own_o.unique_consecutive()]
-        keep = _segment_arange(counts) < torch.repeat_interleave(fanout[own_o.unique_consecutive()], counts)
-        owners.append(own_o[keep])
-        offs.append(pos_o[keep])
-
-    owner = torch.cat(owners) if owners else torch.empty(0, dtype=torch.long, device=dev)
-    off = torch.cat(offs) if offs else torch.empty(0, dtype=torch.long, device=dev)
-    order = torch.argsort(owner, stable=True)
-    return owner[order], off[order]
+    every = fanout < 0
+    if bool(every.any()):  # fanout -1: unbounded counts, handled apart (rare: full-neighbourhood inference)
+        idx_e = torch.nonzero(every).view(-1)
+        idx_b = torch.nonzero(~every).view(-1)
+        own_e = torch.repeat_interleave(idx_e, deg[idx_e])
+        off_e = _segment_arange(deg[idx_e])
+        own_b, off_b = sample_segments(deg[idx_b], fanout[idx_b], generator)
+        owner = torch.cat([own_e, idx_b[own_b]])
+        order = torch.argsort(owner, stable=True)
+        return owner[order], torch.cat([off_e, off_b])[order]
+    width = int(fanout.max()) if len(fanout) else 0
+    if width == 0:
+        empty = torch.empty(0, dtype=torch.long, device=dev)
+        return empty, empty
+    k = torch.minimum(fanout, deg)
+    # [F, width] offsets: row i holds segment i's draws in its first k_i columns; all-taken rows are 0..deg-1
+    slots = torch.arange(width, device=dev).expand(len(deg), width).clone()
+    big = torch.nonzero(deg > fanout).view(-1)
+    if len(big):
+        d, f = deg[big], fanout[big]
+        chosen = torch.empty(len(big), width, dtype=torch.long, device=dev)
+        u = torch.rand(len(big), width, device=dev, generator=generator, dtype=torch.float64)
+        for i in range(width):
+            j = d - f + i                                   # Floyd's upper bound at this step
+            t = torch.minimum((u[:, i] * (j + 1).to(torch.float64)).long(), j)
+            seen = (chosen[:, :i] == t.unsqueeze(1)).any(1) if i else torch.zeros_like(t, dtype=torch.bool)
+            chosen[:, i] = torch.where(seen, j, t)          # rows with f <= i are past their fanout: masked below
+        slots[big] = chosen
+    keep = torch.arange(width, device=dev).unsqueeze(0) < k.unsqueeze(1)
+    owner, col = torch.nonzero(keep, as_tuple=True)         # row-major: grouped by owner, in segment order
+    return owner, slots[owner, col]
 
 
 class _NodeSet:
-    """Global -> local ids for one node type within one batch; seeds first, then first appearance."""
+    """Global -> local ids for one node type within one batch; seeds first, then first appearance.
+
+    Two graph-sized tables, reused across batches (only touched entries are reset): ``assoc`` maps global to
+    local ids, ``first`` finds the first occurrence of each id in an input by a scatter-min of positions, so
+    deduplication is O(n) with no sort.
+    """
 
     def __init__(self, num_nodes: int, device):
         self.assoc = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
+        self.first = torch.full((num_nodes,), _NO_POS, dtype=torch.long, device=device)
         self.nodes: list[Tensor] = []
         self.count = 0
 
     def add(self, glob: Tensor) -> tuple[Tensor, Tensor]:
-        """Returns (local ids of ``glob``, the newly added global ids)."""
-        uniq, first = _unique_first(glob)
+        """Returns (local ids of ``glob``, the newly added global ids in first-appearance order)."""
+        pos = torch.arange(len(glob), device=glob.device)
+        self.first.scatter_reduce_(0, glob, pos, reduce="amin")
+        uniq = glob[self.first[glob] == pos]  # each id once, at its first position: appearance order
+        self.first[glob] = _NO_POS
         new = uniq[self.assoc[uniq] < 0]
         self.assoc[new] = torch.arange(self.count, self.count + len(new), device=glob.device)
         self.count += len(new)
@@ -130,15 +121,7 @@ class _NodeSet:
         return out
 
 
-def _unique_first(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Unique values in order of first appearance, and the first positions."""
-    if len(x) == 0:
-        return x, x
-    uniq, inv = torch.unique(x, return_inverse=True)
-    first = torch.full((len(uniq),), len(x), dtype=torch.long, device=x.device)
-    first.scatter_reduce_(0, inv, torch.arange(len(x), device=x.device), reduce="amin")
-    order = torch.argsort(first)
-    return uniq[order], first[order]
+_NO_POS = torch.iinfo(torch.long).max
 
 
 @dataclass
