@@ -1,7 +1,16 @@
 """Distributed inference and atomic write-back of embeddings and influence scores.
 
-One Ray task per slice of users predicts and writes its own parquet part; the driver commits the manifest once
-every part is written (``ripple.data.storage`` commit protocol), so readers see all users or nothing.
+Layer-wise (default, ``ripple.models.layerwise``): every layer is computed once for every node from its whole
+in-neighbourhood. A partitioned graph runs one Ray task per part per layer, placed on the node of that part's
+``GraphShard`` actor: phase -1 projects each part's node features, phase l computes layer l of the part's own
+nodes, fetching previous-layer states of neighbours owned by other parts with small row-gather tasks on *their*
+nodes (only the rows it needs travel; no process ever holds every part's states). States live in Ray's object
+store between phases, owned by the driver, and each is released as soon as the next phase no longer needs it.
+The last phase applies the head and writes the part. ``inference.mode: sampled`` predicts from sampled
+mini-batches with the training fanouts instead (one task per slice or part).
+
+Each part is written by its own task; the driver commits the manifest once every part is written
+(``ripple.data.storage`` commit protocol), so readers see all users or nothing.
 """
 from __future__ import annotations
 
@@ -97,6 +106,11 @@ def write_embeddings(cfg, checkpoint, num_parts: int | None = None) -> dict:
     raw = cfg.to_dict()
     if is_partitioned(cfg.data, cfg.storage):
         parts = _embed_shards(cfg, raw, state_ref)
+    elif cfg.inference.mode == "layerwise":
+        # one process, every layer once over the whole graph: all the CPUs one node can give it
+        cpus = min(cfg.scaling.cpus_per_worker * cfg.scaling.num_workers, _largest_node_cpus())
+        task = ray.remote(**{**_task_resources(cfg), "num_cpus": cpus})(infer_whole_layerwise)
+        parts = [ray.get(task.remote(raw, state_ref))]
     else:
         num_parts = num_parts or cfg.scaling.num_workers
         task = ray.remote(**_task_resources(cfg))(infer_slice)
@@ -123,9 +137,143 @@ def _embed_shards(cfg, raw: dict, state_ref) -> list[PartInfo]:
               for p in range(meta.num_parts)]
     try:
         nodes = [r["node_id"] for r in ray.get([a.ready.remote() for a in actors])]
+        if cfg.inference.mode == "layerwise":
+            return _layerwise_phases(cfg, raw, state_ref, key, nodes)
         task = ray.remote(**_task_resources(cfg))(infer_shard)
         return ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[p], soft=True))
                         .remote(raw, state_ref, p, key) for p in range(meta.num_parts)])
     finally:
         for a in actors:
             ray.kill(a)
+
+
+def _largest_node_cpus() -> float:
+    import ray
+
+    return max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=1.0) or 1.0
+
+
+def infer_whole_layerwise(raw_cfg: dict, state: dict) -> PartInfo:
+    """Layer-wise inference of every user of a graph held whole in this process; writes one part."""
+    import ray
+
+    from ripple.data.dataset import Dataset
+    from ripple.distributed.context import WorkerContext
+    from ripple.distributed.stores import load_local_graph
+    from ripple.distributed.train import build_model
+    from ripple.launch.config import from_dict
+    from ripple.models.layerwise import infer_local
+
+    cfg = from_dict(raw_cfg)
+    torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+    ctx = WorkerContext.for_task(cfg.scaling.use_gpu)
+    graph = load_local_graph(Dataset(cfg.data, cfg.storage))
+    model = build_model(cfg)
+    model.load_state_dict(state["model"])
+    lw = graph.layerwise()
+    if ctx.device.type != "cpu":
+        lw = _to_device(lw, ctx.device)
+        model.to(ctx.device)
+    pred, emb = infer_local(model, lw, cfg.inference.chunk_edges)
+    table = embeddings_table(graph.ids["user"], emb.cpu().numpy(), pred.cpu().numpy())
+    return write_part(Store(join(cfg.storage_path, cfg.run_name, EMBEDDINGS), cfg.storage), table, index=0,
+                      writer="w")
+
+
+def _to_device(lw, device):
+    from ripple.models.layerwise import LayerwiseGraph
+
+    mv = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
+    return LayerwiseGraph(dict(lw.node_offset), mv(lw.x), mv(lw.colptr), mv(lw.row), mv(lw.edge_attr))
+
+
+def take_rows(states: list, t: str, local: np.ndarray) -> np.ndarray:
+    """Rows ``local`` of a part's previous-layer states of node type ``t``; runs on that part's node, so only
+    the rows cross the network. ``states``: [(users ref, other types ref)], wrapped so Ray does not resolve it."""
+    import ray
+
+    users_ref, others_ref = states[0]
+    arr = ray.get(users_ref) if t == "user" else ray.get(others_ref)[t]
+    return arr[local]
+
+
+def layerwise_phase(raw_cfg: dict, state: dict, part: int, key: str, layer: int, refs: list):
+    """One part's share of one layer of layer-wise inference (runs next to the part's shard actor).
+
+    ``layer`` -1 projects the part's input features; layer l >= 0 computes conv layer l from the previous
+    states (``refs[0]["prev"]``: per part, (users ref, other types ref)). Returns (user states [n_user, h],
+    {other type: states}) as two objects, except after the last layer, where it applies the head to the user
+    states of every layer (``refs[0]["users"]``: this part's, in layer order), writes the part and returns its
+    ``PartInfo``. Shapes: states are [n_t, hidden] float32 rows of the part's own nodes."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from ripple.distributed.shards import PartitionMeta, ShardedGraph, _tensor, find_shards, group_by_part
+    from ripple.distributed.train import build_model
+    from ripple.launch.config import from_dict
+    from ripple.models import layerwise as LW
+
+    cfg = from_dict(raw_cfg)
+    _worker(cfg)
+    meta = PartitionMeta.open(cfg.data, cfg.storage)
+    actors = find_shards(meta, key)
+    shard = ShardedGraph(meta, actors, local_parts=[part]).local[part]
+    lw = shard.layerwise()
+    model = build_model(cfg)
+    model.load_state_dict(state["model"])
+    model.eval()
+    if layer < 0:
+        h = LW.input_states(model, lw)
+        return h.pop("user").numpy(), {t: v.numpy() for t, v in h.items()}
+
+    spec = refs[0]
+    prev = spec["prev"]
+    users_ref, others_ref = prev[part]
+    h_prev = {"user": _tensor(ray.get(users_ref)), **{t: _tensor(v) for t, v in ray.get(others_ref).items()}}
+    nodes = spec["nodes"]
+    offsets = {t: meta.offsets(t) for t in h_prev}
+    take = ray.remote(num_cpus=0)(take_rows)
+
+    def gather(t: str, glob: torch.Tensor) -> torch.Tensor:
+        groups = [(q, pos, local) for q, pos, local in group_by_part(offsets[t], glob) if q != part]
+        futures = [take.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[q], soft=True))
+                   .remote([prev[q]], t, local.numpy()) for q, _, local in groups]
+        rows = torch.empty(len(glob), cfg.model.hidden)
+        for (q, pos, _), got in zip(groups, ray.get(futures)):
+            rows[pos] = _tensor(np.ascontiguousarray(got))
+        return rows
+
+    h = LW.layer_states(model, lw, layer, h_prev, gather, cfg.inference.chunk_edges)
+    if layer < len(model.convs) - 1:
+        return h.pop("user").numpy(), {t: v.numpy() for t, v in h.items()}
+    users = [_tensor(ray.get(r)) for r in spec["users"]] + [h["user"]]
+    pred = LW.head(model, users)
+    table = embeddings_table(shard.ids["user"], h["user"].numpy(), pred.numpy())
+    return write_part(Store(join(cfg.storage_path, cfg.run_name, EMBEDDINGS), cfg.storage), table, index=part,
+                      writer="w")
+
+
+def _layerwise_phases(cfg, raw: dict, state_ref, key: str, nodes: list[str]) -> list[PartInfo]:
+    """Drive ``layerwise_phase`` over every part, layer by layer (a barrier between layers)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    P, L = len(nodes), cfg.model.num_layers
+    phase = ray.remote(**_task_resources(cfg))(layerwise_phase)
+    here = lambda p: NodeAffinitySchedulingStrategy(nodes[p], soft=True)  # noqa: E731
+    prev = [tuple(phase.options(num_returns=2, scheduling_strategy=here(p)).remote(raw, state_ref, p, key, -1, [None]))
+            for p in range(P)]
+    users = [[u] for u, _ in prev]  # per part: user-state refs of every layer so far (the head reads them all)
+    for layer in range(L):
+        last = layer == L - 1
+        spec = [{"prev": prev, "nodes": nodes, "users": users[p]} for p in range(P)]
+        # ray.wait without fetching: a barrier that never pulls a part's states into the driver
+        ray.wait([r for pr in prev for r in pr], num_returns=2 * P, fetch_local=False)
+        out = [phase.options(num_returns=1 if last else 2, scheduling_strategy=here(p))
+               .remote(raw, state_ref, p, key, layer, [spec[p]]) for p in range(P)]
+        if last:
+            return ray.get(out)
+        prev = [tuple(o) for o in out]  # the previous layer's other-type states are released here
+        for p in range(P):
+            users[p].append(prev[p][0])
+    raise AssertionError("unreachable: model.num_layers >= 1")

@@ -179,6 +179,13 @@ class ShardData:
     def resident_bytes(self) -> int:
         return int(sum(a.nbytes for a in self.arrays.values()))
 
+    def layerwise(self):
+        """This part as ``ripple.models.layerwise.LayerwiseGraph``: its own nodes and their in-edges."""
+        from ripple.models.layerwise import LayerwiseGraph
+
+        return LayerwiseGraph(node_offset=dict(self.node_offset), x=dict(self.x), colptr=dict(self.colptr),
+                              row=dict(self.row), edge_attr=dict(self.edge_attr))
+
     def array_shapes(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(a.shape) for k, a in self.arrays.items()}
 

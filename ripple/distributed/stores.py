@@ -133,6 +133,15 @@ class LocalGraph:
                               size=(self.num_nodes(et[0]), self.num_nodes(et[2])), is_sorted=True)
         return fs, gs
 
+    def layerwise(self):
+        """This graph as ``ripple.models.layerwise.LayerwiseGraph`` (it owns every node: offsets 0)."""
+        from ripple.models.layerwise import LayerwiseGraph
+
+        return LayerwiseGraph(node_offset={t: 0 for t in self.x}, x={t: torch.from_numpy(v) for t, v in self.x.items()},
+                              colptr={et: torch.from_numpy(c) for et, (c, _) in self.csc.items()},
+                              row={et: torch.from_numpy(r) for et, (_, r) in self.csc.items()},
+                              edge_attr=self.edge_attr_tensors())
+
     def edge_attr_tensors(self, device="cpu") -> dict[EdgeType, Tensor]:
         return {et: torch.from_numpy(a).to(device) for et, a in self.edge_attr.items()}
 

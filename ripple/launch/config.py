@@ -59,6 +59,21 @@ class ScalingConfig:
 
 
 @dataclass
+class InferenceConfig:
+    #: ``layerwise``: every layer once over every edge, all neighbours (exact, O(E) per layer);
+    #: ``sampled``: mini-batches with the training fanouts (the cost grows with fanout^layers per user)
+    mode: str = "layerwise"
+    #: in-edges per destination chunk in layer-wise inference (bounds the per-edge tensors' memory)
+    chunk_edges: int = 1 << 18
+
+    def __post_init__(self):
+        if self.mode not in ("layerwise", "sampled"):
+            raise ConfigError(f"inference.mode must be layerwise or sampled, got {self.mode!r}")
+        if self.chunk_edges < 1:
+            raise ConfigError(f"inference.chunk_edges must be >= 1, got {self.chunk_edges}")
+
+
+@dataclass
 class EvalConfig:
     lightgbm_threads: int = 1
     #: a sharded run computes the whole-graph baselines (PageRank, LightGBM +2-hop) on the driver from the source
@@ -78,6 +93,7 @@ class RippleConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
     #: ``partition.num_parts > 0`` partitions ``data`` into ``<storage>/<run>/partitions`` before training
     partition: PartitionConfig = field(default_factory=lambda: PartitionConfig(num_parts=0))
     #: how ``ripple k8s render`` lays the run out on Kubernetes (KubeRay); ``ripple train`` ignores it
