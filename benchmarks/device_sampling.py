@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=30, help="batches per sampling mode")
     ap.add_argument("--train-batches", type=int, default=40, help="batches per training mode (0: skip)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--inference", type=int, default=1, help="1: also time layer-wise vs sampled inference")
+    ap.add_argument("--inference-sampled-users", type=int, default=50_000)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -144,6 +146,39 @@ def main() -> None:
                                      "device": str(dev), "kernel_backend": access.backend}
         print(f"train {name:26s} {n / dt:10.0f} seeds/s  waiting on data {wait / dt:5.1%}  ({access.backend})",
               flush=True)
+    # inference: layer-wise over every user (every layer once over every edge) vs sampled mini-batches
+    from ripple.distributed.train import predict
+    from ripple.models.layerwise import LayerwiseGraph, infer_local
+
+    results["inference"] = {}
+    cfg = RippleConfig()
+    cfg.sampling = SamplingConfig(fanouts=[15, 10], batch_size=args.batch_size, backend="native")
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    n_users = graph.num_nodes("user")
+    for dev in devices if args.inference else []:
+        lw = graph.layerwise()
+        mv = lambda d: {k: v.to(dev) for k, v in d.items()}  # noqa: E731
+        lw = LayerwiseGraph(lw.node_offset, mv(lw.x), mv(lw.colptr), mv(lw.row), mv(lw.edge_attr))
+        model.to(dev)
+        _sync(dev)
+        t0 = time.perf_counter()
+        infer_local(model, lw)
+        _sync(dev)
+        lw_s = time.perf_counter() - t0
+        cfg.sampling.on_device = dev.type == "cuda"
+        sampled = GraphAccess(graph, cfg, dev, seed=0)
+        some = torch.arange(min(n_users, args.inference_sampled_users))
+        _sync(dev)
+        t0 = time.perf_counter()
+        predict(model, sampled, some, 4 * args.batch_size, dev)
+        _sync(dev)
+        sp_s = time.perf_counter() - t0
+        results["inference"][dev.type] = {"layerwise_users_per_s": n_users / lw_s, "layerwise_seconds": lw_s,
+                                          "sampled_users_per_s": len(some) / sp_s, "sampled_users": len(some)}
+        print(f"inference {dev.type}: layer-wise {n_users / lw_s:10.0f} users/s ({lw_s:.1f}s for {n_users:,}) | "
+              f"sampled {len(some) / sp_s:10.0f} users/s", flush=True)
+        del lw, sampled
     results["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if torch.cuda.is_available():
         results["peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
