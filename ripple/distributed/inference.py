@@ -3,8 +3,8 @@
 Layer-wise (default, ``ripple.models.layerwise``): every layer is computed once for every node from its whole
 in-neighbourhood. A partitioned graph runs one Ray task per part per layer, placed on the node of that part's
 ``GraphShard`` actor: phase -1 projects each part's node features, phase l computes layer l of the part's own
-nodes, fetching previous-layer states of neighbours owned by other parts with small row-gather tasks on *their*
-nodes (only the rows it needs travel; no process ever holds every part's states). States live in Ray's object
+nodes, fetching previous-layer states of neighbours owned by other parts from those parts' shard actors, on
+*their* nodes: only the rows it needs travel, and no process ever holds every part's states. States live in Ray's object
 store between phases, owned by the driver, and each is released as soon as the next phase no longer needs it.
 The last phase applies the head and writes the part. ``inference.mode: sampled`` predicts from sampled
 mini-batches with the training fanouts instead (one task per slice or part).
@@ -187,26 +187,16 @@ def _to_device(lw, device):
     return LayerwiseGraph(dict(lw.node_offset), mv(lw.x), mv(lw.colptr), mv(lw.row), mv(lw.edge_attr))
 
 
-def take_rows(states: list, t: str, local: np.ndarray) -> np.ndarray:
-    """Rows ``local`` of a part's previous-layer states of node type ``t``; runs on that part's node, so only
-    the rows cross the network. ``states``: [(users ref, other types ref)], wrapped so Ray does not resolve it."""
-    import ray
-
-    users_ref, others_ref = states[0]
-    arr = ray.get(users_ref) if t == "user" else ray.get(others_ref)[t]
-    return arr[local]
-
-
 def layerwise_phase(raw_cfg: dict, state: dict, part: int, key: str, layer: int, refs: list):
     """One part's share of one layer of layer-wise inference (runs next to the part's shard actor).
 
     ``layer`` -1 projects the part's input features; layer l >= 0 computes conv layer l from the previous
-    states (``refs[0]["prev"]``: per part, (users ref, other types ref)). Returns (user states [n_user, h],
+    states (``refs[0]["prev"]``: per part, (users ref, other types ref)); other parts' rows come from their shard
+    actors (``GraphShard.take_rows``). Returns (user states [n_user, h],
     {other type: states}) as two objects, except after the last layer, where it applies the head to the user
     states of every layer (``refs[0]["users"]``: this part's, in layer order), writes the part and returns its
     ``PartInfo``. Shapes: states are [n_t, hidden] float32 rows of the part's own nodes."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from ripple.distributed.shards import PartitionMeta, ShardedGraph, _tensor, find_shards, group_by_part
     from ripple.distributed.train import build_model
@@ -230,14 +220,12 @@ def layerwise_phase(raw_cfg: dict, state: dict, part: int, key: str, layer: int,
     prev = spec["prev"]
     users_ref, others_ref = prev[part]
     h_prev = {"user": _tensor(ray.get(users_ref)), **{t: _tensor(v) for t, v in ray.get(others_ref).items()}}
-    nodes = spec["nodes"]
     offsets = {t: meta.offsets(t) for t in h_prev}
-    take = ray.remote(num_cpus=0)(take_rows)
 
     def gather(t: str, glob: torch.Tensor) -> torch.Tensor:
+        # each part's shard actor serves the rows of its states: no new worker processes, only rows travel
         groups = [(q, pos, local) for q, pos, local in group_by_part(offsets[t], glob) if q != part]
-        futures = [take.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[q], soft=True))
-                   .remote([prev[q]], t, local.numpy()) for q, _, local in groups]
+        futures = [actors[q].take_rows.remote([prev[q]], t, local.numpy()) for q, _, local in groups]
         rows = torch.empty(len(glob), cfg.model.hidden)
         for (q, pos, _), got in zip(groups, ray.get(futures)):
             rows[pos] = _tensor(np.ascontiguousarray(got))
@@ -261,14 +249,16 @@ def _layerwise_phases(cfg, raw: dict, state_ref, key: str, nodes: list[str]) -> 
     P, L = len(nodes), cfg.model.num_layers
     phase = ray.remote(**_task_resources(cfg))(layerwise_phase)
     here = lambda p: NodeAffinitySchedulingStrategy(nodes[p], soft=True)  # noqa: E731
+    t0 = time.perf_counter()
     prev = [tuple(phase.options(num_returns=2, scheduling_strategy=here(p)).remote(raw, state_ref, p, key, -1, [None]))
             for p in range(P)]
     users = [[u] for u, _ in prev]  # per part: user-state refs of every layer so far (the head reads them all)
     for layer in range(L):
         last = layer == L - 1
-        spec = [{"prev": prev, "nodes": nodes, "users": users[p]} for p in range(P)]
+        spec = [{"prev": prev, "users": users[p]} for p in range(P)]
         # ray.wait without fetching: a barrier that never pulls a part's states into the driver
         ray.wait([r for pr in prev for r in pr], num_returns=2 * P, fetch_local=False)
+        log.info("layer-wise inference: states of layer %d of %d parts ready (%.1fs)", layer, P, time.perf_counter() - t0)
         out = [phase.options(num_returns=1 if last else 2, scheduling_strategy=here(p))
                .remote(raw, state_ref, p, key, layer, [spec[p]]) for p in range(P)]
         if last:

@@ -275,6 +275,16 @@ class GraphShard:
     def labelled(self, split: str):
         return self.data.labelled(split)
 
+    def take_rows(self, states: list, t: str, local: np.ndarray) -> np.ndarray:
+        """Rows ``local`` (this part's local indices) of node type ``t`` from a per-part states object of
+        layer-wise inference (``ripple.distributed.inference``): served here, on the part's node, so only the
+        rows travel. ``states`` is ``[(users ref, other types ref)]``, wrapped so Ray does not resolve it."""
+        import ray
+
+        users_ref, others_ref = states[0]
+        arr = ray.get(users_ref) if t == "user" else ray.get(others_ref)[t]
+        return arr[local]
+
 
 def shard_name(key: str, part: int) -> str:
     return f"ripple-shard-{key}-{part:05d}"
