@@ -188,14 +188,15 @@ def _to_device(lw, device):
 
 
 def layerwise_phase(raw_cfg: dict, state: dict, part: int, key: str, layer: int, refs: list):
-    """One part's share of one layer of layer-wise inference (runs next to the part's shard actor).
+    """One part's share of conv layer ``layer`` of layer-wise inference (runs next to the part's shard actor).
 
-    ``layer`` -1 projects the part's input features; layer l >= 0 computes conv layer l from the previous
-    states (``refs[0]["prev"]``: per part, (users ref, other types ref)); other parts' rows come from their shard
-    actors (``GraphShard.take_rows``). Returns (user states [n_user, h],
+    Layer 0 reads input projections, recomputed from node features (cheaper to fetch and project than to keep
+    ``hidden``-wide states of every node): the part's own, and other parts' feature rows from their shard actors.
+    Layer l > 0 reads the previous layer's states (``refs[0]["prev"]``: per part, (users ref, other types ref));
+    other parts' rows come from their shard actors (``GraphShard.take_rows``). Returns (user states [n_user, h],
     {other type: states}) as two objects, except after the last layer, where it applies the head to the user
-    states of every layer (``refs[0]["users"]``: this part's, in layer order), writes the part and returns its
-    ``PartInfo``. Shapes: states are [n_t, hidden] float32 rows of the part's own nodes."""
+    states of every layer (the input projection again, then ``refs[0]["users"]``: this part's middle layers),
+    writes the part and returns its ``PartInfo``. Shapes: states are [n_t, hidden] float32 rows of own nodes."""
     import ray
 
     from ripple.distributed.shards import PartitionMeta, ShardedGraph, _tensor, find_shards, group_by_part
@@ -212,37 +213,53 @@ def layerwise_phase(raw_cfg: dict, state: dict, part: int, key: str, layer: int,
     model = build_model(cfg)
     model.load_state_dict(state["model"])
     model.eval()
-    if layer < 0:
-        h = LW.input_states(model, lw)
-        return h.pop("user").numpy(), {t: v.numpy() for t, v in h.items()}
-
     spec = refs[0]
     prev = spec["prev"]
-    users_ref, others_ref = prev[part]
-    h_prev = {"user": _tensor(ray.get(users_ref)), **{t: _tensor(v) for t, v in ray.get(others_ref).items()}}
-    offsets = {t: meta.offsets(t) for t in h_prev}
+    offsets = {t: meta.offsets(t) for t in lw.x}
 
     def gather(t: str, glob: torch.Tensor) -> torch.Tensor:
-        # each part's shard actor serves the rows of its states: no new worker processes, only rows travel
-        groups = [(q, pos, local) for q, pos, local in group_by_part(offsets[t], glob) if q != part]
-        futures = [actors[q].take_rows.remote([prev[q]], t, local.numpy()) for q, _, local in groups]
+        # each part's shard actor serves its rows: no new worker processes, and only the rows travel
+        groups = [(q, pos, local.numpy()) for q, pos, local in group_by_part(offsets[t], glob) if q != part]
+        if layer == 0:  # feature rows, projected here
+            got = ray.get([actors[q].fetch.remote({(t, "x"): loc}) for q, _, loc in groups])
+            got = [LW.input_states(model, _features(lw, t, _tensor(np.ascontiguousarray(g[(t, "x")]))))[t]
+                   for g in got]
+        else:
+            got = [_tensor(np.ascontiguousarray(g))
+                   for g in ray.get([actors[q].take_rows.remote([prev[q]], t, loc) for q, _, loc in groups])]
         rows = torch.empty(len(glob), cfg.model.hidden)
-        for (q, pos, _), got in zip(groups, ray.get(futures)):
-            rows[pos] = _tensor(np.ascontiguousarray(got))
+        for (_, pos, _), r in zip(groups, got):
+            rows[pos] = r
         return rows
 
+    h0 = LW.input_states(model, lw) if layer == 0 else None
+    if layer == 0:
+        h_prev = h0
+    else:
+        users_ref, others_ref = prev[part]
+        h_prev = {"user": _tensor(ray.get(users_ref)), **{t: _tensor(v) for t, v in ray.get(others_ref).items()}}
     h = LW.layer_states(model, lw, layer, h_prev, gather, cfg.inference.chunk_edges)
     if layer < len(model.convs) - 1:
         return h.pop("user").numpy(), {t: v.numpy() for t, v in h.items()}
-    users = [_tensor(ray.get(r)) for r in spec["users"]] + [h["user"]]
-    pred = LW.head(model, users)
+    h0_user = h0["user"] if h0 is not None else LW.input_states(model, _features(lw, "user"))["user"]
+    pred = LW.head(model, [h0_user] + [_tensor(ray.get(r)) for r in spec["users"]] + [h["user"]])
     table = embeddings_table(shard.ids["user"], h["user"].numpy(), pred.numpy())
     return write_part(Store(join(cfg.storage_path, cfg.run_name, EMBEDDINGS), cfg.storage), table, index=part,
                       writer="w")
 
 
+def _features(lw, t: str, x=None):
+    """A ``LayerwiseGraph`` holding only features ``x`` of type ``t`` (default: the part's own): what
+    ``input_states`` reads."""
+    from ripple.models.layerwise import LayerwiseGraph
+
+    return LayerwiseGraph({t: 0}, {t: lw.x[t] if x is None else x}, {}, {}, {})
+
+
 def _layerwise_phases(cfg, raw: dict, state_ref, key: str, nodes: list[str]) -> list[PartInfo]:
-    """Drive ``layerwise_phase`` over every part, layer by layer (a barrier between layers)."""
+    """Drive ``layerwise_phase`` over every part, layer by layer (a barrier between layers). The driver holds
+    refs, never states: each layer's states are released once the next layer has read them, and only the user
+    states of middle layers (for the head) live longer."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -250,20 +267,19 @@ def _layerwise_phases(cfg, raw: dict, state_ref, key: str, nodes: list[str]) -> 
     phase = ray.remote(**_task_resources(cfg))(layerwise_phase)
     here = lambda p: NodeAffinitySchedulingStrategy(nodes[p], soft=True)  # noqa: E731
     t0 = time.perf_counter()
-    prev = [tuple(phase.options(num_returns=2, scheduling_strategy=here(p)).remote(raw, state_ref, p, key, -1, [None]))
-            for p in range(P)]
-    users = [[u] for u, _ in prev]  # per part: user-state refs of every layer so far (the head reads them all)
+    prev: list = [None] * P
+    users: list[list] = [[] for _ in range(P)]  # per part: user-state refs of the middle layers (the head's)
     for layer in range(L):
         last = layer == L - 1
-        spec = [{"prev": prev, "users": users[p]} for p in range(P)]
-        # ray.wait without fetching: a barrier that never pulls a part's states into the driver
-        ray.wait([r for pr in prev for r in pr], num_returns=2 * P, fetch_local=False)
-        log.info("layer-wise inference: states of layer %d of %d parts ready (%.1fs)", layer, P, time.perf_counter() - t0)
+        if layer:
+            # ray.wait without fetching: a barrier that never pulls a part's states into the driver
+            ray.wait([r for pr in prev for r in pr], num_returns=2 * P, fetch_local=False)
+            log.info("layer-wise inference: layer %d of %d parts done (%.1fs)", layer - 1, P, time.perf_counter() - t0)
         out = [phase.options(num_returns=1 if last else 2, scheduling_strategy=here(p))
-               .remote(raw, state_ref, p, key, layer, [spec[p]]) for p in range(P)]
+               .remote(raw, state_ref, p, key, layer, [{"prev": prev, "users": list(users[p])}]) for p in range(P)]
         if last:
             return ray.get(out)
-        prev = [tuple(o) for o in out]  # the previous layer's other-type states are released here
+        prev = [tuple(o) for o in out]  # the previous layer's states are released here
         for p in range(P):
             users[p].append(prev[p][0])
     raise AssertionError("unreachable: model.num_layers >= 1")
