@@ -1,0 +1,40 @@
+"""One entry point for ripple's benchmarks: ``python -m benchmarks NAME [options]``.
+
+    python -m benchmarks devices   [--users 1000000] ...  samplers (ripple native CPU/GPU vs PyG), training with
+                                                           host/device sampling +- prefetch, layer-wise vs sampled
+                                                           inference                       (device_sampling.py)
+    python -m benchmarks train     [--users 100000] ...   seeds/s: Ray-DDP workers vs a plain single-process PyG
+                                                           loop of the same model          (train_throughput.py)
+    python -m benchmarks scale     [--follows 1e6 1e7]    every pipeline stage's time and peak memory at growing
+                                                           sizes, growth exponents; --follows 1e8 --append for the
+                                                           opt-in 100M-edge run            (pipeline_scale.py)
+    python -m benchmarks sharded   [--users 20000] ...    distributed sampler over P shards vs PyG on the whole
+                                                           graph                           (sharded_sampling.py)
+    python -m benchmarks partition [--users ...]          partitioner memory and edge cut  (partition_memory.py)
+
+Each writes ``<name>.json`` and ``.png`` under ``--out`` (default ``benchmarks/results``); ``docs/benchmarks.md``
+holds the latest tables. ``python -m benchmarks NAME --help`` lists a benchmark's options.
+"""
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+
+SCRIPTS = {"devices": "device_sampling", "train": "train_throughput", "scale": "pipeline_scale",
+           "sharded": "sharded_sampling", "partition": "partition_memory"}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in SCRIPTS:
+        sys.stderr.write(__doc__)
+        sys.exit(0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2)
+    name = sys.argv.pop(1)
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, here)  # the scripts import each other's helpers as siblings
+    sys.argv[0] = os.path.join(here, SCRIPTS[name] + ".py")
+    runpy.run_path(sys.argv[0], run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Time and memory of every pipeline stage at growing graph sizes, and how each grows with the edge count.
+
+For each size (follows edges; users = edges / --avg-follows) the stages run as the CLI a user runs, each in its own
+process tree:
+  generate   ``ripple generate``
+  partition  ``ripple partition --num-parts P``
+  train      ``ripple train --data PARTS --epochs 1`` (P GraphShard actors, W Ray Train workers), split by the
+             CLI's stage log into train (one epoch) / embed (layer-wise inference + write-back) / evaluate
+Memory is the peak over the stage of the summed PSS (proportional set size: shared pages such as Ray's object
+store counted once) of the stage's whole process tree (the CLI, Ray's raylet/GCS, workers and actors), sampled
+every --interval seconds. Per stage: seconds, peak PSS, PSS per edge, and the growth exponent b of
+``cost ~ edges^b`` fitted over the sizes (b <= 1: linear or better).
+
+    python benchmarks/pipeline_scale.py [--follows 1e6 1e7] [--parts 4] [--workers 2] [--work DIR] [--out DIR]
+    python benchmarks/pipeline_scale.py --follows 1e8 --append     # the opt-in 100M-edge run, added to the JSON
+
+Results: ``pipeline_scale.json`` and ``.png`` under ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import psutil
+
+STAGES = ["generate", "partition", "train", "embed", "evaluate"]
+
+
+class TreeMemory:
+    """Samples the summed PSS of a process and all its descendants in a background thread."""
+
+    def __init__(self, pid: int, interval: float):
+        self.pid, self.interval = pid, interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not self._stop.is_set():
+            total = 0
+            try:
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                break
+            for p in procs:
+                try:
+                    total += p.memory_full_info().pss
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+            self.samples.append((time.time(), total))
+            self._stop.wait(self.interval)
+
+    def stop(self) -> list[tuple[float, int]]:
+        self._stop.set()
+        self._thread.join()
+        return self.samples
+
+
+def run_stage(cmd: list[str], interval: float, log_path: str) -> dict:
+    """Run ``ripple ...`` as a subprocess; returns wall time, memory samples and the times of its stage log lines."""
+    t0 = time.time()
+    marks: list[tuple[float, str]] = []
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "ripple.launch.cli", *cmd], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+        mem = TreeMemory(proc.pid, interval)
+        for line in proc.stdout:
+            log.write(line)
+            if "stage: " in line:
+                marks.append((time.time(), line.split("stage: ", 1)[1].split()[0]))
+        rc = proc.wait()
+    samples = mem.stop()
+    if rc != 0:
+        raise RuntimeError(f"`ripple {' '.join(cmd)}` exited {rc}; see {log_path}")
+    return {"start": t0, "end": time.time(), "samples": samples, "marks": marks}
+
+
+def _window(samples, a: float, b: float) -> int:
+    inside = [m for t, m in samples if a <= t <= b]
+    return max(inside) if inside else 0
+
+
+def measure(follows: float, args) -> dict:
+    users = int(follows / args.avg_follows)
+    work = os.path.join(args.work, f"u{users}")
+    data, parts, runs = (os.path.join(work, d) for d in ("data", "parts", "runs"))
+    os.makedirs(work, exist_ok=True)
+    cfg_path = os.path.join(work, "bench.yaml")
+    with open(cfg_path, "w") as f:
+        # PageRank / LightGBM baselines need the whole graph in one process: not what this measures
+        f.write("eval: {baselines_max_edges: 0}\ntrain: {patience: 0}\n")
+    out: dict = {"users": users, "stages": {}}
+    r = run_stage(["generate", data, "--users", str(users), "--avg-follows", str(args.avg_follows)], args.interval,
+                  os.path.join(work, "generate.log"))
+    out["stages"]["generate"] = {"seconds": r["end"] - r["start"], "peak_pss_bytes": _window(r["samples"], 0, 1e18)}
+    with open(os.path.join(data, "manifest.json")) as f:
+        rows = json.load(f)["rows"]
+    out["follows_edges"] = int(rows["follows"])
+    out["edges"] = int(sum(v for k, v in rows.items() if k in ("follows", "shared", "created", "member_of",
+                                                                 "reply_to")))
+    r = run_stage(["partition", data, "--num-parts", str(args.parts), "--out", parts], args.interval,
+                  os.path.join(work, "partition.log"))
+    out["stages"]["partition"] = {"seconds": r["end"] - r["start"], "peak_pss_bytes": _window(r["samples"], 0, 1e18)}
+    r = run_stage(["train", "--config", cfg_path, "--data", parts, "--storage-path", runs, "--run-name", "bench",
+                   "--num-workers", str(args.workers), "--epochs", "1"], args.interval, os.path.join(work, "train.log"))
+    marks = dict((name, t) for t, name in r["marks"])
+    bounds = [marks.get("train", r["start"]), marks.get("embed", r["end"]), marks.get("evaluate", r["end"]), r["end"]]
+    for name, a, b in zip(["train", "embed", "evaluate"], bounds[:-1], bounds[1:]):
+        out["stages"][name] = {"seconds": b - a, "peak_pss_bytes": _window(r["samples"], a, b)}
+    with open(os.path.join(runs, "bench", "metrics.json")) as f:
+        m = json.load(f)
+    out["metrics"] = {"spearman_gnn": m["spearman"]["gnn"], "throughput": m["throughput"]}
+    for s in out["stages"].values():
+        s["pss_bytes_per_edge"] = s["peak_pss_bytes"] / out["edges"]
+    print(f"{out['follows_edges']:>12,} follows / {out['edges']:,} edges: " + ", ".join(
+        f"{k} {v['seconds']:.0f}s {v['peak_pss_bytes'] / 2**30:.2f}GiB" for k, v in out["stages"].items()), flush=True)
+    return out
+
+
+def fit_exponents(rows: list[dict]) -> dict:
+    """Per stage: b in ``cost = a * edges^b`` (least squares in log-log) for seconds and for peak memory."""
+    if len(rows) < 2:
+        return {}
+    e = np.log([r["edges"] for r in rows])
+    out = {}
+    for s in STAGES:
+        t = np.log([max(r["stages"][s]["seconds"], 1e-3) for r in rows])
+        m = np.log([max(r["stages"][s]["peak_pss_bytes"], 1) for r in rows])
+        out[s] = {"seconds": float(np.polyfit(e, t, 1)[0]), "peak_pss": float(np.polyfit(e, m, 1)[0])}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--follows", type=float, nargs="+", default=[1e6, 1e7])
+    ap.add_argument("--avg-follows", type=float, default=20.0)
+    ap.add_argument("--parts", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--interval", type=float, default=1.0, help="memory sampling period, seconds")
+    ap.add_argument("--append", action="store_true", help="add these sizes to an existing pipeline_scale.json")
+    ap.add_argument("--work", default="/tmp/ripple-bench-scale")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = ap.parse_args()
+    path = os.path.join(args.out, "pipeline_scale.json")
+    rows = []
+    if args.append and os.path.exists(path):
+        with open(path) as f:
+            rows = json.load(f)["sizes"]
+    rows += [measure(f, args) for f in args.follows]
+    rows.sort(key=lambda r: r["edges"])
+    result = {"config": {"parts": args.parts, "workers": args.workers, "avg_follows": args.avg_follows,
+                         "cores": os.cpu_count(), "memory_bytes": psutil.virtual_memory().total},
+              "sizes": rows, "growth_exponents": fit_exponents(rows)}
+    os.makedirs(args.out, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+    _plot(result, os.path.join(args.out, "pipeline_scale.png"))
+    for s, b in result["growth_exponents"].items():
+        print(f"{s:10s} growth exponent: time {b['seconds']:.2f}, peak memory {b['peak_pss']:.2f}")
+
+
+def _plot(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["sizes"]
+    e = [r["edges"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for s in STAGES:
+        b = result["growth_exponents"].get(s, {})
+        axes[0].loglog(e, [r["stages"][s]["seconds"] for r in rows], "o-", label=f"{s} (b={b.get('seconds', 0):.2f})")
+        axes[1].loglog(e, [r["stages"][s]["peak_pss_bytes"] / 2**30 for r in rows], "o-",
+                       label=f"{s} (b={b.get('peak_pss', 0):.2f})")
+    axes[0].set_ylabel("seconds")
+    axes[1].set_ylabel("peak PSS of the stage's processes, GiB")
+    for ax in axes:
+        ax.set_xlabel("edges (all relations)")
+        ax.legend(fontsize=7)
+    c = result["config"]
+    fig.suptitle(f"{c['parts']} parts, {c['workers']} workers, {c['cores']} cores", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()

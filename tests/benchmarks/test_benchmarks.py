@@ -1,0 +1,42 @@
+"""The benchmark runner's own logic: dispatch, and the growth-exponent fit the scale benchmark reports."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+import pipeline_scale  # noqa: E402
+
+
+def _rows(edges, seconds, memory):
+    return [{"edges": e, "stages": {s: {"seconds": t, "peak_pss_bytes": m} for s in pipeline_scale.STAGES}}
+            for e, t, m in zip(edges, seconds, memory)]
+
+
+def test_growth_exponents_recover_known_powers():
+    e = [1e6, 1e7, 1e8]
+    got = pipeline_scale.fit_exponents(_rows(e, [3 * x ** 1.0 for x in e], [5e8 + 0 * x for x in e]))
+    for s in pipeline_scale.STAGES:
+        assert got[s]["seconds"] == pytest.approx(1.0)
+        assert got[s]["peak_pss"] == pytest.approx(0.0, abs=1e-9)
+    got = pipeline_scale.fit_exponents(_rows(e, [x ** 1.5 for x in e], [x ** 0.5 for x in e]))
+    assert got["train"]["seconds"] == pytest.approx(1.5) and got["embed"]["peak_pss"] == pytest.approx(0.5)
+    assert pipeline_scale.fit_exponents(_rows([1e6], [1.0], [1.0])) == {}
+
+
+@pytest.mark.parametrize("name", ["devices", "train", "scale", "sharded", "partition"])
+def test_runner_dispatches_every_benchmark(name):
+    out = subprocess.run([sys.executable, "-m", "benchmarks", name, "--help"], cwd=BENCH.parent,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "usage:" in out.stdout
+
+
+def test_runner_lists_benchmarks_on_a_bad_name():
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "nope"], cwd=BENCH.parent, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and "python -m benchmarks devices" in out.stderr
