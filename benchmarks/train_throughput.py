@@ -200,7 +200,8 @@ def main() -> None:
                   f"{extra}  (load {r['loadavg_1min_before_after'][0]:.1f} -> {r['loadavg_1min_before_after'][1]:.1f})",
                   flush=True)
 
-        report("plain_pyg", plain_pyg(graph, cfg, seeds, args.threads, args.warmup_batches), os.getloadavg()[0])
+        load = os.getloadavg()[0]
+        report("plain_pyg", plain_pyg(graph, cfg, seeds, args.threads, args.warmup_batches), load)
         del graph  # the Ray workers load their own copy
         modes = [(f"ripple_ddp{args.workers}_auto", args.workers, "auto"),
                  (f"ripple_ddp{args.workers}_native", args.workers, "native")]
