@@ -32,6 +32,10 @@ def parts_of_rank(num_parts: int, world_size: int, rank: int) -> list[int]:
 
 
 class ShardedAccess:
+    """``GraphAccess``'s methods over graph shards: this rank's parts mapped from their actors, the rest remote."""
+
+    remote_sampling = True  # parts this rank does not own are sampled through their actors
+
     def __init__(self, cfg, ctx: WorkerContext, seed: int, local_parts: list[int] | None = None,
                  key: str | None = None):
         from ripple.distributed.train import run_dir

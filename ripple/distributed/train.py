@@ -27,7 +27,7 @@ from ripple.models.gnn import InfluenceGNN
 from ripple.models.metrics import spearman
 from ripple.sampling import backends
 from ripple.sampling.loader import make_loader, make_sampler
-from ripple.sampling.prefetch import Prefetcher
+from ripple.sampling.prefetch import Prefetcher, prefetch_depth
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ def build_model(cfg) -> InfluenceGNN:
 class GraphAccess:
     """What a worker needs from a graph held whole in this process: PyG stores, a sampler, edge features, and
     its share of the labelled users. ``ShardedAccess`` provides the same methods over graph shards."""
+
+    #: sampling waits on other processes (shard actors): a prefetch thread can overlap that wait
+    remote_sampling = False
 
     def __init__(self, graph: LocalGraph, cfg, device, seed: int):
         self.graph = graph
@@ -109,11 +112,13 @@ def open_access(cfg, ctx: WorkerContext, seed: int):
 
 
 @torch.no_grad()
-def predict(model, access, users: torch.Tensor, batch_size: int, device, prefetch: int = 2):
-    """Shapes: users [U] user indices -> (pred [U] log1p reach, embedding [U, hidden], label [U] (NaN if none))."""
+def predict(model, access, users: torch.Tensor, batch_size: int, device, prefetch: int = -1):
+    """Shapes: users [U] user indices -> (pred [U] log1p reach, embedding [U, hidden], label [U] (NaN if none)).
+    ``prefetch``: ``sampling.prefetch`` (-1 = auto)."""
     model.eval()
     preds, embs, ys = [], [], []
-    for inp in Prefetcher(access.loader(users, batch_size), device, prefetch):
+    depth = prefetch_depth(prefetch, device, access.remote_sampling)
+    for inp in Prefetcher(access.loader(users, batch_size), device, depth):
         p, e = model(inp.x, inp.edge_index, inp.edge_attr)
         bs = inp.batch_size
         # clone: a slice is a view that would keep the whole batch's node tensors alive until the end
@@ -163,7 +168,8 @@ def train_loop_per_worker(raw_cfg: dict) -> None:
         model.train()
         seeds = access.train_seeds(ctx, epoch, cfg.train.seed)
         # sampling (and the host-to-device copy) runs ahead in a background thread
-        batches = Prefetcher(access.loader(seeds, bs), ctx.device, cfg.sampling.prefetch)
+        batches = Prefetcher(access.loader(seeds, bs), ctx.device,
+                             prefetch_depth(cfg.sampling.prefetch, ctx.device, access.remote_sampling))
         t0, n_seen, n_edges = time.perf_counter(), 0, 0
         loss_sum = torch.zeros((), device=ctx.device)  # summed on the device: no host sync per step
         for inp in batches:

@@ -29,15 +29,17 @@ class SamplingConfig:
     #: global seeds per optimizer step, split evenly over the workers
     batch_size: int = 256
     backend: str = "auto"
-    #: batches sampled ahead of the model in a background thread (0 = sample in the training thread)
-    prefetch: int = 2
+    #: batches sampled ahead of the model in a background thread; 0 = in the training thread; -1 (auto) = 2 when
+    #: the step waits on something that frees the CPU (a GPU, remote shard calls), else 0: on a CPU worker
+    #: sampling its own graph, a sampler thread only competes with the model for the same cores
+    prefetch: int = -1
     #: sample on the worker's accelerator: the CSC graph, features and labels live in its memory and the native
     #: sampler runs there (whole-graph access; a partitioned graph is sampled by its shards)
     on_device: bool = False
 
     def __post_init__(self):
-        if self.prefetch < 0:
-            raise ValueError(f"sampling.prefetch must be >= 0 (0 = no background sampling), got {self.prefetch}")
+        if self.prefetch < -1:
+            raise ValueError(f"sampling.prefetch must be >= 0 batches, or -1 for auto; got {self.prefetch}")
         if self.on_device and self.backend not in ("auto", "native"):
             raise ValueError(f"sampling.on_device samples with ripple's native sampler (the only one with CUDA "
                              f"kernels), but sampling.backend={self.backend!r}; set backend: native or auto")

@@ -68,6 +68,16 @@ def _tensors(inp: ModelInputs) -> list[Tensor]:
 
 
 _DONE = object()
+AUTO_DEPTH = 2
+
+
+def prefetch_depth(requested: int, device, remote_sampling: bool) -> int:
+    """``sampling.prefetch`` resolved: ``-1`` (auto) prefetches when the step waits on a GPU or on remote shard
+    calls (both leave the CPU free for the sampler thread), and not on a CPU worker sampling in-process, where the
+    thread would take cores from the model (measured: 8% slower at 2 threads on 2 cores)."""
+    if requested >= 0:
+        return requested
+    return AUTO_DEPTH if torch.device(device).type == "cuda" or remote_sampling else 0
 
 
 class Prefetcher:

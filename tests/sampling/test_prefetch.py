@@ -8,7 +8,7 @@ import torch
 from test_loader import native_loader, tiny_graph
 
 from ripple.sampling.loader import SamplingConfig
-from ripple.sampling.prefetch import Prefetcher
+from ripple.sampling.prefetch import AUTO_DEPTH, Prefetcher, prefetch_depth
 
 
 def _batches(depth: int, seed: int = 3):
@@ -78,3 +78,14 @@ def test_prefetch_settings_are_validated():
         SamplingConfig(prefetch=-2)
     with pytest.raises(ValueError, match="on_device .*backend='torch-sparse'"):
         SamplingConfig(on_device=True, backend="torch-sparse")
+
+
+def test_auto_prefetch_depth():
+    """-1 prefetches where the step waits on something that frees the CPU (a GPU, remote shards), not on a CPU
+    worker sampling its own graph; explicit depths are kept."""
+    assert prefetch_depth(-1, "cpu", remote_sampling=False) == 0
+    assert prefetch_depth(-1, "cpu", remote_sampling=True) == AUTO_DEPTH
+    assert prefetch_depth(-1, "cuda", remote_sampling=False) == AUTO_DEPTH
+    assert prefetch_depth(3, "cpu", remote_sampling=False) == 3
+    assert prefetch_depth(0, "cuda", remote_sampling=True) == 0
+    assert SamplingConfig().prefetch == -1
