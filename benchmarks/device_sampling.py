@@ -148,7 +148,7 @@ def main() -> None:
               flush=True)
     # inference: layer-wise over every user (every layer once over every edge) vs sampled mini-batches
     from ripple.distributed.train import predict
-    from ripple.models.layerwise import LayerwiseGraph, infer_local
+    from ripple.models.layerwise import infer_local
 
     results["inference"] = {}
     cfg = RippleConfig()
@@ -157,9 +157,7 @@ def main() -> None:
     model = build_model(cfg).eval()
     n_users = graph.num_nodes("user")
     for dev in devices if args.inference else []:
-        lw = graph.layerwise()
-        mv = lambda d: {k: v.to(dev) for k, v in d.items()}  # noqa: E731
-        lw = LayerwiseGraph(lw.node_offset, mv(lw.x), mv(lw.colptr), mv(lw.row), mv(lw.edge_attr))
+        lw = graph.layerwise().to(dev)
         model.to(dev)
         _sync(dev)
         t0 = time.perf_counter()

@@ -170,21 +170,12 @@ def infer_whole_layerwise(raw_cfg: dict, state: dict) -> PartInfo:
     graph = load_local_graph(Dataset(cfg.data, cfg.storage))
     model = build_model(cfg)
     model.load_state_dict(state["model"])
-    lw = graph.layerwise()
-    if ctx.device.type != "cpu":
-        lw = _to_device(lw, ctx.device)
-        model.to(ctx.device)
+    lw = graph.layerwise().to(ctx.device)
+    model.to(ctx.device)
     pred, emb = infer_local(model, lw, cfg.inference.chunk_edges)
     table = embeddings_table(graph.ids["user"], emb.cpu().numpy(), pred.cpu().numpy())
     return write_part(Store(join(cfg.storage_path, cfg.run_name, EMBEDDINGS), cfg.storage), table, index=0,
                       writer="w")
-
-
-def _to_device(lw, device):
-    from ripple.models.layerwise import LayerwiseGraph
-
-    mv = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
-    return LayerwiseGraph(dict(lw.node_offset), mv(lw.x), mv(lw.colptr), mv(lw.row), mv(lw.edge_attr))
 
 
 def layerwise_phase(raw_cfg: dict, state: dict, part: int, key: str, layer: int, refs: list):

@@ -52,6 +52,10 @@ class LayerwiseGraph:
     def num_own(self, t: str) -> int:
         return int(self.x[t].size(0))
 
+    def to(self, device) -> "LayerwiseGraph":
+        mv = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
+        return LayerwiseGraph(dict(self.node_offset), mv(self.x), mv(self.colptr), mv(self.row), mv(self.edge_attr))
+
 
 def _chunks(n: int, size: int):
     for a in range(0, n, size):

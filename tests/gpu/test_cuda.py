@@ -149,16 +149,13 @@ def test_inference_on_device_matches_cpu(graph, device):
 
 def test_layerwise_inference_on_device_matches_cpu(graph, device):
     """Layer-wise full-neighbourhood inference (the default write-back path) on the device equals the CPU."""
-    from ripple.models.layerwise import LayerwiseGraph, infer_local
+    from ripple.models.layerwise import infer_local
 
     cfg = _cfg()
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     p_cpu, e_cpu = infer_local(model, graph.layerwise(), chunk_edges=4096)
-    lw = graph.layerwise()
-    mv = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
-    lw = LayerwiseGraph(lw.node_offset, mv(lw.x), mv(lw.colptr), mv(lw.row), mv(lw.edge_attr))
-    p_dev, e_dev = infer_local(model.to(device), lw, chunk_edges=4096)
+    p_dev, e_dev = infer_local(model.to(device), graph.layerwise().to(device), chunk_edges=4096)
     assert p_dev.device.type == device.type
     torch.testing.assert_close(p_dev.cpu(), p_cpu, atol=2e-4, rtol=1e-3)
     torch.testing.assert_close(e_dev.cpu(), e_cpu, atol=2e-4, rtol=1e-3)
