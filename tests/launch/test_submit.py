@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -45,14 +47,36 @@ def ray_head():
     # the job driver runs `ripple train`: the head must find this environment's console scripts
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     env.pop("RAY_ADDRESS", None)
-    subprocess.run([*ray_cli, "start", "--head", "--num-cpus", "2", "--port", str(port), "--dashboard-port", str(dash),
-                    "--include-dashboard", "true", "--disable-usage-stats"], check=True, env=env,
-                   capture_output=True, timeout=180)
+    # `--block` in its own process group: the teardown stops this head only. (`ray stop` would stop every Ray
+    # cluster on the machine, other users' and other test runs' included.)
+    head = subprocess.Popen([*ray_cli, "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
+                             "--dashboard-port", str(dash), "--include-dashboard", "true", "--disable-usage-stats"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     mode = os.environ.get("RAY_AUTH_MODE")
     try:
+        deadline = time.monotonic() + 180
+        while True:  # the dashboard's HTTP port answers once the head (and its Jobs API) is up
+            if head.poll() is not None:
+                raise RuntimeError(f"`ray start --head` exited with {head.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", dash), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the Ray head's dashboard did not come up within 180 s") from None
+                time.sleep(0.5)
         yield f"http://127.0.0.1:{dash}"
     finally:
-        subprocess.run([*ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        for sig, wait in ((signal.SIGTERM, 60), (signal.SIGKILL, 30)):
+            try:
+                os.killpg(head.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                head.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
         # the client may have switched this process to token auth for the head; later tests start their own
         if mode is None:
             os.environ.pop("RAY_AUTH_MODE", None)
