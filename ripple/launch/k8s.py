@@ -1001,11 +1001,9 @@ def validate(doc: Any, crd_dir: str | os.PathLike | None = None) -> list[str]:
             errors.append(f"{_path(e.absolute_path)}: unknown field(s) {extra}")
         else:
             errors.append(f"{_path(e.absolute_path)}: {e.message}")
-    if kind in ("RayJob", "RayCluster") and group == "ray.io":
-        try:
-            errors += _kuberay_errors(doc)
-        except (TypeError, AttributeError, ValueError):  # ill-typed: the schema errors above already say so
-            pass
+    if kind in ("RayJob", "RayCluster") and group == "ray.io" and not errors:
+        # KubeRay's admission rules read the object's structure: only meaningful once it is schema-valid
+        errors += _kuberay_errors(doc)
     return [f"{label}: {e}" for e in errors]
 
 
