@@ -100,7 +100,7 @@ def main() -> None:
     modes["pyg_whole"] = (count_sampler(pyg), lambda s, bs: make_loader(fs, gs, pyg, s, bs, ea), whole)
     modes["native_whole"] = (count_sampler(native), lambda s, bs: make_loader(fs, gs, native, s, bs, ea), whole)
 
-    ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
     keep = []
     extra = {}
     for P in args.parts:

@@ -41,7 +41,9 @@ def init_ray(cfg: RippleConfig | None = None, log_to_driver: bool = True) -> Non
         ray.init(address=address, **kwargs)
     else:
         workers = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker if cfg else 2
-        ray.init(num_cpus=max(2, int(workers)), **kwargs)
+        # address="local": always a new local cluster, never whatever `ray start` last recorded on this machine
+        # (a stale record of a stopped head would otherwise be joined, or refused with num_cpus)
+        ray.init(address="local", num_cpus=max(2, int(workers)), **kwargs)
 
 
 def resolve_paths(cfg: RippleConfig) -> RippleConfig:

@@ -31,7 +31,7 @@ NN = {et: [4, 3] for et in S.EDGE_TYPES}
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
 

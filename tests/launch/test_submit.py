@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -77,6 +78,14 @@ def ray_head():
                 break
             except subprocess.TimeoutExpired:
                 continue
+        # a head stopped by signal leaves its address as "the current cluster" for later ray.init() calls
+        record = os.path.join(tempfile.gettempdir(), "ray", "ray_current_cluster")
+        try:
+            with open(record) as f:
+                if f.read().strip().endswith(f":{port}"):
+                    os.remove(record)
+        except OSError:
+            pass
         # the client may have switched this process to token auth for the head; later tests start their own
         if mode is None:
             os.environ.pop("RAY_AUTH_MODE", None)
