@@ -13,6 +13,7 @@ every --interval seconds. Per stage: seconds, peak PSS, PSS per edge, and the gr
 
     python benchmarks/pipeline_scale.py [--follows 1e6 1e7] [--parts 4] [--workers 2] [--work DIR] [--out DIR]
     python benchmarks/pipeline_scale.py --follows 1e8 --append     # the opt-in 100M-edge run, added to the JSON
+    ... --resume: reuse the stages already measured in --work (generate, partition) after a late failure
 
 Results: ``pipeline_scale.json`` and ``.png`` under ``--out``.
 """
@@ -101,17 +102,24 @@ def measure(follows: float, args) -> dict:
         # PageRank / LightGBM baselines need the whole graph in one process: not what this measures
         f.write("eval: {baselines_max_edges: 0}\ntrain: {patience: 0}\n")
     out: dict = {"users": users, "stages": {}}
-    r = run_stage(["generate", data, "--users", str(users), "--avg-follows", str(args.avg_follows)], args.interval,
-                  os.path.join(work, "generate.log"))
-    out["stages"]["generate"] = {"seconds": r["end"] - r["start"], "peak_pss_bytes": _window(r["samples"], 0, 1e18)}
+    done = _Done(work, args.resume)
+    if not done.load(out, "generate"):
+        r = run_stage(["generate", data, "--users", str(users), "--avg-follows", str(args.avg_follows)],
+                      args.interval, os.path.join(work, "generate.log"))
+        out["stages"]["generate"] = {"seconds": r["end"] - r["start"],
+                                     "peak_pss_bytes": _window(r["samples"], 0, 1e18)}
+        done.save(out, "generate")
     with open(os.path.join(data, "manifest.json")) as f:
         rows = json.load(f)["rows"]
     out["follows_edges"] = int(rows["follows"])
     out["edges"] = int(sum(v for k, v in rows.items() if k in ("follows", "shared", "created", "member_of",
                                                                  "reply_to")))
-    r = run_stage(["partition", data, "--num-parts", str(args.parts), "--out", parts], args.interval,
-                  os.path.join(work, "partition.log"))
-    out["stages"]["partition"] = {"seconds": r["end"] - r["start"], "peak_pss_bytes": _window(r["samples"], 0, 1e18)}
+    if not done.load(out, "partition"):
+        r = run_stage(["partition", data, "--num-parts", str(args.parts), "--out", parts], args.interval,
+                      os.path.join(work, "partition.log"))
+        out["stages"]["partition"] = {"seconds": r["end"] - r["start"],
+                                      "peak_pss_bytes": _window(r["samples"], 0, 1e18)}
+        done.save(out, "partition")
     r = run_stage(["train", "--config", cfg_path, "--data", parts, "--storage-path", runs, "--run-name", "bench",
                    "--num-workers", str(args.workers), "--epochs", "1"], args.interval, os.path.join(work, "train.log"))
     marks = dict((name, t) for t, name in r["marks"])
@@ -126,6 +134,34 @@ def measure(follows: float, args) -> dict:
     print(f"{out['follows_edges']:>12,} follows / {out['edges']:,} edges: " + ", ".join(
         f"{k} {v['seconds']:.0f}s {v['peak_pss_bytes'] / 2**30:.2f}GiB" for k, v in out["stages"].items()), flush=True)
     return out
+
+
+class _Done:
+    """With ``--resume``, stages already measured at this size (their output still in the work folder) are read
+    back instead of re-run: a 100M-edge run that fails late need not regenerate and repartition."""
+
+    def __init__(self, work: str, resume: bool):
+        self.path, self.resume = os.path.join(work, "stages.json"), resume
+
+    def load(self, out: dict, stage: str) -> bool:
+        if not (self.resume and os.path.exists(self.path)):
+            return False
+        with open(self.path) as f:
+            saved = json.load(f)
+        if stage not in saved:
+            return False
+        out["stages"][stage] = {**saved[stage], "resumed": True}
+        print(f"{stage}: measured earlier, reused ({saved[stage]['seconds']:.0f}s)", flush=True)
+        return True
+
+    def save(self, out: dict, stage: str) -> None:
+        saved = {}
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                saved = json.load(f)
+        saved[stage] = out["stages"][stage]
+        with open(self.path, "w") as f:
+            json.dump(saved, f, indent=1)
 
 
 def fit_exponents(rows: list[dict]) -> dict:
@@ -149,6 +185,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--interval", type=float, default=1.0, help="memory sampling period, seconds")
     ap.add_argument("--append", action="store_true", help="add these sizes to an existing pipeline_scale.json")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse stages already measured in --work (a re-run after a late failure)")
     ap.add_argument("--work", default="/tmp/ripple-bench-scale")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args()

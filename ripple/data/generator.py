@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from ripple.data import schema as S
+from ripple.data.arrays import add_counts
 from ripple.data.dataset import DatasetWriter
 from ripple.data.ic import ICGraph, simulate_cascades, simulate_reach
 from ripple.data.storage import StorageOptions
@@ -241,8 +242,8 @@ def generate(out: str, cfg: GeneratorConfig | None = None, options: StorageOptio
     for lo in range(0, n, cfg.chunk_users):
         hi = min(n, lo + cfg.chunk_users)
         f, g, freq, p = _follow_chunk(cfg, u, sampler, lo, hi, rng)
-        followers += np.bincount(g, minlength=n)
-        following += np.bincount(f, minlength=n)
+        add_counts(followers, g)
+        add_counts(following, f)
         since = T0 - rng.integers(0, 3 * 365, size=len(f)) * 86400
         w.write("follows", pa.table({"src": _user_ids(f), "dst": _user_ids(g), "since_date": since,
                                      "interaction_freq": freq}))

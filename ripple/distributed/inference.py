@@ -247,6 +247,21 @@ def _features(lw, t: str, x=None):
     return LayerwiseGraph({t: 0}, {t: lw.x[t] if x is None else x}, {}, {}, {})
 
 
+def phase_memory_bytes(node_counts: dict[str, list[int]], part: int, hidden: int, chunk_edges: int,
+                       node_memory: float | None = None) -> int:
+    """Heap one ``layerwise_phase`` task of part ``part`` needs, requested from Ray as its ``memory`` so a node
+    runs only as many phases at once as fit (Ray's memory monitor kills tasks of an oversubscribed node).
+
+    Per own node of every type: previous states, this layer's output, and one relation's source projection
+    (4 x hidden floats); per chunk: about 8 per-edge [chunk_edges, hidden] temporaries; plus the interpreter,
+    torch and the model (300 MiB). The part's graph arrays are not counted: they are zero-copy views of the
+    shard actor's object in the object store. Capped at ``node_memory`` so a huge part is never unschedulable.
+    """
+    n = {t: int(c[part]) for t, c in node_counts.items()}
+    need = 4 * hidden * (2 * sum(n.values()) + 2 * max(n.values(), default=0) + 8 * chunk_edges) + (300 << 20)
+    return int(min(need, node_memory)) if node_memory else int(need)
+
+
 def _layerwise_phases(cfg, raw: dict, state_ref, key: str, nodes: list[str]) -> list[PartInfo]:
     """Drive ``layerwise_phase`` over every part, layer by layer (a barrier between layers). The driver holds
     refs, never states: each layer's states are released once the next layer has read them, and only the user
@@ -254,7 +269,13 @@ def _layerwise_phases(cfg, raw: dict, state_ref, key: str, nodes: list[str]) -> 
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    from ripple.distributed.shards import PartitionMeta
+
     P, L = len(nodes), cfg.model.num_layers
+    meta = PartitionMeta.open(cfg.data, cfg.storage)
+    node_memory = min(n["Resources"].get("memory", 0.0) for n in ray.nodes() if n.get("Alive")) or None
+    mem = [phase_memory_bytes(meta.manifest["node_counts"], p, cfg.model.hidden, cfg.inference.chunk_edges,
+                              node_memory) for p in range(P)]
     phase = ray.remote(**_task_resources(cfg))(layerwise_phase)
     here = lambda p: NodeAffinitySchedulingStrategy(nodes[p], soft=True)  # noqa: E731
     t0 = time.perf_counter()
@@ -266,7 +287,7 @@ def _layerwise_phases(cfg, raw: dict, state_ref, key: str, nodes: list[str]) -> 
             # ray.wait without fetching: a barrier that never pulls a part's states into the driver
             ray.wait([r for pr in prev for r in pr], num_returns=2 * P, fetch_local=False)
             log.info("layer-wise inference: layer %d of %d parts done (%.1fs)", layer - 1, P, time.perf_counter() - t0)
-        out = [phase.options(num_returns=1 if last else 2, scheduling_strategy=here(p))
+        out = [phase.options(num_returns=1 if last else 2, scheduling_strategy=here(p), memory=mem[p])
                .remote(raw, state_ref, p, key, layer, [{"prev": prev, "users": list(users[p])}]) for p in range(P)]
         if last:
             return ray.get(out)

@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 
 from ripple.data import features as FT
 from ripple.data import schema as S
+from ripple.data.arrays import add_counts
 from ripple.data.dataset import Dataset
 from ripple.data.storage import StorageError, StorageOptions, Store, iter_table_batches, join
 from ripple.distributed.stores import dense_index
@@ -213,8 +214,8 @@ def partition(data: str, out: str, cfg: PartitionConfig, options: StorageOptions
     first_comm = np.full(n["user"], -1, np.int64)
     for name in S.EDGE_TABLES:
         for s, d, _ in scan(name):
-            outdeg[name] += np.bincount(s, minlength=len(outdeg[name]))
-            indeg[name] += np.bincount(d, minlength=len(indeg[name]))
+            add_counts(outdeg[name], s)
+            add_counts(indeg[name], d)
             if name == "created":
                 creator[d] = s
             elif name == "member_of":
@@ -237,8 +238,8 @@ def partition(data: str, out: str, cfg: PartitionConfig, options: StorageOptions
             flat = counts.reshape(-1)
             for s, d, _ in scan("follows"):
                 # undirected locality: a follow ties both ends
-                flat += np.bincount(s * P + part["user"][d], minlength=flat.size).astype(np.int32)
-                flat += np.bincount(d * P + part["user"][s], minlength=flat.size).astype(np.int32)
+                add_counts(flat, s * P + part["user"][d])
+                add_counts(flat, d * P + part["user"][s])
             moved_per_pass.append(_balanced_moves(part["user"], counts, cap, rng))
             del counts, flat
             if moved_per_pass[-1] == 0:
@@ -249,7 +250,7 @@ def partition(data: str, out: str, cfg: PartitionConfig, options: StorageOptions
     part["community"] = hash_ids(ids["community"], P, cfg.seed)
     votes = np.zeros(n["community"] * P, np.int64)
     for s, d, _ in scan("member_of"):
-        votes += np.bincount(d * P + user_part[s], minlength=votes.size)
+        add_counts(votes, d * P + user_part[s])
     votes = votes.reshape(n["community"], P)
     voted = votes.sum(1) > 0
     part["community"][voted] = np.argmax(votes[voted], 1)

@@ -72,34 +72,38 @@ def input_states(model: InfluenceGNN, g: LayerwiseGraph, chunk_rows: int = 1 << 
     return out
 
 
-def _source_states(g: LayerwiseGraph, h_prev: dict[str, Tensor], src_t: str, rows: Tensor, gather: Gather
+def _source_states(g: LayerwiseGraph, xl_own: Tensor, src_t: str, rows: Tensor, gather: Gather, project
                    ) -> tuple[Tensor, Tensor]:
-    """States of the sources of ``rows`` (global indices): own nodes first, at their own position, then the
-    distinct others. Returns (states [n_own + K, h], position of each row in it [E])."""
-    lo, n = g.node_offset[src_t], g.num_own(src_t)
-    local = rows - lo
-    own = (local >= 0) & (local < n)
+    """Projected source states of one chunk of edges, one row per edge, and which edges start at own nodes.
+
+    Own sources index ``xl_own``; the chunk's distinct other sources are gathered (``gather``) and projected
+    (``project``) here, so memory follows the chunk, not the partition's whole halo.
+    Shapes: xl_own [n_own, H*C]; rows [E_c] global indices -> (x_j [E_c, H*C], own [E_c] bool)."""
+    local = rows - g.node_offset[src_t]
+    own = (local >= 0) & (local < g.num_own(src_t))
+    if bool(own.all()):
+        return xl_own[local], own
+    x_j = xl_own.new_empty(len(rows), xl_own.size(1))
+    x_j[own] = xl_own[local[own]]
     halo, inv = torch.unique(rows[~own], return_inverse=True)
-    pos = torch.empty_like(rows)
-    pos[own] = local[own]
-    pos[~own] = n + inv
-    states = h_prev[src_t] if len(halo) == 0 else torch.cat([h_prev[src_t], gather(src_t, halo)])
-    return states, pos
+    x_j[~own] = project(gather(src_t, halo))[inv]
+    return x_j, own
 
 
-def _gatv2(conv, xl: Tensor, xr: Tensor, src: Tensor, dst: Tensor, edge_attr: Tensor | None, n_dst: int) -> Tensor:
+def _gatv2(conv, x_j: Tensor, x_i: Tensor, dst: Tensor, edge_attr: Tensor | None, n_dst: int) -> Tensor:
     """One GATv2Conv's aggregation for ``n_dst`` destinations from projected states.
 
-    Shapes: xl [S, H*C] = lin_l(source states); xr [n_dst, H*C] = lin_r(destination states); src, dst [E] local
-    positions; edge_attr [E, D] -> [n_dst, H*C] (bias included)."""
+    Shapes: x_j [E, H*C] = lin_l(source state) per edge; x_i [n_dst, H*C] = lin_r(destination states); dst [E]
+    local destination positions; edge_attr [E, D] -> [n_dst, H*C] (bias included)."""
     H, C = conv.heads, conv.out_channels
-    x_j, x_i = xl.view(-1, H, C)[src], xr.view(-1, H, C)[dst]
-    e = x_i + x_j
+    x_j = x_j.view(-1, H, C)
+    e = x_i.view(-1, H, C)[dst] + x_j
     if edge_attr is not None and conv.lin_edge is not None:
         e = e + conv.lin_edge(edge_attr).view(-1, H, C)
     e = F.leaky_relu(e, conv.negative_slope)
     alpha = softmax((e * conv.att).sum(-1), dst, num_nodes=n_dst)       # [E, H]
-    out = torch.zeros(n_dst, H, C, dtype=xl.dtype, device=xl.device)
+    del e
+    out = torch.zeros(n_dst, H, C, dtype=x_j.dtype, device=x_j.device)
     out.index_add_(0, dst, x_j * alpha.unsqueeze(-1))
     out = out.view(n_dst, H * C)
     return out + conv.bias if conv.bias is not None else out
@@ -111,8 +115,10 @@ def layer_states(model: InfluenceGNN, g: LayerwiseGraph, layer: int, h_prev: dic
     """States after conv layer ``layer`` (0-based) of own nodes of every type the layer updates (only users at
     the last layer), from ``h_prev`` (own nodes' states after the previous layer) and ``gather`` (others').
 
-    Destinations are processed in chunks of about ``chunk_edges`` in-edges, so the per-edge tensors stay bounded
-    whatever a hub's degree. Shapes: h_prev {t: [n_t, hidden]} -> {t: [n_t, hidden]}.
+    Destinations are processed in chunks of about ``chunk_edges`` in-edges, and other parts' sources are
+    gathered per chunk, so the per-edge tensors stay bounded whatever a hub's degree or the partition's halo.
+    Per relation, only the own sources' projection ``lin_l(h_prev)`` is held whole.
+    Shapes: h_prev {t: [n_t, hidden]} -> {t: [n_t, hidden]}.
     """
     hetero = model.convs[layer]
     norms = model.norms[layer]
@@ -126,23 +132,21 @@ def layer_states(model: InfluenceGNN, g: LayerwiseGraph, layer: int, h_prev: dic
         acc = out.setdefault(dst_t, h_prev[dst_t].new_zeros(n_dst, model.cfg.hidden))
         colptr, row = g.colptr[et], g.row[et]
         attr = g.edge_attr.get(et) if conv.lin_edge is not None else None
-        states, pos = _source_states(g, h_prev, src_t, row, gather)
-        xl = conv.lin_l(states)
-        xr = conv.lin_r(h_prev[dst_t])
+        xl_own = torch.cat([conv.lin_l(h_prev[src_t][a:b]) for a, b in _chunks(g.num_own(src_t), 1 << 16)]
+                           or [h_prev[src_t].new_zeros(0, conv.heads * conv.out_channels)])
         deg = colptr[1:] - colptr[:-1]
-        dev = xr.device
+        dev = xl_own.device
         a = 0
         while a < n_dst:  # destination chunks of about chunk_edges in-edges (at least one destination)
             b = max(a + 1, int(torch.searchsorted(colptr, colptr[a] + chunk_edges, right=True)) - 1)
             b = min(b, n_dst)
             e0, e1 = int(colptr[a]), int(colptr[b])
-            src = pos[e0:e1]
+            x_j, own = _source_states(g, xl_own, src_t, row[e0:e1], gather, conv.lin_l)
             dst = torch.repeat_interleave(torch.arange(b - a, device=dev), deg[a:b])
             ea = attr[e0:e1] if attr is not None else None
             if conv.add_self_loops:  # PyG: drop existing self-loops, add one per destination (mean in-edge feature)
-                keep = src != dst + a  # same type: own node i sits at source position i
-                src, dst = src[keep], dst[keep]
-                loop = torch.arange(a, b, device=dev)
+                keep = ~(own & (row[e0:e1] - g.node_offset[src_t] == dst + a))  # same type: own i is source i
+                x_j, dst = x_j[keep], dst[keep]
                 loop_attr = None
                 if ea is not None:
                     ea = ea[keep]
@@ -151,10 +155,15 @@ def layer_states(model: InfluenceGNN, g: LayerwiseGraph, layer: int, h_prev: dic
                     cnt = torch.bincount(dst, minlength=b - a).clamp(min=1).unsqueeze(1)
                     loop_attr = loop_attr / cnt
                     ea = torch.cat([ea, loop_attr])
-                src, dst = torch.cat([src, loop]), torch.cat([dst, loop - a])
-            acc[a:b] += _gatv2(conv, xl, xr[a:b], src, dst, ea, b - a)
+                x_j = torch.cat([x_j, xl_own[a:b]])
+                dst = torch.cat([dst, torch.arange(b - a, device=dev)])
+            acc[a:b] += _gatv2(conv, x_j, conv.lin_r(h_prev[dst_t][a:b]), dst, ea, b - a)
             a = b
-    return {t: norms[t](F.elu(o) + h_prev[t]) for t, o in out.items()}
+        del xl_own
+    for t, o in out.items():  # in place: one [n_t, hidden] buffer per updated type
+        F.elu(o, inplace=True).add_(h_prev[t])
+        out[t] = norms[t](o)
+    return out
 
 
 @torch.no_grad()

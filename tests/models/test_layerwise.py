@@ -124,3 +124,15 @@ def test_a_part_without_its_neighbours_states_says_so():
 
 def test_feature_widths_match_the_model():
     assert set(FT.NODE_DIMS) == set(S.NODE_TYPES)
+
+
+def test_phase_memory_request_grows_with_the_part_and_is_capped_by_the_node():
+    from ripple.distributed.inference import phase_memory_bytes
+
+    counts = {"user": [1000, 4000], "content": [3000, 100], "community": [10, 10]}
+    small = phase_memory_bytes(counts, 0, hidden=64, chunk_edges=1024)
+    big = phase_memory_bytes(counts, 1, hidden=64, chunk_edges=1024)
+    # 4 bytes x hidden x (2 x all own nodes + 2 x largest type + 8 x chunk) + 300 MiB
+    assert small == 4 * 64 * (2 * 4010 + 2 * 3000 + 8 * 1024) + (300 << 20)
+    assert big > small
+    assert phase_memory_bytes(counts, 1, hidden=64, chunk_edges=1024, node_memory=1e6) == 1_000_000
