@@ -190,7 +190,8 @@ def layerwise_phase(raw_cfg: dict, state: dict, part: int, key: str, layer: int,
     writes the part and returns its ``PartInfo``. Shapes: states are [n_t, hidden] float32 rows of own nodes."""
     import ray
 
-    from ripple.distributed.shards import PartitionMeta, ShardedGraph, _tensor, find_shards, group_by_part
+    from ripple.distributed.shards import (PartitionMeta, ShardedGraph, _tensor, find_shards, group_by_part,
+                                           release_memory)
     from ripple.distributed.train import build_model
     from ripple.launch.config import from_dict
     from ripple.models import layerwise as LW
@@ -230,8 +231,12 @@ def layerwise_phase(raw_cfg: dict, state: dict, part: int, key: str, layer: int,
         users_ref, others_ref = prev[part]
         h_prev = {"user": _tensor(ray.get(users_ref)), **{t: _tensor(v) for t, v in ray.get(others_ref).items()}}
     h = LW.layer_states(model, lw, layer, h_prev, gather, cfg.inference.chunk_edges)
+    del h_prev
     if layer < len(model.convs) - 1:
-        return h.pop("user").numpy(), {t: v.numpy() for t, v in h.items()}
+        out = h.pop("user").numpy(), {t: v.numpy() for t, v in h.items()}
+        del h, h0
+        release_memory()  # Ray reuses this worker process for the next phase: do not keep this one's peak
+        return out
     h0_user = h0["user"] if h0 is not None else LW.input_states(model, _features(lw, "user"))["user"]
     pred = LW.head(model, [h0_user] + [_tensor(ray.get(r)) for r in spec["users"]] + [h["user"]])
     table = embeddings_table(shard.ids["user"], h["user"].numpy(), pred.numpy())

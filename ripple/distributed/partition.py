@@ -45,7 +45,7 @@ from ripple.data import schema as S
 from ripple.data.arrays import add_counts
 from ripple.data.dataset import Dataset
 from ripple.data.storage import StorageError, StorageOptions, Store, iter_table_batches, join
-from ripple.distributed.stores import dense_index
+from ripple.distributed.stores import dense_index, is_id_range
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +157,13 @@ class _Scan:
 
     def __init__(self, ds: Dataset, ids: dict[str, np.ndarray], chunk_rows: int):
         self.ds, self.ids, self.chunk_rows = ds, ids, chunk_rows
+        self.id_range = {t: is_id_range(v) for t, v in ids.items()}  # once, not once per chunk
 
     def __call__(self, table: str, columns: tuple[str, ...] = ()):
         s_t, d_t = S.EDGE_TABLES[table].endpoints
         for b in iter_table_batches(self.ds.store, table, ["src", "dst", *columns], self.chunk_rows):
-            yield (dense_index(self.ids[s_t], b.column("src").to_numpy(), f"{table}.src"),
-                   dense_index(self.ids[d_t], b.column("dst").to_numpy(), f"{table}.dst"), b)
+            yield (dense_index(self.ids[s_t], b.column("src").to_numpy(), f"{table}.src", self.id_range[s_t]),
+                   dense_index(self.ids[d_t], b.column("dst").to_numpy(), f"{table}.dst", self.id_range[d_t]), b)
 
 
 def _record_dtype(edge_dim: int) -> np.dtype:
@@ -414,8 +415,9 @@ def _write_nodes(ds, dest, scratch, cfg, part, new_of_old, offsets, ids, indeg, 
     reach = np.full(len(ids["user"]), np.nan, np.float32)
     replicate = np.full(len(ids["user"]), np.nan, np.float32)
     split = np.full(len(ids["user"]), -1, np.int8)
+    id_range = {t: is_id_range(v) for t, v in ids.items()}
     for b in iter_table_batches(ds.store, "labels", None, cfg.chunk_rows):
-        u = dense_index(ids["user"], b.column("user_id").to_numpy(), "labels.user_id")
+        u = dense_index(ids["user"], b.column("user_id").to_numpy(), "labels.user_id", id_range["user"])
         reach[u] = b.column("cascade_reach").to_numpy()
         replicate[u] = b.column("cascade_reach_replicate").to_numpy()
         names = b.column("split").to_numpy(zero_copy_only=False).astype(str)
@@ -432,7 +434,7 @@ def _write_nodes(ds, dest, scratch, cfg, part, new_of_old, offsets, ids, indeg, 
         rec = np.dtype([("new", np.int64), ("x", np.float32, (dim,))])
         cols = [c for c in S.NODE_TABLES[t].column_names]
         for b in iter_table_batches(ds.store, t, cols, cfg.chunk_rows):
-            rows = dense_index(ids[t], b.column("id").to_numpy(), f"{t}.id")
+            rows = dense_index(ids[t], b.column("id").to_numpy(), f"{t}.id", id_range[t])
             recs = np.empty(len(rows), rec)
             recs["new"] = new_of_old[t][rows]
             recs["x"] = _node_columns(t, b, rows, outdeg, indeg)
@@ -481,6 +483,25 @@ def read_partition_manifest(url: str, options: StorageOptions | None = None) -> 
         raise StorageError(f"{join(url, PARTITIONS_MANIFEST)}: format {m.get('format')!r}, expected "
                            f"{PARTITIONS_FORMAT!r}")
     return m
+
+
+def check_partition_files(url: str, manifest: dict, options: StorageOptions | None = None) -> None:
+    """Every file ``manifest`` lists exists with the size it records: one listing, no reads, so a partitioned graph
+    that lost or truncated a file is refused before a run starts (checksums are checked when a part is loaded)."""
+    store = Store(url, options)
+    root = store.path().rstrip("/") + "/"
+    found = {p[len(root):]: info.get("size") for p, info in store.fs.find(store.path(), detail=True).items()
+             if p.startswith(root)}
+    listed = manifest.get("files") or {}
+    missing = sorted(rel for rel in listed if rel not in found)
+    if missing:
+        raise StorageError(f"{join(url, missing[0])} is listed in {PARTITIONS_MANIFEST} but missing ({len(missing)} "
+                           f"of its {len(listed)} files are gone); the partitioned graph lost files: re-run `ripple "
+                           "partition`")
+    for rel, want in sorted(listed.items()):
+        if want.get("bytes") is not None and found[rel] != want["bytes"]:
+            raise StorageError(f"{join(url, rel)}: {found[rel]} bytes, {PARTITIONS_MANIFEST} says {want['bytes']}; "
+                               "the file was truncated or replaced: re-run `ripple partition`")
 
 
 def is_partitioned(url: str, options: StorageOptions | None = None) -> bool:

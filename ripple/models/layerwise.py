@@ -40,7 +40,8 @@ class LayerwiseGraph:
     Shapes (n_t = own nodes of type t, E = in-edges of relation et into own nodes):
         node_offset[t]: global index of the first own node of type t; own nodes are
             ``node_offset[t] : node_offset[t] + n_t``
-        x[t]: [n_t, F_t]; colptr[et]: [n_dst + 1]; row[et]: [E] global source indices; edge_attr[et]: [E, D]
+        x[t]: [n_t, F_t]; colptr[et]: [n_dst + 1]; row[et]: [E] global source indices (int32 or int64);
+        edge_attr[et]: [E, D]
     """
 
     node_offset: dict[str, int]
@@ -86,7 +87,7 @@ def _source_states(g: LayerwiseGraph, xl_own: Tensor, src_t: str, rows: Tensor, 
     x_j = xl_own.new_empty(len(rows), xl_own.size(1))
     x_j[own] = xl_own[local[own]]
     halo, inv = torch.unique(rows[~own], return_inverse=True)
-    x_j[~own] = project(gather(src_t, halo))[inv]
+    x_j[~own] = project(gather(src_t, halo.long()))[inv]
     return x_j, own
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from ripple.data import features as FT
 from ripple.data import schema as S
@@ -505,3 +506,40 @@ def test_partition_rejects_zero_parts(tiny_dataset, tmp_path):
     with pytest.raises(ValueError, match="num_parts"):
         partition(tiny_dataset, str(out), cfg)
     assert not out.exists()
+
+
+def test_shards_hold_int32_sources_and_serve_int64(tiny_dataset, tmp_path):
+    """Resident source indices are int32 (4 bytes per edge saved); what ``sample`` returns is int64 as before."""
+    out = str(tmp_path / "parts")
+    partition(tiny_dataset, out, PartitionConfig(num_parts=2))
+    meta = PartitionMeta.open(out)
+    shard = ShardData.load(meta, 0)
+    for et in meta.edge_types:
+        assert shard.row[et].dtype == torch.int32, et
+    et = ("user", "follows", "user")
+    dst = np.nonzero(np.diff(shard.colptr[et].numpy()) > 0)[0][:3]
+    _, src, _, _ = shard.sample({et: (dst, 2)}, seed=0)[et]
+    assert src.dtype == np.int64 and len(src) > 0
+
+
+@pytest.mark.parametrize("ids", [np.arange(100, 10_100), np.sort(np.random.default_rng(0).choice(10**9, 10_000,
+                                                                                                   replace=False))])
+def test_dense_index_paths_agree_and_name_unknown_ids(ids):
+    from ripple.distributed.stores import dense_index, is_id_range
+
+    values = ids[np.random.default_rng(1).integers(0, len(ids), 20_000)]  # > 4096: the sorted-query path
+    assert is_id_range(ids) == (ids[0] == 100)
+    assert np.array_equal(dense_index(ids, values, "t.c"), np.searchsorted(ids, values))
+    assert np.array_equal(dense_index(ids, values[:10], "t.c"), np.searchsorted(ids, values[:10]))
+    bad = values.copy()
+    bad[5] = -7
+    with pytest.raises(ValueError, match=r"t\.c: 1 ids do not exist \(examples: \[-7\]\)"):
+        dense_index(ids, bad, "t.c")
+
+
+def test_is_id_range_needs_consecutive_distinct_ids():
+    from ripple.distributed.stores import is_id_range
+
+    assert is_id_range(np.array([3, 4, 5]))
+    assert not is_id_range(np.array([0, 0, 2]))  # the right span, but a repeat and a gap
+    assert not is_id_range(np.array([], np.int64))
