@@ -195,7 +195,9 @@ def main() -> None:
     if args.append and os.path.exists(path):
         with open(path) as f:
             rows = json.load(f)["sizes"]
-    rows += [measure(f, args) for f in args.follows]
+    new = [measure(f, args) for f in args.follows]
+    sizes = {r["users"] for r in new}
+    rows = [r for r in rows if r["users"] not in sizes] + new  # a re-measured size replaces the old row
     rows.sort(key=lambda r: r["edges"])
     result = {"config": {"parts": args.parts, "workers": args.workers, "avg_follows": args.avg_follows,
                          "cores": os.cpu_count(), "memory_bytes": psutil.virtual_memory().total},
