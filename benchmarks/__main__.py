@@ -11,6 +11,9 @@
     python -m benchmarks sharded   [--users 20000] ...    distributed sampler over P shards vs PyG on the whole
                                                            graph                           (sharded_sampling.py)
     python -m benchmarks partition [--users ...]          partitioner memory and edge cut  (partition_memory.py)
+    python -m benchmarks seeds     [--users 50000] ...    influence maximization: ripple seeds vs follower count,
+                                                           PageRank, DegreeDiscount, CELF by simulated IC spread
+                                                                                           (influence_max.py)
 
 Each writes ``<name>.json`` and ``.png`` under ``--out`` (default ``benchmarks/results``); ``docs/benchmarks.md``
 holds the latest tables. ``python -m benchmarks NAME --help`` lists a benchmark's options.
@@ -22,7 +25,8 @@ import runpy
 import sys
 
 SCRIPTS = {"devices": "device_sampling", "train": "train_throughput", "scale": "pipeline_scale",
-           "sharded": "sharded_sampling", "partition": "partition_memory"}
+           "sharded": "sharded_sampling", "partition": "partition_memory",
+           "seeds": "influence_max"}
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -120,6 +121,7 @@ def measure(follows: float, args) -> dict:
         out["stages"]["partition"] = {"seconds": r["end"] - r["start"],
                                       "peak_pss_bytes": _window(r["samples"], 0, 1e18)}
         done.save(out, "partition")
+    shutil.rmtree(runs, ignore_errors=True)  # a left-over run of the same name would resume, not train
     r = run_stage(["train", "--config", cfg_path, "--data", parts, "--storage-path", runs, "--run-name", "bench",
                    "--num-workers", str(args.workers), "--epochs", "1"], args.interval, os.path.join(work, "train.log"))
     marks = dict((name, t) for t, name in r["marks"])

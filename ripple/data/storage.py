@@ -8,9 +8,23 @@ Commit protocol for a folder of parts (embeddings, partitions):
   1. ``begin``: delete ``_manifest.json`` so readers refuse the folder while it is rewritten;
   2. ``write_part`` (any number of processes): each part is a uniquely named parquet file; its row count and
      sha256 are returned to the committer;
-  3. ``commit``: write ``_manifest.json`` listing exactly the parts, then delete parts it does not list.
+  3. ``commit``: write ``_manifest.json`` listing exactly the parts, then delete parts it does not list (and
+     temp files a part writer killed mid-file left).
 Readers read only the parts the manifest lists and check row counts and checksums, so a killed writer leaves
 either the previous complete output or no readable output, never half of one.
+
+Faults: an object store fails now and then (HTTP 5xx, 429/SlowDown throttling, timeouts, dropped connections).
+Every ``Store`` operation is retried here, and only here (``with_retries``: exponential backoff with jitter,
+``StorageOptions.retries`` / ``retry_backoff_s`` / ``timeout_s``, each retry logged at WARNING with the URL and
+attempt). The filesystem ``Store.fs`` hands out for streaming (and ``pyarrow_filesystem`` for Ray Train) has
+botocore retry its requests instead, with the same budget (and s3fs a body cut off mid-read). Permanent errors (403 access denied, no such bucket,
+missing credentials) are never retried: they raise a ``StorageError`` naming the URL and what to do. When the
+retries run out the error is ``StorageUnavailable`` (a runtime failure, CLI exit 1), or a ``StorageError`` saying
+the endpoint cannot be reached when no connection could be made at all.
+
+Secrets: credentials are never part of a URL (``check_url`` refuses ``s3://KEY:SECRET@bucket``), never a field
+of ``StorageOptions``, hidden from its ``repr`` when ``storage.extra`` carries them, and left out of everything
+written (``StorageOptions.without_secrets``).
 """
 from __future__ import annotations
 
@@ -20,9 +34,12 @@ import io
 import json
 import logging
 import posixpath
+import random
+import socket
+import time
 import uuid
-from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import fsspec
 import pyarrow as pa
@@ -38,20 +55,154 @@ class StorageError(ValueError):
     """A URL, file or manifest that cannot be used as asked; the message names it and says what to do."""
 
 
+class StorageUnavailable(StorageError):
+    """The storage service kept failing with errors that may pass (HTTP 5xx, throttling, timeouts, dropped
+    connections) through every retry: a runtime failure (CLI exit 1), not bad input; a later run may succeed."""
+
+
+T = TypeVar("T")
+
+# ---------------------------------------------------------------- secrets
+
+#: option names that hold credentials (fsspec, s3fs and botocore spellings); ``storage.extra`` may carry them for a
+#: local run, but they are hidden from ``repr`` and never written (``StorageOptions.without_secrets``)
+_SECRET_NAMES = {"key", "secret", "token", "username", "access_key", "secret_key", "session_token",
+                 "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "password", "passwd"}
+_SECRET_WORDS = ("secret", "password", "passwd", "token", "credential")
+#: schemes whose URL host is a bucket name, which can never hold ':' or '@'
+_BUCKET_SCHEMES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss"}
+
+
+def is_secret_name(name: Any) -> bool:
+    """Whether an option named ``name`` holds a credential (``key``, ``secret``, ``aws_session_token``, ...)."""
+    n = str(name).lower()
+    return n in _SECRET_NAMES or any(w in n for w in _SECRET_WORDS)
+
+
+def _secret_paths(d: Any, where: str) -> list[str]:
+    if not isinstance(d, dict):
+        return []
+    out = []
+    for k, v in d.items():
+        if is_secret_name(k):
+            out.append(f"{where}.{k}")
+        else:
+            out += _secret_paths(v, f"{where}.{k}")
+    return out
+
+
+def _without_secrets(d: Any, mask: str | None = None) -> Any:
+    """``d`` with credential-like keys dropped (``mask`` None) or their values replaced by ``mask``."""
+    if not isinstance(d, dict):
+        return d
+    return {k: (mask if is_secret_name(k) else _without_secrets(v, mask)) for k, v in d.items()
+            if mask is not None or not is_secret_name(k)}
+
+
+def _credentials_end(url: str) -> int:
+    """Index of the ``@`` that ends a ``user:secret@`` part of ``url``, or -1 when it has none."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return -1
+    at = rest.find("@")
+    if at < 0:
+        return -1
+    host = rest.split("/", 1)[0]
+    if "@" in host:
+        return len(scheme) + 3 + at
+    # a secret with '/' in it (AWS secrets have them) splits the host early: s3://KEY:SE/CRET@bucket/...
+    if ":" in host and (scheme.lower() in _BUCKET_SCHEMES or not host.rsplit(":", 1)[1].isdigit()):
+        return len(scheme) + 3 + at
+    return -1
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any ``user:secret@`` part replaced by ``***@``: safe to log or print."""
+    end = _credentials_end(url) if isinstance(url, str) else -1
+    if end < 0:
+        return url
+    return url.split("://", 1)[0] + "://***" + url[end:]
+
+
+def check_url(url: str | None, what: str = "URL") -> str | None:
+    """``url`` unchanged, or a ``StorageError`` (which does not echo them) when it carries credentials."""
+    if isinstance(url, str) and _credentials_end(url) >= 0:
+        raise StorageError(f"{what}: the URL carries credentials (user:secret@), which would end up in logs, "
+                           f"configs and manifests: use {redact_url(url).replace('://***@', '://')} and give the "
+                           "credentials through AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or an "
+                           "instance role)")
+    return url
+
+
+# ---------------------------------------------------------------- options
+
 @dataclass
 class StorageOptions:
-    """How to reach object storage. Secrets are not fields: they come from the AWS environment variables."""
+    """How to reach object storage, and how hard to try.
+
+    Credentials are not fields: they come from the AWS environment variables (or a profile or instance role).
+    ``extra`` may carry credential-like fsspec options for a local run (``key``/``secret`` of a MinIO): they are
+    hidden from ``repr`` and left out of everything ripple writes (``without_secrets``).
+    """
 
     endpoint_url: str | None = None
     anon: bool = False
     region: str | None = None
     #: Extra keyword arguments for the fsspec filesystem (non-secret settings only).
     extra: dict[str, Any] = field(default_factory=dict)
+    #: retries of an operation that failed with an error that may pass (HTTP 5xx, 429 and SlowDown throttling,
+    #: timeouts, dropped connections); permanent errors (403, 404, bad credentials) are never retried
+    retries: int = 5
+    #: wait before the first retry, in seconds; it doubles for each further one (at most 20 s), with jitter
+    retry_backoff_s: float = 0.5
+    #: seconds without an answer (or the next bytes of one) after which a request is abandoned (and retried)
+    timeout_s: float = 60.0
+    #: seconds to open a connection to the endpoint
+    connect_timeout_s: float = 10.0
 
-    def for_protocol(self, protocol: str) -> dict[str, Any]:
+    def __post_init__(self):
+        if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
+            raise StorageError(f"retries must be an integer >= 0, got {self.retries!r}")
+        for name, low in (("retry_backoff_s", 0.0), ("timeout_s", None), ("connect_timeout_s", None)):
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (v >= low if low is not None else v > 0)
+            if not ok:
+                raise StorageError(f"{name} must be a number {'>= 0' if low is not None else '> 0'} (seconds), "
+                                   f"got {v!r}")
+        if not isinstance(self.extra, dict):
+            raise StorageError(f"extra must be a mapping of fsspec options, got {type(self.extra).__name__}")
+        check_url(self.endpoint_url, "storage.endpoint_url (--s3-endpoint-url)")
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        shown["extra"] = _without_secrets(self.extra, mask="<redacted>")
+        return f"StorageOptions({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    def secret_keys(self) -> list[str]:
+        """Dotted names of the credential-like options in ``extra`` (``storage.extra.key``, ...)."""
+        return _secret_paths(self.extra, "storage.extra")
+
+    def without_secrets(self) -> "StorageOptions":
+        """A copy without credential-like ``extra`` options: what configs and manifests may carry."""
+        dropped = self.secret_keys()
+        if not dropped:
+            return self
+        log.warning("not writing %s: credentials are never written to configs or storage; where the run is read "
+                    "back they come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY", ", ".join(dropped))
+        return replace(self, extra=_without_secrets(self.extra))
+
+    def for_protocol(self, protocol: str, transport_retries: bool = True) -> dict[str, Any]:
+        """fsspec keyword arguments for ``protocol``.
+
+        On S3: the endpoint, region and timeouts; no listing cache (another process may have written since);
+        botocore retrying transient errors itself (standard mode, ``retries`` + 1 attempts) when
+        ``transport_retries``, else one attempt per call (``Store`` retries its own operations, so that no request
+        is retried by two layers at once). ``extra`` overrides any of these, except the retries of a
+        ``transport_retries=False`` filesystem.
+        """
         if protocol not in ("s3", "s3a"):
             return dict(self.extra)
-        opts: dict[str, Any] = {"anon": self.anon, **self.extra}
+        opts: dict[str, Any] = {"anon": self.anon, "use_listings_cache": False, **self.extra}
         client_kwargs = dict(opts.pop("client_kwargs", {}))
         if self.endpoint_url:
             client_kwargs["endpoint_url"] = self.endpoint_url
@@ -59,6 +210,12 @@ class StorageOptions:
             client_kwargs["region_name"] = self.region
         if client_kwargs:
             opts["client_kwargs"] = client_kwargs
+        config = {"connect_timeout": self.connect_timeout_s, "read_timeout": self.timeout_s,
+                  "retries": {"mode": "standard", "total_max_attempts": self.retries + 1}}
+        config.update(opts.pop("config_kwargs", None) or {})
+        if not transport_retries:
+            config["retries"] = {"mode": "standard", "total_max_attempts": 1}
+        opts["config_kwargs"] = config
         return opts
 
 
@@ -66,13 +223,202 @@ def _protocol(url: str) -> str:
     return url.split("://", 1)[0] if "://" in url else "file"
 
 
-def filesystem(url: str, options: StorageOptions | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """``fsspec.core.url_to_fs`` with ripple's options; returns (filesystem, path inside it)."""
+def filesystem(url: str, options: StorageOptions | None = None, *,
+               transport_retries: bool = True) -> tuple[fsspec.AbstractFileSystem, str]:
+    """``fsspec.core.url_to_fs`` with ripple's options; returns (filesystem, path inside it).
+
+    ``transport_retries=False``: neither botocore nor s3fs retries a failed request (for ``Store``'s operations,
+    which ``with_retries`` retries).
+    """
     options = options or StorageOptions()
+    check_url(url, "storage URL")
+    protocol = _protocol(url)
     try:
-        return fsspec.core.url_to_fs(url, **options.for_protocol(_protocol(url)))
+        fs, path = fsspec.core.url_to_fs(url, **options.for_protocol(protocol, transport_retries))
     except (ImportError, ValueError, OSError) as e:
         raise StorageError(f"cannot open storage URL {url!r}: {e}. Use a local path or s3://bucket/prefix.") from e
+    if not transport_retries and protocol in ("s3", "s3a"):
+        fs.retries = 1  # s3fs's own retry loop (SlowDown, timeouts, truncated bodies): one attempt
+    return fs, path
+
+
+# ---------------------------------------------------------------- retries
+
+_BACKOFF_CAP_S = 20.0
+_sleep = time.sleep  # tests replace it to run without waiting
+
+#: error codes of an answer that may change if the request is repeated (throttling, timeouts, server faults)
+_TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
+                    "RequestThrottledException", "TooManyRequestsException", "TooManyRequests", "RequestLimitExceeded",
+                    "BandwidthLimitExceeded", "EC2ThrottledException", "ProvisionedThroughputExceededException",
+                    "PriorRequestNotComplete", "TransactionInProgressException", "RequestTimeout",
+                    "RequestTimeoutException", "InternalError", "ServiceUnavailable", "OperationAborted"}
+_DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+                 "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem", "InvalidSecurity",
+                 "AuthorizationHeaderMalformed", "UnauthorizedAccess", "Forbidden"}
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from (as a traceback shows them)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ if exc.__cause__ is not None else (None if exc.__suppress_context__ else exc.__context__)
+
+
+def _service_answer(e: BaseException) -> tuple[int, str, str] | None:
+    """(HTTP status, error code, message) of a botocore ``ClientError``; None for any other exception."""
+    resp = getattr(e, "response", None)
+    if not isinstance(resp, dict) or not ({"Error", "ResponseMetadata"} & resp.keys()):
+        return None
+    err, meta = resp.get("Error") or {}, resp.get("ResponseMetadata") or {}
+    return int(meta.get("HTTPStatusCode") or 0), str(err.get("Code") or ""), str(err.get("Message") or "")
+
+
+def _transient_types() -> tuple[type, ...]:
+    import http.client
+
+    types: list[type] = [TimeoutError, ConnectionError, http.client.IncompleteRead]  # TimeoutError: asyncio's too
+    with contextlib.suppress(ImportError):
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError, IncompleteReadError
+        from botocore.parsers import ResponseParserError  # throttling answers with broken XML (s3fs#484)
+
+        types += [BotoConnectionError, HTTPClientError, IncompleteReadError, ResponseParserError]
+    with contextlib.suppress(ImportError):
+        import aiohttp
+
+        types += [aiohttp.ClientPayloadError, aiohttp.ClientConnectionError]
+    return tuple(types)
+
+
+def _unknown_host(e: BaseException) -> bool:
+    return isinstance(e, socket.gaierror) and e.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` may pass if the request is repeated: HTTP 5xx, 408, 429 and throttling codes (SlowDown),
+    timeouts, connections refused, reset or closed early, truncated bodies. Everything else is permanent: 403 and
+    bad credentials, 404 and missing buckets, unknown hosts, bad arguments, local disk errors."""
+    chain = list(_chain(exc))
+    if any(_unknown_host(e) for e in chain):
+        return False
+    transient = _transient_types()
+    for e in chain:
+        answer = _service_answer(e)
+        if answer is not None:  # the service answered: its status and code decide
+            status, code, _ = answer
+            return code in _TRANSIENT_CODES or status in (408, 429) or status >= 500
+        if isinstance(e, transient):
+            return True
+    return False
+
+
+def _unreachable(e: BaseException) -> bool:
+    """No connection could be made at all (refused, unknown host, connect timeout), as opposed to a service that
+    answered, or a connection that broke later."""
+    for x in _chain(e):
+        if isinstance(x, (ConnectionRefusedError, socket.gaierror)):
+            return True
+        with contextlib.suppress(ImportError):
+            from botocore.exceptions import EndpointConnectionError
+
+            if isinstance(x, EndpointConnectionError):  # ConnectTimeoutError is one too
+                return True
+    return False
+
+
+def _describe(e: BaseException) -> str:
+    """One line on what went wrong: the service's error code and status, or the exception type and message."""
+    for x in _chain(e):
+        answer = _service_answer(x)
+        if answer is not None:
+            status, code, _ = answer
+            return f"{code or 'error'} (HTTP {status})" if code != str(status) else f"HTTP {status}"
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}"[:300] if text else type(e).__name__
+
+
+def backoff_s(retry: int, base: float) -> float:
+    """Seconds to wait before retry number ``retry`` (1, 2, ...): ``base * 2**(retry - 1)``, at most 20 s, half of
+    it random ("equal jitter"), so that workers failing together do not retry in lockstep."""
+    full = min(_BACKOFF_CAP_S, base * 2 ** (retry - 1))
+    return full / 2 + random.uniform(0, full / 2)
+
+
+def _permanent_error(op: str, url: str, e: BaseException, options: StorageOptions) -> StorageError | None:
+    """A ``StorageError`` naming ``url`` and what to do for a permanent failure; None: raise ``e`` unchanged
+    (a missing object's ``FileNotFoundError``, a local error, a bug)."""
+    for x in _chain(e):
+        answer = _service_answer(x)
+        if answer is None:
+            if type(x).__name__ in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
+                return StorageError(f"{op} {url}: no usable AWS credentials ({type(x).__name__}); set "
+                                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or an instance "
+                                    "role), or storage.anon: true for a public bucket")
+            if _unknown_host(x):
+                return _cannot_reach(url, e, options, "")
+            continue
+        status, code, message = answer
+        if status == 403 or code in _DENIED_CODES:
+            return StorageError(f"{op} {url}: access denied ({_describe(x)}); check that the credentials ripple "
+                                "runs with (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile or an instance role) "
+                                "are valid and allowed to do this on the bucket, and that the endpoint is right")
+        if code == "NoSuchBucket":
+            return StorageError(f"{op} {url}: the bucket does not exist (NoSuchBucket); create it, or fix the bucket "
+                                "name or the endpoint (--s3-endpoint-url)")
+        if status == 404 or code in ("NoSuchKey", "NotFound"):
+            return None  # FileNotFoundError: each operation says what a missing object means for it
+        detail = " ".join(message.split())[:200]
+        return StorageError(f"{op} {url} failed: {_describe(x)}{': ' + detail if detail else ''}")
+    return None
+
+
+def _cannot_reach(url: str, e: BaseException, options: StorageOptions, tries: str) -> StorageError:
+    where = f"{url} (endpoint {options.endpoint_url})" if options.endpoint_url else url
+    return StorageError(f"cannot reach {where}: {_describe(e)}{tries}; check the URL, the endpoint "
+                        "(--s3-endpoint-url) and the network")
+
+
+def _no_such_bucket(e: BaseException) -> bool:
+    return any((_service_answer(x) or (0, "", ""))[1] == "NoSuchBucket" for x in _chain(e))
+
+
+def with_retries(op: str, url: str, fn: Callable[[], T], options: StorageOptions) -> T:
+    """``fn()``, one storage operation (``op``: read, write, ...) on ``url``, retried while it fails with an error
+    that may pass (``is_transient``): at most ``options.retries`` times, waiting ``backoff_s`` before each, each
+    retry logged at WARNING with the URL and the attempt number.
+
+    Permanent failures raise at once: the service's (access denied, no such bucket, ...) as a ``StorageError``
+    naming ``url`` and what to do, others unchanged (``FileNotFoundError`` of a missing object). When the retries
+    run out: ``StorageError`` "cannot reach" if no connection could ever be made, else ``StorageUnavailable``.
+    """
+    attempts = options.retries + 1
+    attempt = 1
+    while True:
+        try:
+            return fn()
+        except StorageError:
+            raise
+        except Exception as e:
+            if not is_transient(e):
+                err = _permanent_error(op, url, e, options)
+                if err is None:
+                    raise
+                raise err from e
+            if attempt >= attempts:
+                tries = f"; gave up after {attempts} attempt{'s' if attempts != 1 else ''}"
+                if _unreachable(e):
+                    raise _cannot_reach(url, e, options, tries) from e
+                raise StorageUnavailable(f"{op} {url}: {_describe(e)}{tries}; the storage service is unavailable or "
+                                         "throttling: run again later, or allow more with storage.retries / "
+                                         "storage.timeout_s") from e
+            delay = backoff_s(attempt, options.retry_backoff_s)
+            log.warning("storage: %s %s failed (attempt %d of %d): %s; retrying in %.2fs", op, url, attempt,
+                        attempts, _describe(e), delay)
+            _sleep(delay)
+            attempt += 1
 
 
 def absolute_url(url: str) -> str:
@@ -96,14 +442,23 @@ def join(url: str, *parts: str) -> str:
 
 
 class Store:
-    """A root URL plus its filesystem; the handle every component passes around."""
+    """A root URL plus its filesystem; the handle every component passes around.
+
+    Its operations (``exists``, ``ls``, ``read_bytes``, ``write_bytes``, ``put_file``, ``rm``, JSON) retry
+    transient failures of a remote store (``with_retries``). ``fs`` is for callers that stream through the
+    filesystem themselves (``fs.open`` + ``pq.ParquetFile``): on S3 botocore retries its requests.
+    """
 
     def __init__(self, url: str, options: StorageOptions | None = None):
         self.url = url.rstrip("/") if url not in ("/",) else url
         self.options = options or StorageOptions()
+        self.remote = _protocol(self.url) != "file"
         self.fs, self.root = filesystem(self.url, self.options)
-        if _protocol(self.url) != "file":
-            self.fs.invalidate_cache()  # fsspec shares instances: never trust a listing another writer cached
+        # this class's own operations: one attempt per call below with_retries (a second layer would multiply)
+        self._fs = filesystem(self.url, self.options, transport_retries=False)[0] if self.remote else self.fs
+        if self.remote:  # fsspec shares instances: never trust a listing another writer cached
+            self.fs.invalidate_cache()
+            self._fs.invalidate_cache()
 
     def __reduce__(self):  # filesystems hold sockets; ship the URL and reopen
         return (Store, (self.url, self.options))
@@ -114,33 +469,45 @@ class Store:
     def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts) if parts else self.root
 
+    def _do(self, op: str, parts: tuple[str, ...], fn: Callable[[str], T]) -> T:
+        """``fn(path of parts)``; on a remote store retried by ``with_retries``."""
+        p = self.path(*parts)
+        if not self.remote:
+            return fn(p)
+        return with_retries(op, join(self.url, *parts), lambda: fn(p), self.options)
+
     def exists(self, *parts: str) -> bool:
-        return self.fs.exists(self.path(*parts))
+        return self._do("check", parts, self._fs.exists)
 
     def ls(self, *parts: str) -> list[str]:
-        p = self.path(*parts)
-        if not self.fs.exists(p):
-            return []
-        return sorted(posixpath.basename(x.rstrip("/")) for x in self.fs.ls(p, detail=False))
+        def ls(p: str) -> list[str]:
+            try:
+                return self._fs.ls(p, detail=False)
+            except (FileNotFoundError, NotADirectoryError) as e:
+                if _no_such_bucket(e):
+                    raise
+                return []
+
+        return sorted(posixpath.basename(x.rstrip("/")) for x in self._do("list", parts, ls))
 
     def makedirs(self, *parts: str) -> None:
-        self.fs.makedirs(self.path(*parts), exist_ok=True)
+        """Create a local folder; a no-op on object stores, which have no folders."""
+        if not self.remote:
+            self.fs.makedirs(self.path(*parts), exist_ok=True)
 
     def read_bytes(self, *parts: str) -> bytes:
-        p = self.path(*parts)
         try:
-            with self.fs.open(p, "rb") as f:
-                return f.read()
+            return self._do("read", parts, self._fs.cat_file)
         except FileNotFoundError as e:
             raise StorageError(f"{join(self.url, *parts)} does not exist") from e
 
     def write_bytes(self, data: bytes, *parts: str) -> None:
         """Write a whole object. On S3 a PUT is atomic; locally write a temp file and rename it into place."""
         p = self.path(*parts)
-        parent = posixpath.dirname(p)
-        if parent:
-            self.fs.makedirs(parent, exist_ok=True)
         if _protocol(self.url) == "file" or self.fs.protocol in ("file", ("file", "local")):
+            parent = posixpath.dirname(p)
+            if parent:
+                self.fs.makedirs(parent, exist_ok=True)
             tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
             try:
                 with self.fs.open(tmp, "wb") as f:
@@ -152,23 +519,22 @@ class Store:
                         self.fs.rm(tmp)
                 raise
         else:
-            with self.fs.open(p, "wb") as f:
-                f.write(data)
+            self._do("write", parts, lambda q: self._fs.pipe_file(q, data))
 
     def put_file(self, local_path: str, *parts: str) -> None:
         """Upload a local file without reading it into memory (multipart on S3; temp + rename locally)."""
         p = self.path(*parts)
-        parent = posixpath.dirname(p)
-        if parent:
-            self.fs.makedirs(parent, exist_ok=True)
         if _protocol(self.url) == "file":
             import shutil
 
+            parent = posixpath.dirname(p)
+            if parent:
+                self.fs.makedirs(parent, exist_ok=True)
             tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
             shutil.copyfile(local_path, tmp)
             self.fs.mv(tmp, p)
         else:
-            self.fs.put_file(local_path, p)
+            self._do("upload", parts, lambda q: self._fs.put_file(local_path, q))
 
     def read_json(self, *parts: str) -> dict:
         raw = self.read_bytes(*parts)
@@ -181,9 +547,15 @@ class Store:
         self.write_bytes(json.dumps(obj, indent=2, sort_keys=True).encode(), *parts)
 
     def rm(self, *parts: str, recursive: bool = False) -> None:
-        p = self.path(*parts)
-        if self.fs.exists(p):
-            self.fs.rm(p, recursive=recursive)
+        """Delete a file (or a folder with ``recursive``); nothing to delete is fine."""
+        def rm(p: str) -> None:
+            try:
+                self._fs.rm(p, recursive=recursive)
+            except FileNotFoundError as e:
+                if _no_such_bucket(e):
+                    raise
+
+        self._do("delete", parts, rm)
 
 
 # ---------------------------------------------------------------- parquet
@@ -216,10 +588,25 @@ def read_table_dir(store: Store, name: str, columns: list[str] | None = None) ->
     if not files:
         raise StorageError(f"table {name!r}: no part-*.parquet files under {join(store.url, name)}")
     tables = [read_parquet(store, name, f, columns=columns) for f in files]
+    return concat_parts(tables, files, f"table {name!r} ({join(store.url, name)})")
+
+
+def concat_parts(tables: list[pa.Table], names: list[str], where: str) -> pa.Table:
+    """Concatenate the parts of one table; parts that disagree on a column are refused naming it, both types
+    and both part files (e.g. embeddings of different widths from two runs)."""
     try:
         return pa.concat_tables(tables, promote_options="none")
     except pa.ArrowInvalid as e:
-        raise StorageError(f"table {name!r}: parts under {join(store.url, name)} disagree on schema: {e}") from e
+        first = tables[0].schema
+        for name, t in zip(names[1:], tables[1:]):
+            for f in first:
+                i = t.schema.get_field_index(f.name)
+                if i < 0 or not t.schema.field(i).type.equals(f.type):
+                    found = t.schema.field(i).type if i >= 0 else "missing"
+                    raise StorageError(f"{where}: parts disagree on column {f.name!r}: {f.type} in {names[0]}, "
+                                       f"{found} in {name}; the parts come from different writes: re-run the "
+                                       "write") from e
+        raise StorageError(f"{where}: parts disagree on schema ({' '.join(str(e).split())})") from e
 
 
 def iter_table_batches(store: Store, name: str, columns: list[str] | None = None,
@@ -259,9 +646,9 @@ def commit(store: Store, parts: Iterable[PartInfo], extra: dict | None = None) -
                 "parts": [asdict(p) for p in parts], **(extra or {})}
     store.write_json(manifest, MANIFEST)
     keep = {p.path for p in parts}
-    for stale in list_parts(store):
-        if stale not in keep:
-            store.rm(stale)
+    for name in store.ls():  # parts of earlier writes, and temp files of part writes killed mid-file
+        if name.startswith("part-") and name not in keep and (name.endswith(".parquet") or ".parquet.tmp-" in name):
+            store.rm(name)
     return manifest
 
 
@@ -290,7 +677,7 @@ def read_committed(store: Store, columns: list[str] | None = None, verify: bool 
         tables.append(t)
     if not tables:
         return pa.table({})
-    return pa.concat_tables(tables)
+    return concat_parts(tables, [p["path"] for p in m["parts"]], store.url)
 
 
 def pyarrow_filesystem(url: str, options: StorageOptions | None = None):

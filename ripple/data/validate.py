@@ -12,6 +12,7 @@ into it, so one root cause does not show up as thousands of dangling edges.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ripple.data import schema as S
+from ripple.data.arrays import is_id_range, lookup
 from ripple.data.dataset import DATASET_MANIFEST
 from ripple.data.storage import Store, StorageError, StorageOptions, join, list_parts
 
@@ -111,13 +113,19 @@ class Report:
 
 
 class DatasetInvalid(ValueError):
-    """A dataset that breaks the schema's invariants; ``.report`` lists every problem."""
+    """A dataset that breaks the schema's invariants; ``.report`` lists every problem.
+
+    Its message is the whole report, or, for a single problem, one line: ``dataset URL: INVALID: table.column:
+    what (examples: ...)`` (what the CLI prints after ``error:``).
+    """
 
     def __init__(self, report: Report):
         self.report = report
-        super().__init__(report.text())
+        super().__init__(str(self))
 
     def __str__(self) -> str:
+        if len(self.report.problems) == 1:
+            return re.sub(r"\s*\n\s*", " ", f"dataset {self.report.url}: INVALID: {self.report.problems[0]}")
         return self.report.text()
 
 
@@ -165,22 +173,14 @@ class _Acc:
 
 
 class _IdSet:
-    """Membership test against a sorted, unique int64 id array (dense 0..n-1 ids need no lookup at all)."""
+    """Membership test against a sorted, unique int64 id array (a range of ids needs no search at all)."""
 
     def __init__(self, sorted_unique: np.ndarray):
         self.ids = sorted_unique
-        n = len(sorted_unique)
-        self.dense = n > 0 and sorted_unique[0] == 0 and sorted_unique[-1] == n - 1
+        self.id_range = is_id_range(sorted_unique)
 
     def missing(self, values: np.ndarray) -> np.ndarray:
-        n = len(self.ids)
-        if self.dense:
-            return (values < 0) | (values >= n)
-        if n == 0:
-            return np.ones(len(values), dtype=bool)
-        pos = np.searchsorted(self.ids, values)
-        np.minimum(pos, n - 1, out=pos)
-        return self.ids[pos] != values
+        return lookup(self.ids, values, self.id_range)[1]
 
 
 def _np_mask(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:

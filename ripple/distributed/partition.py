@@ -42,10 +42,9 @@ import pyarrow.parquet as pq
 
 from ripple.data import features as FT
 from ripple.data import schema as S
-from ripple.data.arrays import add_counts
+from ripple.data.arrays import add_counts, dense_index, is_id_range
 from ripple.data.dataset import Dataset
 from ripple.data.storage import StorageError, StorageOptions, Store, iter_table_batches, join
-from ripple.distributed.stores import dense_index, is_id_range
 
 log = logging.getLogger(__name__)
 

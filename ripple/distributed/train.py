@@ -10,6 +10,7 @@ import math
 import os
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,9 @@ from ripple.sampling.prefetch import Prefetcher, prefetch_depth
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "state.pt"
+#: key of ``train_loop_config`` naming one ``fit`` call: a checkpoint written under the same id was written by a
+#: worker group of this call that was lost (restart), another id by an earlier run of the same name (resume)
+FIT_ID = "_fit_id"
 #: checkpoint selection and early stopping: validation MSE of log1p(reach). Validation Spearman is reported
 #: too, but on a few hundred users it plateaus and jitters while the fit still improves, stopping runs early.
 SCORE, SCORE_MODE = "val_mse", "min"
@@ -41,6 +45,28 @@ def load_state(checkpoint, map_location="cpu") -> dict:
     """The training state a ``ray.train.Checkpoint`` holds (model, optimizer, epoch, early-stopping state)."""
     with checkpoint.as_directory() as d:
         return torch.load(os.path.join(d, CHECKPOINT_FILE), map_location=map_location, weights_only=False)
+
+
+def rng_state(access, device) -> dict:
+    """This process's random streams: torch's (dropout, and PyG's samplers draw from it) and the sampler's own
+    generator where it has one. Saved per rank with each checkpoint, so that a worker group restarted from it
+    draws what the lost one would have: a restarted run trains exactly as an uninterrupted one."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    gen = getattr(access.sampler, "generator", None)
+    if gen is not None:
+        state["sampler"] = gen.get_state()
+    return state
+
+
+def set_rng_state(access, device, state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    gen = getattr(access.sampler, "generator", None)
+    if gen is not None and "sampler" in state:
+        gen.set_state(state["sampler"])
 
 
 def build_model(cfg) -> InfluenceGNN:
@@ -136,6 +162,8 @@ def train_loop_per_worker(raw_cfg: dict) -> None:
 
     from ripple.launch.config import from_dict
 
+    raw_cfg = dict(raw_cfg)
+    fit_id = raw_cfg.pop(FIT_ID, None)
     cfg = from_dict(raw_cfg)
     ctx = WorkerContext.from_ray()
     setup_worker_logging(ctx.rank)
@@ -152,13 +180,26 @@ def train_loop_per_worker(raw_cfg: dict) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
 
     start_epoch, best, bad_epochs = 0, math.inf, 0
+    # resumed_from: the checkpoint's epoch; restarts: worker groups of this fit lost and restarted from a checkpoint
+    resumed_from, restarts = None, 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         state = load_state(checkpoint, map_location=ctx.device)
         core.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, best, bad_epochs = state["epoch"] + 1, state["best"], state["bad_epochs"]
-        log.info("resumed from epoch %d (best %s %.4f)", state["epoch"], SCORE, best)
+        resumed_from = state["epoch"]
+        restarted = fit_id is not None and state.get("fit_id") == fit_id
+        restarts = state.get("restarts", 0) + 1 if restarted else 0
+        rng = state.get("rng") or []
+        if len(rng) == ctx.world_size:
+            set_rng_state(access, ctx.device, rng[ctx.rank])
+        else:  # another world size (or an older checkpoint): the run goes on, with other random draws
+            log.warning("checkpoint of epoch %d holds random states for %d workers, not %d: not restored",
+                        state["epoch"], len(rng), ctx.world_size)
+        log.info("%s from the checkpoint of epoch %d (best %s %.4f)",
+                 f"worker group restarted (restart {restarts})" if restarted else "resumed", state["epoch"],
+                 SCORE, best)
 
     # sampling.batch_size is the global batch: the same optimisation whatever the number of workers
     bs = max(1, cfg.sampling.batch_size // ctx.world_size)
@@ -187,7 +228,8 @@ def train_loop_per_worker(raw_cfg: dict) -> None:
 
         # validation: every rank predicts its slice, rank-gathered for one Spearman
         vp, _, vy = predict(core, access, access.eval_seeds("val", ctx), bs * 4, ctx.device, cfg.sampling.prefetch)
-        gathered = ctx.all_gather((vy.numpy(), vp.numpy(), loss_sum, n_seen, n_edges, elapsed, batches.wait_s))
+        gathered = ctx.all_gather((vy.numpy(), vp.numpy(), loss_sum, n_seen, n_edges, elapsed, batches.wait_s,
+                                   rng_state(access, ctx.device)))
         v_y = np.concatenate([g[0] for g in gathered])
         v_pred = np.concatenate([g[1] for g in gathered])
         val_rho = spearman(v_y, v_pred) if len(v_y) > 1 else 0.0
@@ -204,6 +246,7 @@ def train_loop_per_worker(raw_cfg: dict) -> None:
                    "train_seeds_per_s_per_rank": [g[3] / max(g[5], 1e-9) for g in gathered],
                    "data_wait_fraction_per_rank": [g[6] / max(g[5], 1e-9) for g in gathered],
                    "kernel_backend": access.backend, "world_size": ctx.world_size, "start_epoch": start_epoch,
+                   "resumed_from_epoch": resumed_from, "restarts": restarts,
                    "device": str(ctx.device), "graph_resident_bytes": resident}
         log.info("epoch %d per-worker seeds/s %s, waiting on data %s", epoch,
                  [round(v, 1) for v in metrics["train_seeds_per_s_per_rank"]],
@@ -214,10 +257,24 @@ def train_loop_per_worker(raw_cfg: dict) -> None:
             ckpt = None
             if ctx.is_primary:
                 torch.save({"model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                            "best": best, "bad_epochs": bad_epochs, "config": raw_cfg},
+                            "best": best, "bad_epochs": bad_epochs, "config": raw_cfg,
+                            "rng": [g[7] for g in gathered], "fit_id": fit_id, "restarts": restarts},
                            os.path.join(tmp, CHECKPOINT_FILE))
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)
+
+
+def lost_ranks(error) -> list[int]:
+    """Ranks of a ``WorkerGroupError`` whose process was lost (it died, or stopped answering Ray's health checks),
+    as opposed to ranks whose training code raised."""
+    from ray.exceptions import RayActorError
+
+    lost = []
+    for rank, err in (getattr(error, "worker_failures", None) or {}).items():
+        cause = getattr(err, "health_check_failure", err)  # Ray Train's WorkerHealthCheckFailedError wraps it
+        if isinstance(cause, RayActorError) or type(err).__name__ == "WorkerHealthCheckTimeoutError":
+            lost.append(int(rank))
+    return sorted(lost)
 
 
 @dataclass
@@ -239,7 +296,7 @@ def fit(cfg) -> FitOutcome:
     path, pafs = pyarrow_filesystem(run_dir(cfg), cfg.storage)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=cfg.to_dict(),
+        train_loop_config={**cfg.to_dict(), FIT_ID: uuid.uuid4().hex},
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
             resources_per_worker={"CPU": cfg.scaling.cpus_per_worker,
@@ -251,7 +308,19 @@ def fit(cfg) -> FitOutcome:
                                                          checkpoint_score_order=SCORE_MODE)),
         torch_config=ray.train.torch.TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as e:
+        lost = lost_ranks(e)
+        if not lost:  # an error raised by the training code itself: restarting would not help
+            raise
+        budget = "no restarts allowed" if cfg.scaling.max_failures == 0 else \
+            f"--max-failures {cfg.scaling.max_failures} restarts used up"
+        raise RuntimeError(
+            f"training of run {cfg.run_name!r} failed: lost the process of worker rank(s) {lost} ({budget}). "
+            f"Checkpoints so far are under {join(run_dir(cfg), 'checkpoints')}: rerun the same command to resume "
+            f"from the last one, or pass --max-failures K to let Ray Train restart lost workers from it.\n"
+            f"Ray Train: {e}") from e
     best = result.get_best_checkpoint(SCORE, SCORE_MODE) or result.checkpoint
     if best is None:
         raise RuntimeError(f"training of run {cfg.run_name!r} produced no checkpoint")

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from ripple.data.storage import StorageOptions
+from ripple.data.storage import StorageOptions, StorageUnavailable, check_url
 
 log = logging.getLogger("ripple")
 
@@ -102,6 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="<storage-path>/<run-name>")
     _storage_flags(e)
 
+    sd = sub.add_parser("seeds", help="influence maximization: K seed users from a trained run -> <run>/seeds.parquet")
+    sd.add_argument("run", help="<storage-path>/<run-name> of a trained run (with committed embeddings)")
+    sd.add_argument("--k", type=int, required=True, help="number of seed users (>= 1)")
+    sd.add_argument("--candidates", type=int, default=None,
+                    help="candidate pool: the users with the highest predicted reach the greedy considers "
+                         "(default max(1000, 10 K))")
+    sd.add_argument("--evaluate", action="store_true",
+                    help="also compare against follower count, PageRank, DegreeDiscount and CELF by simulated IC "
+                         "spread on <data>/_truth (synthetic data only) -> <run>/seeds_eval.json, metrics.json")
+    sd.add_argument("--sims", type=int, default=1000, help="IC simulations per evaluated seed set (--evaluate)")
+    _storage_flags(sd)
+
     d = sub.add_parser("demo", help="generate -> validate -> train -> evaluate -> write back, locally")
     d.add_argument("--out", default="ripple-demo")
     d.add_argument("--users", type=int, default=4000)
@@ -145,8 +157,9 @@ class _Stages:
         self.bar.set_postfix_str(name)
         log.info("stage: %s", name)
 
-    def close(self):
-        if self.started:
+    def close(self, done: bool = True):
+        """``done=False``: the current stage failed; end the bar's line so an error prints on its own line."""
+        if self.started and done:
             self.bar.update(1)
         self.bar.close()
 
@@ -202,7 +215,11 @@ def cmd_train(args) -> int:
 
     cfg = config_from_args(args)
     stages = _Stages(["validate", "train", "embed", "evaluate"])
-    metrics = pipeline.train(cfg, stage=stages)
+    try:
+        metrics = pipeline.train(cfg, stage=stages)
+    except BaseException:
+        stages.close(done=False)
+        raise
     stages.close()
     _print_metrics(metrics)
     return EXIT_OK
@@ -239,6 +256,31 @@ def cmd_embed(args) -> int:
     return EXIT_OK
 
 
+def cmd_seeds(args) -> int:
+    from ripple.launch import pipeline
+
+    if args.k < 1:
+        raise UsageError(f"--k must be >= 1, got {args.k}")
+    if args.candidates is not None and args.candidates < args.k:
+        raise UsageError(f"--candidates must be >= --k ({args.k}), got {args.candidates}")
+    if args.sims < 1:
+        raise UsageError(f"--sims must be >= 1, got {args.sims}")
+    out = pipeline.seeds(args.run, args.k, _options(args), candidates=args.candidates, evaluate=args.evaluate,
+                         sims=args.sims)
+    t = out["seeds"]
+    print(f"wrote {t.num_rows} seeds to {out['path']} ({out['selection_s']:.2f}s, {out['candidates']} candidates "
+          f"of {out['users']} users)")
+    for r in t.slice(0, 10).to_pylist():
+        print(f"  {r['rank']:>4}  user {r['user_id']:<12} predicted reach {r['score']:8.2f}  "
+              f"marginal gain {r['marginal_gain']:8.2f}")
+    if "evaluation" in out:
+        print(f"{'method':<16} {'k':>4} {'spread':>18} {'selection_s':>12}")
+        for r in out["evaluation"]["table"]:
+            print(f"{r['method']:<16} {r['k']:>4} {r['spread_mean']:>10.1f} +- {r['spread_se']:<5.1f} "
+                  f"{r['selection_s']:>12.3f}")
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from ripple.data.generator import GeneratorConfig, generate
     from ripple.data.storage import join
@@ -260,7 +302,7 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"generate": cmd_generate, "validate": cmd_validate, "partition": cmd_partition, "train": cmd_train,
-            "submit": cmd_submit, "k8s": cmd_k8s, "embed": cmd_embed,
+            "submit": cmd_submit, "k8s": cmd_k8s, "embed": cmd_embed, "seeds": cmd_seeds,
             "demo": cmd_demo}
 
 
@@ -275,7 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("botocore", "s3fs", "aiobotocore", "fsspec", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        for name, value in vars(args).items():  # before any verb echoes a URL: none may carry credentials
+            for v in value if isinstance(value, list) else [value]:
+                check_url(v, name)
         return COMMANDS[args.verb](args)
+    except StorageUnavailable as e:  # the storage service kept failing through every retry: not the input's fault
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_RUNTIME
     except ValueError as e:  # bad input: config, dataset, URL, manifest — every such error is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from ripple.data.storage import StorageOptions
+from ripple.data.storage import StorageOptions, check_url
 from ripple.distributed.partition import PartitionConfig
 from ripple.launch.k8s import K8sConfig
 from ripple.models.gnn import ModelConfig
@@ -102,12 +102,18 @@ class RippleConfig:
     def __post_init__(self):
         if not self.run_name or "/" in self.run_name or self.run_name.startswith("."):
             raise ConfigError(f"run_name must be a non-empty name without '/', got {self.run_name!r}")
+        for key in ("data", "storage_path"):  # before the URL is echoed, written into config.yaml or rendered
+            check_url(getattr(self, key), key)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        """Plain YAML (``safe_load``-able) of the config as written to storage and manifests: without the
+        credential-like options ``storage.extra`` may hold for a local run (``StorageOptions.without_secrets``)."""
+        raw = self.to_dict()
+        raw["storage"] = dataclasses.asdict(self.storage.without_secrets())
+        return yaml.safe_dump(raw, sort_keys=False)
 
 
 def _build(cls, raw: Any, where: str):
@@ -161,19 +167,44 @@ def _coerce(tp, value, where):
     return value
 
 
+def parse_yaml(text: str | bytes, where: str) -> dict:
+    """A config file's text as a dict: plain YAML only (``safe_load``: a ``!!python/...`` tag is refused), a
+    mapping at the top. Errors are one-line ``ConfigError``s naming ``where``, the line and its text."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = ""
+        if mark is not None:
+            lines = (text.decode(errors="replace") if isinstance(text, bytes) else text).splitlines()
+            line = lines[mark.line].strip() if mark.line < len(lines) else ""
+            at = f", line {mark.line + 1}" + (f" ({line!r})" if line else "")
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"config file {where!r}{at} is not valid YAML: {problem}; ripple reads plain YAML "
+                          "(mappings, lists, strings, numbers, booleans; no python tags)") from e
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {where!r}: top level must be a mapping, got {type(raw).__name__}")
+    return raw
+
+
 def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> RippleConfig:
-    """Defaults < YAML file < overrides (dotted keys, e.g. ``{"scaling.num_workers": 4}``)."""
+    """Defaults < YAML file < overrides (dotted keys, e.g. ``{"scaling.num_workers": 4}``).
+
+    The file is checked on its own first, so an invalid value in it is reported with the file's name."""
     raw: dict = {}
     if path:
         try:
             with open(path) as f:
-                raw = yaml.safe_load(f) or {}
+                text = f.read()
         except OSError as e:
             raise ConfigError(f"cannot read config file {path!r}: {e.strerror}") from e
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path!r} is not valid YAML: {e}") from e
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {path!r}: top level must be a mapping, got {type(raw).__name__}")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {path!r} is not UTF-8 text (byte {e.start}: {e.object[e.start]:#04x})") \
+                from e
+        raw = parse_yaml(text, path)
+        from_dict(raw, path)
     for key, value in (overrides or {}).items():
         if value is None:
             continue
@@ -190,5 +221,11 @@ def load_config(path: str | None = None, overrides: dict[str, Any] | None = None
     return _build(RippleConfig, raw, "")
 
 
-def from_dict(raw: dict) -> RippleConfig:
-    return _build(RippleConfig, raw, "")
+def from_dict(raw: dict, where: str | None = None) -> RippleConfig:
+    """The config of a dict; ``where``: the file it was read from, named in errors."""
+    try:
+        return _build(RippleConfig, raw, "")
+    except ConfigError as e:
+        if where is None:
+            raise
+        raise ConfigError(f"config file {where!r}: {e}") from e

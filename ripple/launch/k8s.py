@@ -34,6 +34,8 @@ from typing import Any
 
 import yaml
 
+from ripple.data.storage import is_secret_name
+
 log = logging.getLogger(__name__)
 
 #: where the head pod sees the config, and the command the RayJob runs with it
@@ -179,19 +181,10 @@ class K8sConfig:
 # ---------------------------------------------------------------------------------------------------------------
 # render
 
-_CREDENTIAL_NAMES = {"key", "secret", "token", "access_key", "secret_key", "session_token", "aws_access_key_id",
-                     "aws_secret_access_key", "aws_session_token", "password", "passwd"}
-
-
-def _is_credential(name: str) -> bool:
-    n = str(name).lower()
-    return n in _CREDENTIAL_NAMES or any(w in n for w in ("secret", "password", "token", "credential"))
-
-
 def _without_credentials(extra: dict, where: str, dropped: list[str]) -> dict:
     out = {}
     for k, v in extra.items():
-        if _is_credential(k):
+        if is_secret_name(k):
             dropped.append(f"{where}.{k}")
         elif isinstance(v, dict):
             out[k] = _without_credentials(v, f"{where}.{k}", dropped)

@@ -67,6 +67,18 @@ def _check_edges(src, dst, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
     return s.astype(np.int64, copy=False), d.astype(np.int64, copy=False)
 
 
+def check_indices(name: str, a, n: int) -> np.ndarray:
+    """``a`` as int64 node indices, or a ValueError: 1-D, integer, every value in [0, n). Shapes: [K] -> [K]."""
+    a = np.asarray(a)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer node indices, got dtype {a.dtype}")
+    if a.size and (a.min() < 0 or a.max() >= n):
+        raise ValueError(f"{name} must lie in [0, {n}), got min={a.min()} max={a.max()}")
+    return a.astype(np.int64, copy=False)
+
+
 def _check_1d(name: str, a, n: int | None = None, dtype=np.float64) -> np.ndarray:
     arr = np.asarray(a, dtype=dtype)
     if arr.ndim != 1:
@@ -282,14 +294,7 @@ def run_baselines(x_flat, follower_count, follows_src, follows_dst, label_idx, r
         raise ValueError(f"follower_count must be >= 0, got min={fc.min()}")
     s, d = _check_edges(follows_src, follows_dst, n)
 
-    idx = np.asarray(label_idx)
-    if idx.ndim != 1:
-        raise ValueError(f"label_idx must be 1-D, got shape {idx.shape}")
-    if idx.size and not np.issubdtype(idx.dtype, np.integer):
-        raise ValueError(f"label_idx must hold integer user indices, got dtype {idx.dtype}")
-    if idx.size and (idx.min() < 0 or idx.max() >= n):
-        raise ValueError(f"label_idx must lie in [0, {n}), got min={idx.min()} max={idx.max()}")
-    idx = idx.astype(np.int64, copy=False)
+    idx = check_indices("label_idx", label_idx, n)
     y = _check_1d("reach", reach, idx.shape[0])
     sp_arr = np.asarray(split).astype(str)
     if sp_arr.ndim != 1 or sp_arr.shape[0] != idx.shape[0]:

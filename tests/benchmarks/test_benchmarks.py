@@ -28,7 +28,7 @@ def test_growth_exponents_recover_known_powers():
     assert pipeline_scale.fit_exponents(_rows([1e6], [1.0], [1.0])) == {}
 
 
-@pytest.mark.parametrize("name", ["devices", "train", "scale", "sharded", "partition"])
+@pytest.mark.parametrize("name", ["devices", "train", "scale", "sharded", "partition", "seeds"])
 def test_runner_dispatches_every_benchmark(name):
     out = subprocess.run([sys.executable, "-m", "benchmarks", name, "--help"], cwd=BENCH.parent,
                          capture_output=True, text=True, timeout=120)
@@ -40,3 +40,19 @@ def test_runner_lists_benchmarks_on_a_bad_name():
     out = subprocess.run([sys.executable, "-m", "benchmarks", "nope"], cwd=BENCH.parent, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 2 and "python -m benchmarks devices" in out.stderr
+
+
+def test_influence_max_checks_the_issue_bar():
+    import influence_max
+
+    def row(method, spread, seconds):
+        return {"method": method, "k": 50, "spread_mean": spread, "spread_se": 1.0, "selection_s": seconds}
+
+    got = influence_max.checks([row("ripple", 930.0, 0.2), row("follower_count", 700.0, 0.001),
+                                row("celf", 1000.0, 30.0)])
+    assert got["ripple_over_follower_count"] == pytest.approx(930 / 700)
+    assert got["ripple_over_celf"] == pytest.approx(0.93) and got["celf_time_over_ripple_time"] == pytest.approx(150)
+    assert all(got["pass"].values())
+    assert not influence_max.checks([row("ripple", 800.0, 0.5), row("follower_count", 700.0, 0.001),
+                                     row("celf", 1000.0, 30.0)])["pass"]["spread >= 90% of CELF"]
+    assert influence_max.checks([row("ripple", 1.0, 1.0)]) == {}

@@ -197,11 +197,9 @@ def test_read_json_invalid_names_file(folder):
 @pytest.mark.parametrize("url", ["nosuchproto://bucket/prefix", "gs://bucket/prefix"])
 def test_filesystem_bad_protocol_is_storage_error(url):
     if url.startswith("gs://"):  # gcsfs is not a dependency; where it is installed the URL is fine
-        try:
-            import gcsfs  # noqa: F401
-        except ImportError:
-            pass
-        else:
+        import importlib.util
+
+        if importlib.util.find_spec("gcsfs") is not None:
             pytest.skip("gcsfs is installed")
     with pytest.raises(StorageError) as e:
         filesystem(url)
@@ -299,8 +297,14 @@ def test_storage_options_hold_no_secrets(monkeypatch):
         assert secret not in rendered
         assert "AWS_SECRET_ACCESS_KEY" not in rendered
     assert secret not in repr(opts) and secret not in str(opts)
-    assert opts.for_protocol("s3") == {"anon": False, "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000",
-                                                                         "region_name": "us-east-1"}}
+    assert opts.for_protocol("s3") == {
+        "anon": False, "use_listings_cache": False,
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "us-east-1"},
+        "config_kwargs": {"connect_timeout": 10.0, "read_timeout": 60.0,
+                          "retries": {"mode": "standard", "total_max_attempts": 6}}}
+    # Store's own operations: one attempt per request, with_retries retries them (never two layers at once)
+    assert opts.for_protocol("s3", transport_retries=False)["config_kwargs"]["retries"] == {
+        "mode": "standard", "total_max_attempts": 1}
     assert opts.for_protocol("file") == {}
 
 

@@ -525,7 +525,7 @@ def test_shards_hold_int32_sources_and_serve_int64(tiny_dataset, tmp_path):
 @pytest.mark.parametrize("ids", [np.arange(100, 10_100), np.sort(np.random.default_rng(0).choice(10**9, 10_000,
                                                                                                    replace=False))])
 def test_dense_index_paths_agree_and_name_unknown_ids(ids):
-    from ripple.distributed.stores import dense_index, is_id_range
+    from ripple.data.arrays import dense_index, is_id_range
 
     values = ids[np.random.default_rng(1).integers(0, len(ids), 20_000)]  # > 4096: the sorted-query path
     assert is_id_range(ids) == (ids[0] == 100)
@@ -538,7 +538,7 @@ def test_dense_index_paths_agree_and_name_unknown_ids(ids):
 
 
 def test_is_id_range_needs_consecutive_distinct_ids():
-    from ripple.distributed.stores import is_id_range
+    from ripple.data.arrays import is_id_range
 
     assert is_id_range(np.array([3, 4, 5]))
     assert not is_id_range(np.array([0, 0, 2]))  # the right span, but a repeat and a gap

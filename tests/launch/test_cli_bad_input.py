@@ -1,87 +1,17 @@
-"""CLI exit codes on bad input: 0 ok, 2 bad input or usage; bad input never writes a run and never starts Ray."""
+"""CLI exit codes on bad input: 0 ok, 2 bad input or usage; bad input never writes a run and never starts Ray.
+
+Every kind of bad input, through the verbs that read it: test_bad_input_catalogue.py."""
 from __future__ import annotations
 
-import math
 import os
 
-import pyarrow as pa
 import pytest
+from bad_inputs import DATASET_FAULTS, edited
 
-from ripple.data.storage import Store, table_to_parquet_bytes
-from ripple.data.tiny import tiny_tables, write_tiny_dataset
 from ripple.launch.cli import EXIT_BAD_INPUT, EXIT_OK, main
 
 
-@pytest.fixture(autouse=True)
-def no_ray(monkeypatch):
-    """Bad input must be refused before Ray: fail loudly (without starting it) if the pipeline gets that far."""
-    from ripple.launch import pipeline
-
-    def refuse(*a, **kw):
-        pytest.fail("the pipeline went past validation: it would start Ray")
-
-    monkeypatch.setattr(pipeline, "init_ray", refuse)
-    monkeypatch.setattr(pipeline, "fit", refuse)
-
-
-def _set(tables: dict, table: str, column: str, values) -> None:
-    t = tables[table]
-    i = t.schema.get_field_index(column)
-    tables[table] = t.set_column(i, t.schema.field(i), pa.array(values, t.schema.field(i).type))
-
-
-def _edited(table: str, column: str, index: int, value):
-    def build(url: str) -> str:
-        tables = tiny_tables()
-        values = tables[table][column].to_pylist()
-        values[index] = value
-        _set(tables, table, column, values)
-        return write_tiny_dataset(url, tables)
-    return build
-
-
-def _nan_in_list(url: str) -> str:
-    tables = tiny_tables()
-    vectors = tables["user"]["topic_vector"].to_pylist()
-    vectors[3][5] = math.nan
-    _set(tables, "user", "topic_vector", vectors)
-    return write_tiny_dataset(url, tables)
-
-
-def _raw_part(table: str, fn):
-    """A corruption ``DatasetWriter`` refuses (it checks columns and casts to the schema): overwrite the part."""
-    def build(url: str) -> str:
-        write_tiny_dataset(url)
-        Store(url).write_bytes(table_to_parquet_bytes(fn(tiny_tables()[table])), table, "part-00000.parquet")
-        return url
-    return build
-
-
-def _drop(column: str):
-    return lambda t: t.drop_columns([column])
-
-
-def _as_string(column: str):
-    def fn(t: pa.Table) -> pa.Table:
-        i = t.schema.get_field_index(column)
-        return t.set_column(i, column, pa.array([str(v) for v in t[column].to_pylist()], pa.string()))
-    return fn
-
-
-# (name, builder, strings the report must contain: table.column and the offending value)
-CORRUPTIONS = [
-    ("missing_column", _raw_part("user", _drop("follower_count")), ["user.follower_count", "missing"]),
-    ("dangling_edge", _edited("follows", "dst", 2, 99), ["follows.dst", "99", "user"]),
-    ("dangling_label", _edited("labels", "user_id", 0, 12345), ["labels.user_id", "12345"]),
-    ("nan_feature", _edited("user", "avg_engagement", 4, math.nan), ["user.avg_engagement", "NaN", "id=4"]),
-    ("nan_in_vector", _nan_in_list, ["user.topic_vector", "NaN", "id=3"]),
-    ("duplicate_ids", _edited("content", "id", 3, 2), ["content.id", "duplicated ids: 1 distinct value repeated", "2"]),
-    ("wrong_dtype", _raw_part("follows", _as_string("since_date")), ["follows.since_date", "int64", "string"]),
-    ("negative_count", _edited("user", "follower_count", 1, -5), ["user.follower_count", "-5"]),
-    ("reach_below_one", _edited("labels", "cascade_reach", 2, 0.5), ["labels.cascade_reach", "0.5"]),
-    ("self_loop", _edited("follows", "dst", 0, 1), ["follows.src", "self-loop", "1"]),
-    ("bad_split", _edited("labels", "split", 0, "holdout"), ["labels.split", "'holdout'"]),
-]
+pytestmark = pytest.mark.usefixtures("no_ray")  # tests/launch/conftest.py
 
 
 def test_validate_ok(tiny_dataset, capsys):
@@ -90,8 +20,9 @@ def test_validate_ok(tiny_dataset, capsys):
     assert "OK" in out and tiny_dataset in out
 
 
-@pytest.mark.parametrize("name, build, expected", CORRUPTIONS, ids=[c[0] for c in CORRUPTIONS])
-def test_validate_bad_dataset(tmp_path, capsys, name, build, expected):
+@pytest.mark.parametrize("name", DATASET_FAULTS)
+def test_validate_bad_dataset(tmp_path, capsys, name):
+    build, expected = DATASET_FAULTS[name]
     url = build(str(tmp_path / name))
     assert main(["validate", url]) == EXIT_BAD_INPUT
     captured = capsys.readouterr()
@@ -108,30 +39,10 @@ def test_validate_missing_path(tmp_path, capsys):
     assert "no-such-data" in captured.out + captured.err
 
 
-def test_validate_without_manifest(tiny_dataset, capsys):
-    os.remove(os.path.join(tiny_dataset, "manifest.json"))
-    assert main(["validate", tiny_dataset]) == EXIT_BAD_INPUT
-    assert "manifest.json" in capsys.readouterr().out
-
-
 def test_validate_bad_url_protocol(capsys):
     assert main(["validate", "nosuchproto://bucket/data"]) == EXIT_BAD_INPUT
     captured = capsys.readouterr()
     assert "nosuchproto://bucket/data" in captured.out + captured.err
-
-
-@pytest.mark.parametrize("name, build, expected", [CORRUPTIONS[1], CORRUPTIONS[3], CORRUPTIONS[6]],
-                         ids=[CORRUPTIONS[i][0] for i in (1, 3, 6)])
-def test_train_on_bad_data_writes_nothing(tmp_path, capsys, name, build, expected):
-    bad = build(str(tmp_path / "bad"))
-    runs = tmp_path / "runs"
-    code = main(["train", "--data", bad, "--storage-path", str(runs), "--run-name", "x", "--num-workers", "1"])
-    assert code == EXIT_BAD_INPUT
-    assert not runs.exists(), f"bad input wrote {list(runs.rglob('*'))}"
-    err = capsys.readouterr().err
-    assert "error:" in err
-    for s in expected:
-        assert s in err, f"{s!r} not in:\n{err}"
 
 
 def test_train_on_missing_data_writes_nothing(tmp_path, capsys):
@@ -227,7 +138,7 @@ def test_partition_verb_usage_errors_exit_2(tmp_path, tiny_dataset, capsys, args
 
 
 def test_partition_verb_refuses_an_invalid_dataset(tmp_path, capsys):
-    bad = _edited("follows", "dst", 2, 424242)(str(tmp_path / "bad"))
+    bad = edited("follows", "dst", 2, 424242)(str(tmp_path / "bad"))
     out = tmp_path / "parts"
     assert main(["partition", bad, "--num-parts", "2", "--out", str(out)]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
