@@ -81,3 +81,15 @@ def same_sampler_output(a, b) -> bool:
             and all(torch.equal(a.row[k], b.row[k]) and torch.equal(a.col[k], b.col[k])
                     and torch.equal(a.edge[k], b.edge[k]) for k in a.row)
             and a.num_sampled_nodes == b.num_sampled_nodes and a.num_sampled_edges == b.num_sampled_edges)
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Bad input must be refused before Ray: fail loudly (without starting it) if the pipeline gets that far."""
+    from ripple.launch import pipeline
+
+    def refuse(*a, **kw):
+        pytest.fail("the pipeline went past validation: it would start Ray")
+
+    monkeypatch.setattr(pipeline, "init_ray", refuse)
+    monkeypatch.setattr(pipeline, "fit", refuse)

@@ -11,7 +11,7 @@ from bad_inputs import DATASET_FAULTS, edited
 from ripple.launch.cli import EXIT_BAD_INPUT, EXIT_OK, main
 
 
-pytestmark = pytest.mark.usefixtures("no_ray")  # tests/launch/conftest.py
+pytestmark = pytest.mark.usefixtures("no_ray")  # tests/conftest.py
 
 
 def test_validate_ok(tiny_dataset, capsys):
