@@ -6,8 +6,9 @@ import os
 import pyarrow as pa
 import pytest
 
+from bad_inputs import after, raw_part
 from ripple.data import schema as S
-from ripple.data.storage import Store, StorageOptions, table_to_parquet_bytes
+from ripple.data.storage import Store, StorageOptions
 from ripple.data.tiny import tiny_tables, write_tiny_dataset
 from ripple.data.validate import DatasetInvalid, Problem, Report, require_valid, validate_dataset
 
@@ -45,22 +46,6 @@ def _list_at(i: int, j: int, value):
         values[i][j] = value
         return values
     return fn
-
-
-def _raw_part(table: str, fn):
-    """A corruption the writer would refuse (it casts to the schema): overwrite the one part file directly."""
-    def corrupt(url: str) -> None:
-        write_tiny_dataset(url)
-        t = fn(tiny_tables()[table])
-        Store(url).write_bytes(table_to_parquet_bytes(t), table, "part-00000.parquet")
-    return corrupt
-
-
-def _after(fn):
-    def corrupt(url: str) -> None:
-        write_tiny_dataset(url)
-        fn(url)
-    return corrupt
 
 
 def _truncate(url: str) -> None:
@@ -113,11 +98,11 @@ def test_empty_edge_tables_other_than_follows_are_fine(tmp_path):
 
 CORRUPTIONS = [
     # id, corruption, table, column, kind, an offending example as printed
-    ("missing_table", _after(lambda u: Store(u).rm("content", recursive=True)), "content", None, "missing",
+    ("missing_table", after(lambda u: Store(u).rm("content", recursive=True)), "content", None, "missing",
      "content"),
-    ("missing_column", _raw_part("user", lambda t: t.drop_columns(["avg_engagement"])), "user", "avg_engagement",
+    ("missing_column", raw_part("user", lambda t: t.drop_columns(["avg_engagement"])), "user", "avg_engagement",
      "missing_column", "part-00000.parquet"),
-    ("wrong_dtype", _raw_part("user", lambda t: t.set_column(1, "follower_count", t["follower_count"].cast(
+    ("wrong_dtype", raw_part("user", lambda t: t.set_column(1, "follower_count", t["follower_count"].cast(
         pa.float64()))), "user", "follower_count", "dtype", "double"),
     ("duplicate_ids", _edit("content", "id", _at(3, 1)), "content", "id", "duplicate", "1"),
     ("dangling_endpoint", _edit("follows", "dst", _at(2, 99)), "follows", "dst", "dangling", "99"),
@@ -138,11 +123,11 @@ CORRUPTIONS = [
     ("content_type", _edit("content", "type", _at(0, 7)), "content", "type", "not_allowed", "7"),
     ("wrong_width", _edit("content", "text_emb", lambda v: [x if i != 2 else x[:15] for i, x in enumerate(v)]),
      "content", "text_emb", "width", "id=2 has 15"),
-    ("null_value", _raw_part("community", lambda t: t.set_column(3, "density", pa.array([0.4, None],
+    ("null_value", raw_part("community", lambda t: t.set_column(3, "density", pa.array([0.4, None],
                                                                                       pa.float32()))),
      "community", "density", "null", "id=1"),
-    ("truncated_parquet", _after(_truncate), "follows", None, "unreadable", "part-00000.parquet"),
-    ("missing_manifest", _after(lambda u: Store(u).rm("manifest.json")), "manifest.json", None, "missing",
+    ("truncated_parquet", after(_truncate), "follows", None, "unreadable", "part-00000.parquet"),
+    ("missing_manifest", after(lambda u: Store(u).rm("manifest.json")), "manifest.json", None, "missing",
      "manifest.json"),
     ("empty_user_table", _empty_users, "user", None, "empty", "0 rows"),
     ("truth_dangling", _edit("_truth/ic_edges", "src", _at(0, 77)), "_truth/ic_edges", "src", "dangling", "77"),
@@ -169,7 +154,7 @@ def test_corruption_is_reported(tmp_path, corrupt, table, column, kind, example)
 
 def test_wrong_dtype_states_expected_and_actual(tmp_path):
     url = str(tmp_path / "d")
-    _raw_part("follows", lambda t: t.set_column(0, "src", t["src"].cast(pa.int32())))(url)
+    raw_part("follows", lambda t: t.set_column(0, "src", t["src"].cast(pa.int32())))(url)
     p = _find(validate_dataset(url), "follows", "src", "dtype")
     assert "expected int64, found int32" in p.message
     # a column of the wrong type is not value-checked, so it cannot cause follow-on problems

@@ -4,7 +4,7 @@ Each case builds its input under ``tmp_path`` (or names a missing bucket or a cl
 (``ripple train``, ``partition``, ``embed`` or ``seeds``) and checks the promise of issue E: exit code 2; stderr
 ends with ONE ``error:`` line naming the table or file, the column (or config key) where there is one, and an
 example offending value; nothing under ``tmp_path`` was written or changed (no run or output folder). Ray is never
-started (``no_ray``, tests/conftest.py). ``DATASET_FAULTS`` (tests/launch/bad_inputs.py) holds the dataset
+started (``no_ray``, tests/conftest.py). ``DATASET_FAULTS`` (tests/bad_inputs.py) holds the dataset
 corruptions, shared with ``test_cli_bad_input`` (which runs them through ``ripple validate``).
 """
 from __future__ import annotations
