@@ -70,8 +70,7 @@ class Dataset:
         if raw.get("schema_version") != S.SCHEMA_VERSION:
             raise StorageError(f"{join(url, DATASET_MANIFEST)}: schema_version={raw.get('schema_version')!r}, "
                                f"this ripple reads version {S.SCHEMA_VERSION}")
-        self.manifest = S.DatasetManifest(**{k: raw[k] for k in ("schema_version", "rows", "label_simulations",
-                                                                 "generator") if k in raw})
+        self.manifest = S.DatasetManifest(**{k: raw[k] for k in S.MANIFEST_FIELDS if k in raw})
 
     def has(self, name: str) -> bool:
         return bool(list_parts(self.store, name))

@@ -8,14 +8,24 @@ What is hidden (``_truth/`` only) and what is observable:
   bot hubs, and are never activated; *passive* users rarely react;
 - the independent-cascade (IC) probability of followee v activating follower u is
   ``base * persuasiveness[v] * receptivity[u] * topic_match(u, v) * community_affinity(u, v) * tie[u, v]``;
-- observable columns are noisy stand-ins: ``follower_count`` (in-degree), ``avg_engagement`` (first-hop
-  engagement rate of a user's own earlier posts, each one simulated cascade), ``interaction_freq`` (a noisy
-  reading of the tie strength and the follower's receptivity), and the ``shared`` edges of those earlier cascades;
+- observable columns are noisy stand-ins: ``follower_count`` (in-degree), ``avg_engagement`` (reshares per
+  follower of a user's posts), ``interaction_freq`` (a noisy reading of the tie strength and the follower's
+  receptivity);
+- the post history: over ``[history.start, history.end)`` every user posts at a heavy-tailed (lognormal) rate;
+  each post's cascade is one draw of the same hidden IC process, and the cascade's reshares are the ``shared``
+  edges, timestamped round by round after the post (shares after the history's end are not observed). Follows
+  get ``since_date``s spread over ``follow_span_days`` ending at the history's end, so a graph cut at a time T
+  in the history holds fewer follows than the whole;
 - labels: ``cascade_reach`` is the mean reach of ``label_sims`` IC simulations seeded at the user (the seed
-  counts), ``cascade_reach_replicate`` an independent set of simulations (the noise ceiling).
+  counts), ``cascade_reach_replicate`` an independent set of simulations (the noise ceiling);
+  ``_truth/users.expected_reach`` is the same mean: the oracle that ``ripple labels`` datasets, whose labels are
+  the observed future cascades of the history, are evaluated against.
 
-Generation streams over chunks of followers: follow edges are written as they are drawn, so memory beyond the
-per-user arrays is one chunk of edges plus the compact int32/float32 IC graph the label simulations need.
+Generation streams over chunks of users: follow edges are written as they are drawn, and posts, their cascades and
+reshares per chunk of creators, so memory beyond the per-user arrays is one chunk plus the compact int32/float32 IC
+graph the simulations need and 4 bytes of post time per post. The history's size is bounded: a user posts at most
+``max_posts_per_user`` times (``users * posts_per_user`` posts expected), and reshares per post are bounded by the
+IC process (calibrated to ``branching`` < 1 expected children per activated user).
 """
 from __future__ import annotations
 
@@ -29,6 +39,8 @@ import pyarrow as pa
 from ripple.data import schema as S
 from ripple.data.arrays import add_counts
 from ripple.data.dataset import DatasetWriter
+from ripple.data.history import add_engagement, assign_splits
+from ripple.data.history import avg_engagement as avg_engagement_of
 from ripple.data.ic import ICGraph, simulate_cascades, simulate_reach
 from ripple.data.storage import StorageOptions
 
@@ -54,10 +66,15 @@ class GeneratorConfig:
     popularity_pareto: float = 2.5     # tail index of the popularity weight
     branching: float = 0.9             # mean expected children of an activated ordinary user
     max_p: float = 0.5
-    posts_per_user: float = 1.5
+    posts_per_user: float = 6.0        # mean posts per user over the history
+    posting_sigma: float = 1.0         # lognormal spread of per-user posting rates (heavy-tailed)
+    max_posts_per_user: int = 200      # bounds the history at users x this many posts
+    history_days: int = 120
+    follow_span_days: int = 3 * 365    # since_dates spread over this span, ending at the history's end
+    reshare_delay_s: float = 3 * 3600  # mean delay of one cascade round (per-post scale is lognormal)
     reply_fraction: float = 0.3
     label_sims: int = 100
-    max_labeled: int = 20000
+    max_labeled: int = 50000
     chunk_users: int = 100_000
     val_fraction: float = 0.15
     test_fraction: float = 0.15
@@ -69,6 +86,14 @@ class GeneratorConfig:
             raise ValueError(f"--avg-follows must be > 0 (got {self.avg_follows})")
         if self.label_sims < 1:
             raise ValueError(f"label_sims must be >= 1 (got {self.label_sims})")
+        if not self.posts_per_user > 0 or self.max_posts_per_user < 1 or self.history_days < 1:
+            raise ValueError(f"posts_per_user must be > 0, max_posts_per_user and history_days >= 1 (got "
+                             f"{self.posts_per_user}, {self.max_posts_per_user}, {self.history_days})")
+
+    @property
+    def history(self) -> dict:
+        """The post history's time range in epoch seconds (``manifest.history``)."""
+        return {"start": T0, "end": T0 + self.history_days * 86400}
 
 
 def _user_ids(idx: np.ndarray) -> np.ndarray:
@@ -218,6 +243,74 @@ def _calibrate(src, dst, p, receptivity, n: int, branching: float) -> float:
     return branching / max(realized, 1e-12)
 
 
+def _posting_counts(cfg: GeneratorConfig, u: _Users, rng: np.random.Generator) -> np.ndarray:
+    """Posts per user over the history: Poisson around a heavy-tailed (lognormal, mean 1) personal rate, capped.
+
+    Shapes: -> [N] int64."""
+    sigma = cfg.posting_sigma
+    rate = cfg.posts_per_user * rng.lognormal(-0.5 * sigma ** 2, sigma, size=cfg.users)
+    rate[u.bot] *= 3.0      # spam accounts post a lot and persuade nobody
+    rate[u.passive] *= 0.3
+    return np.minimum(rng.poisson(rate), cfg.max_posts_per_user).astype(np.int64)
+
+
+def _write_posts(w: DatasetWriter, cfg: GeneratorConfig, graph: ICGraph, u: _Users, posts, first_post, post_t,
+                 topic_emb, followers, rate_sum, post_count, lo: int, hi: int, rng: np.random.Generator) -> None:
+    """Content, created and shared rows of the posts of users [lo, hi): one IC cascade per post.
+
+    A cascade's round r activations reshare r rounds after the post; a round takes an exponential time whose
+    mean is a per-post lognormal scale around ``reshare_delay_s`` (some posts travel in minutes, some over days).
+    Reshares at or after the history's end are not observed, as in any export.
+    """
+    start, end = cfg.history["start"], cfg.history["end"]
+    p0, p1 = int(first_post[lo]), int(first_post[hi - 1] + posts[hi - 1])
+    creator = np.repeat(np.arange(lo, hi), posts[lo:hi])
+    k = len(creator)
+    c_ids = np.arange(p0, p1, dtype=np.int64) + CONTENT_ID_OFFSET
+    c_time = start + post_t[p0:p1].astype(np.int64)
+    # a vectorized categorical draw per post from its creator's topic profile
+    cdf = np.cumsum(u.topic[creator], axis=1)
+    c_topic = np.minimum((cdf < rng.random((k, 1)) * cdf[:, -1:]).sum(1), S.NUM_TOPICS - 1).astype(np.int32)
+    text_emb = topic_emb[c_topic] + rng.normal(0, 0.7, size=(k, S.TEXT_EMB_DIM)).astype(np.float32)
+    w.write("created", pa.table({"src": _user_ids(creator), "dst": c_ids, "timestamp": c_time}))
+    w.write("content", pa.table({
+        "id": c_ids, "type": rng.choice(S.NUM_CONTENT_TYPES, size=k, p=[0.6, 0.25, 0.15]).astype(np.int8),
+        "topic": c_topic, "timestamp": c_time,
+        "text_emb": pa.FixedSizeListArray.from_arrays(text_emb.reshape(-1), S.TEXT_EMB_DIM).cast(S.CONTENT.column(
+            "text_emb").type)}))
+
+    cas, node, rnd = simulate_cascades(graph, creator, rng)
+    sharer = rnd > 0
+    cas, node, rnd = cas[sharer], node[sharer], rnd[sharer]
+    scale = cfg.reshare_delay_s * rng.lognormal(-0.5, 1.0, size=k)
+    share_t = c_time[cas] + np.ceil(rng.gamma(rnd, scale[cas])).astype(np.int64)
+    seen = share_t < end
+    cas, node, share_t = cas[seen], node[seen], share_t[seen]
+    w.write("shared", pa.table({"src": _user_ids(node), "dst": c_ids[cas], "timestamp": share_t}))
+    add_engagement(rate_sum, post_count, creator, np.bincount(cas, minlength=k), followers)
+    log.info("history: users %d-%d, %d posts, %d reshares", lo, hi, k, len(cas))
+
+
+def _write_replies(w: DatasetWriter, cfg: GeneratorConfig, posts, first_post, post_t, following, follower_of,
+                   followee_of, rng: np.random.Generator) -> None:
+    """reply_to rows: a post answers an earlier post of someone its author follows."""
+    n = cfg.users
+    fptr = np.searchsorted(follower_of, np.arange(n + 1))
+    total = int(posts.sum())
+    step_posts = cfg.chunk_users * 10
+    for p0 in range(0, total, step_posts):
+        p1 = min(total, p0 + step_posts)
+        src_c = p0 + np.flatnonzero(rng.random(p1 - p0) < cfg.reply_fraction)
+        author = np.searchsorted(first_post, src_c, side="right") - 1
+        src_c, author = src_c[following[author] > 0], author[following[author] > 0]
+        tgt_user = followee_of[fptr[author] + rng.integers(0, following[author])].astype(np.int64)
+        ok = posts[tgt_user] > 0
+        src_c, tgt_user = src_c[ok], tgt_user[ok]
+        tgt_c = first_post[tgt_user] + rng.integers(0, posts[tgt_user])
+        ok = (tgt_c != src_c) & (post_t[tgt_c] < post_t[src_c])
+        w.write("reply_to", pa.table({"src": src_c[ok] + CONTENT_ID_OFFSET, "dst": tgt_c[ok] + CONTENT_ID_OFFSET}))
+
+
 def generate(out: str, cfg: GeneratorConfig | None = None, options: StorageOptions | None = None,
              progress=None) -> dict:
     """Write a synthetic dataset to ``out`` (any fsspec URL); returns the manifest as a dict.
@@ -244,7 +337,7 @@ def generate(out: str, cfg: GeneratorConfig | None = None, options: StorageOptio
         f, g, freq, p = _follow_chunk(cfg, u, sampler, lo, hi, rng)
         add_counts(followers, g)
         add_counts(following, f)
-        since = T0 - rng.integers(0, 3 * 365, size=len(f)) * 86400
+        since = cfg.history["end"] - 1 - rng.integers(0, cfg.follow_span_days * 86400, size=len(f))
         w.write("follows", pa.table({"src": _user_ids(f), "dst": _user_ids(g), "since_date": since,
                                      "interaction_freq": freq}))
         live = p > 0
@@ -267,46 +360,24 @@ def generate(out: str, cfg: GeneratorConfig | None = None, options: StorageOptio
     del fol, fee
 
     step("content")
-    posts = 1 + rng.poisson(cfg.posts_per_user - 1.0, size=n) if cfg.posts_per_user > 1 else np.ones(n, np.int64)
-    creator = np.repeat(np.arange(n), posts)
-    n_content = len(creator)
-    # a vectorized categorical draw per post from its creator's topic profile
-    cdf = np.cumsum(u.topic[creator], axis=1)
-    c_topic = np.minimum((cdf < rng.random((n_content, 1)) * cdf[:, -1:]).sum(1), S.NUM_TOPICS - 1).astype(np.int32)
+    hist = cfg.history
+    span = hist["end"] - hist["start"]
+    posts = _posting_counts(cfg, u, rng)
+    first_post = np.concatenate([[0], np.cumsum(posts)[:-1]])
+    # post times as int32 offsets into the history: the one per-post array the whole run keeps (replies look up
+    # their target's time)
+    post_t = rng.integers(0, span, size=int(posts.sum())).astype(np.int32)
     topic_emb = rng.normal(0, 1, size=(S.NUM_TOPICS, S.TEXT_EMB_DIM)).astype(np.float32)
-    text_emb = topic_emb[c_topic] + rng.normal(0, 0.7, size=(n_content, S.TEXT_EMB_DIM)).astype(np.float32)
-    c_time = T0 + rng.integers(0, 180 * 86400, size=n_content)
-    c_ids = np.arange(n_content, dtype=np.int64) + CONTENT_ID_OFFSET
+    rate_sum, post_count = np.zeros(n), np.zeros(n, dtype=np.int64)
 
     step("history")
-    # One earlier cascade per post: the shares it produced are observable, its first-hop size feeds
-    # the creator's engagement rate.
-    cas, node, rnd = simulate_cascades(graph, creator, rng)
-    sharers = rnd > 0
-    first_hop = np.bincount(cas[rnd == 1], minlength=n_content)
-    rate = first_hop / np.maximum(followers[creator], 1)
-    avg_engagement = (np.bincount(creator, weights=rate, minlength=n) / posts).astype(np.float32)
-    share_t = c_time[cas[sharers]] + rnd[sharers] * rng.integers(60, 6 * 3600, size=int(sharers.sum()))
-    w.write("shared", pa.table({"src": _user_ids(node[sharers]), "dst": c_ids[cas[sharers]], "timestamp": share_t}))
-    w.write("created", pa.table({"src": _user_ids(creator), "dst": c_ids, "timestamp": c_time}))
-    w.write("content", pa.table({
-        "id": c_ids, "type": rng.choice(S.NUM_CONTENT_TYPES, size=n_content, p=[0.6, 0.25, 0.15]).astype(np.int8),
-        "topic": c_topic, "timestamp": c_time,
-        "text_emb": pa.FixedSizeListArray.from_arrays(text_emb.reshape(-1), S.TEXT_EMB_DIM).cast(S.CONTENT.column(
-            "text_emb").type)}))
-
-    # Replies: a post answers a post of someone its author follows (earlier in time or not; it is a proxy).
-    first_post = np.concatenate([[0], np.cumsum(posts)[:-1]])
-    replier = rng.random(n_content) < cfg.reply_fraction
-    src_c = np.flatnonzero(replier)
-    fptr = np.searchsorted(follower_of, np.arange(n + 1))
-    author = creator[src_c]
-    ok = following[author] > 0
-    src_c, author = src_c[ok], author[ok]
-    tgt_user = followee_of[fptr[author] + rng.integers(0, following[author])].astype(np.int64)
-    tgt_c = first_post[tgt_user] + rng.integers(0, posts[tgt_user])
-    ok = tgt_c != src_c
-    w.write("reply_to", pa.table({"src": c_ids[src_c[ok]], "dst": c_ids[tgt_c[ok]]}))
+    for lo in range(0, n, cfg.chunk_users):
+        hi = min(n, lo + cfg.chunk_users)
+        _write_posts(w, cfg, graph, u, posts, first_post, post_t, topic_emb, followers, rate_sum, post_count,
+                     lo, hi, rng)
+    avg_engagement = avg_engagement_of(rate_sum, post_count)
+    _write_replies(w, cfg, posts, first_post, post_t, following, follower_of, followee_of, rng)
+    del post_t
 
     step("communities")
     comm_members = np.concatenate([u.community, u.second[u.second >= 0]])
@@ -327,20 +398,23 @@ def generate(out: str, cfg: GeneratorConfig | None = None, options: StorageOptio
             "avg_engagement": avg_engagement[lo:hi],
             "topic_vector": pa.FixedSizeListArray.from_arrays(u.topic[lo:hi].reshape(-1), S.NUM_TOPICS).cast(
                 S.USER.column("topic_vector").type)}))
-        w.write("_truth/users", pa.table({
-            "id": _user_ids(np.arange(lo, hi)), "persuasiveness": u.persuasiveness[lo:hi].astype(np.float32),
-            "receptivity": u.receptivity[lo:hi].astype(np.float32), "is_bot": u.bot[lo:hi],
-            "community": u.community[lo:hi] + COMMUNITY_ID_OFFSET, "is_bridge": u.second[lo:hi] >= 0}))
-
     step("labels")
     labeled = np.sort(rng.choice(n, size=min(n, cfg.max_labeled), replace=False))
     reach = simulate_reach(graph, labeled, cfg.label_sims, rng)
     replicate = simulate_reach(graph, labeled, cfg.label_sims, rng)
-    r = rng.random(len(labeled))
-    split = np.where(r < cfg.test_fraction, "test", np.where(r < cfg.test_fraction + cfg.val_fraction, "val",
-                                                             "train"))
+    split = assign_splits(rng.random(len(labeled)), cfg.val_fraction, cfg.test_fraction)
     w.write("labels", pa.table({"user_id": _user_ids(labeled), "cascade_reach": reach.astype(np.float32),
                                 "cascade_reach_replicate": replicate.astype(np.float32), "split": split}))
-    manifest = w.close(label_simulations=cfg.label_sims, generator={"name": "ripple.synthetic/1", **asdict(cfg)})
+    expected = np.full(n, np.nan, dtype=np.float32)
+    expected[labeled] = reach
+    for lo in range(0, n, cfg.chunk_users):
+        hi = min(n, lo + cfg.chunk_users)
+        w.write("_truth/users", pa.table({
+            "id": _user_ids(np.arange(lo, hi)), "persuasiveness": u.persuasiveness[lo:hi].astype(np.float32),
+            "receptivity": u.receptivity[lo:hi].astype(np.float32), "is_bot": u.bot[lo:hi],
+            "community": u.community[lo:hi] + COMMUNITY_ID_OFFSET, "is_bridge": u.second[lo:hi] >= 0,
+            "expected_reach": pa.array(expected[lo:hi], mask=np.isnan(expected[lo:hi]))}))
+    manifest = w.close(label_simulations=cfg.label_sims, generator={"name": "ripple.synthetic/2", **asdict(cfg)},
+                       history=cfg.history)
     log.info("generated %d users, %d follows in %.1fs", n, manifest.rows["follows"], time.perf_counter() - t0)
     return asdict(manifest)

@@ -36,6 +36,8 @@ class Column:
     finite: bool = True
     #: Allowed values for categorical columns.
     allowed: tuple | None = None
+    #: Null means "not measured" (a replicate a one-post user cannot have, a user the oracle did not simulate).
+    nullable: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ REPLY_TO = Table("reply_to", (Column("src", pa.int64()), Column("dst", pa.int64(
 LABELS = Table("labels", (
     Column("user_id", pa.int64()),
     Column("cascade_reach", pa.float32(), non_negative=True),
-    Column("cascade_reach_replicate", pa.float32(), non_negative=True),
+    Column("cascade_reach_replicate", pa.float32(), non_negative=True, nullable=True),
     Column("split", pa.string(), allowed=SPLITS),
 ), id_column="user_id")
 
@@ -131,6 +133,8 @@ TRUTH_USERS = Table("_truth/users", (
     Column("is_bot", pa.bool_()),
     Column("community", pa.int64()),
     Column("is_bridge", pa.bool_()),
+    #: mean reach of ``label_simulations`` IC simulations from the user (null: not simulated, see max_labeled)
+    Column("expected_reach", pa.float32(), non_negative=True, nullable=True),
 ), id_column="id", truth=True, optional=True)
 
 NODE_TABLES: dict[str, Table] = {t.name: t for t in (USER, CONTENT, COMMUNITY)}
@@ -178,3 +182,10 @@ class DatasetManifest:
     rows: dict[str, int] = field(default_factory=dict)
     label_simulations: int | None = None
     generator: dict | None = None
+    #: a generated post history's time range ``{"start", "end"}`` (epoch seconds)
+    history: dict | None = None
+    #: how ``ripple labels`` derived the labels (cutoff, horizon, min posts, counts, reliability method)
+    labels: dict | None = None
+
+
+MANIFEST_FIELDS = ("schema_version", "rows", "label_simulations", "generator", "history", "labels")

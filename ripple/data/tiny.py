@@ -79,6 +79,7 @@ def tiny_tables() -> dict[str, pa.Table]:
             "is_bot": [False, False, False, False, False, False, True, False],
             "community": [m for _, m in MEMBER_OF],
             "is_bridge": [False, False, False, True, False, False, False, False],
+            "expected_reach": REACH,
         },
     }
     return {name: pa.table(c, schema=S.TABLES[name].arrow_schema()) for name, c in cols.items()}

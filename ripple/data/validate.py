@@ -129,17 +129,20 @@ class DatasetInvalid(ValueError):
         return self.report.text()
 
 
-def require_valid(url: str, options: StorageOptions | None = None) -> Report:
-    report = validate_dataset(url, options)
+def require_valid(url: str, options: StorageOptions | None = None, history_source: bool = False) -> Report:
+    report = validate_dataset(url, options, history_source=history_source)
     if not report.ok:
         raise DatasetInvalid(report)
     return report
 
 
-def validate_dataset(url: str, options: StorageOptions | None = None, chunk_rows: int = 1_000_000) -> Report:
+def validate_dataset(url: str, options: StorageOptions | None = None, chunk_rows: int = 1_000_000,
+                     history_source: bool = False) -> Report:
+    """``history_source``: the tables are a platform's export for ``ripple labels``, which makes the labels; they
+    need no labels table, and a ``manifest.json`` is checked when present but not required."""
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}; pass a positive batch size")
-    return _Validator(url, options, chunk_rows).run()
+    return _Validator(url, options, chunk_rows, history_source).run()
 
 
 # ---------------------------------------------------------------- internals
@@ -205,8 +208,9 @@ class _TableState:
 
 
 class _Validator:
-    def __init__(self, url: str, options: StorageOptions | None, chunk_rows: int):
+    def __init__(self, url: str, options: StorageOptions | None, chunk_rows: int, history_source: bool = False):
         self.url = url
+        self.history_source = history_source
         self.options = options
         self.chunk_rows = chunk_rows
         self.acc: dict[tuple[str, str | None, str], _Acc] = {}
@@ -252,6 +256,8 @@ class _Validator:
     def check_manifest(self) -> None:
         where = join(self.url, DATASET_MANIFEST)
         if not self.store.exists(DATASET_MANIFEST):
+            if self.history_source:
+                return
             self.note(DATASET_MANIFEST, None, "missing",
                       f"{where} is missing: the dataset is incomplete (writers write the manifest last) or not a "
                       "ripple dataset; finish or re-run the write (`ripple generate`)")
@@ -313,7 +319,7 @@ class _Validator:
         if not files:
             if name in S.NODE_TABLES:
                 log.warning("%s is missing; references into it are not checked", name)
-            if not spec.optional:
+            if not spec.optional and not (self.history_source and name == "labels"):
                 self.note(name, None, "missing",
                           f"required table is missing: no part-*.parquet files under {join(self.url, name)}; write "
                           "the table (an empty table still needs one zero-row part)")
@@ -407,7 +413,7 @@ class _Validator:
             self.check_endpoints(spec, batch, present)
 
     def check_values(self, name: str, col: S.Column, arr: pa.Array, labels, is_id: bool) -> None:
-        if arr.null_count:
+        if arr.null_count and not col.nullable:
             bad = np.flatnonzero(_np_mask(arr.is_null()))
             self.note(name, col.name, "null", "{rows} {are} null; every row needs a value", len(bad), labels(bad))
             arr_nn = pc.drop_null(arr)

@@ -418,7 +418,7 @@ def _write_nodes(ds, dest, scratch, cfg, part, new_of_old, offsets, ids, indeg, 
     for b in iter_table_batches(ds.store, "labels", None, cfg.chunk_rows):
         u = dense_index(ids["user"], b.column("user_id").to_numpy(), "labels.user_id", id_range["user"])
         reach[u] = b.column("cascade_reach").to_numpy()
-        replicate[u] = b.column("cascade_reach_replicate").to_numpy()
+        replicate[u] = b.column("cascade_reach_replicate").to_numpy(zero_copy_only=False)  # null: no replicate
         names = b.column("split").to_numpy(zero_copy_only=False).astype(str)
         unknown = sorted(set(np.unique(names).tolist()) - set(SPLIT_CODES))
         if unknown:

@@ -63,6 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("data")
     _storage_flags(v)
 
+    lb = sub.add_parser("labels", help="labels from the cascade history: cut at --cutoff, past-only graph, "
+                                       "future reach as labels")
+    lb.add_argument("data", help="the platform's tables (local folder or s3://...)")
+    lb.add_argument("--cutoff", required=True, help="T: ISO-8601 time (2024-05-06T00:00:00Z) or epoch seconds")
+    lb.add_argument("--horizon", required=True, help="H: window [T, T+H) and reshare horizon, e.g. 14d, 36h")
+    lb.add_argument("--out", required=True, help="where the labelled dataset goes (local folder or s3://...)")
+    lb.add_argument("--min-posts", type=int, default=1, help="K: window posts a user needs for a label")
+    lb.add_argument("--split-seed", type=int, default=0, help="seed of the per-user train/val/test split")
+    lb.add_argument("--chunk-rows", type=int, default=1 << 20, help="rows per streamed batch")
+    _storage_flags(lb)
+
     pt = sub.add_parser("partition", help="shard a dataset for distributed training (streaming, out-of-core)")
     pt.add_argument("data")
     pt.add_argument("--num-parts", type=int, required=True, help="number of shards (GraphShard actors)")
@@ -120,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--num-workers", type=int, default=2)
     d.add_argument("--epochs", type=int, default=None)
+    d.add_argument("--history", action="store_true",
+                   help="learn from the generated post history: generate -> labels (cutoff mid-history, horizon "
+                        "a quarter of it) -> train -> evaluate against the future and the truth oracle")
     return p
 
 
@@ -168,8 +182,11 @@ def _print_metrics(metrics: dict) -> None:
     from ripple.models.evaluate import MODEL_ORDER
     from ripple.models.metrics import METRIC_NAMES, format_table
 
-    present = [m for m in MODEL_ORDER if m in metrics["spearman"]]
-    print(format_table({m: metrics[m] for m in METRIC_NAMES}, order=present))
+    table = {m: metrics[m] for m in METRIC_NAMES}
+    if metrics.get("spearman_vs_truth"):  # history labels on synthetic data: the oracle's column
+        table["spearman_vs_truth"] = {k: v for k, v in metrics["spearman_vs_truth"].items() if k != "users"}
+    present = [m for m in MODEL_ORDER if any(m in col for col in table.values())]
+    print(format_table(table, order=present))
     thr = metrics.get("throughput", {})
     print(f"kernel backend: {metrics.get('kernel_backend')}; train {thr.get('train_seeds_per_s') or 0:.0f} "
           f"seeds/s over {thr.get('num_workers')} workers; best epoch {metrics.get('best_epoch')}")
@@ -192,6 +209,23 @@ def cmd_validate(args) -> int:
     report = validate_dataset(args.data, _options(args))
     print(report.text())
     return EXIT_OK if report.ok else EXIT_BAD_INPUT
+
+
+def cmd_labels(args) -> int:
+    from ripple.data.history import parse_duration, parse_time
+    from ripple.data.labels import LabelSpec, derive_labels
+    from ripple.data.storage import absolute_url
+
+    if args.chunk_rows < 1:
+        raise UsageError(f"--chunk-rows must be >= 1, got {args.chunk_rows}")
+    spec = LabelSpec(cutoff=parse_time(args.cutoff), horizon=parse_duration(args.horizon), min_posts=args.min_posts,
+                     split_seed=args.split_seed)
+    m = derive_labels(absolute_url(args.data), absolute_url(args.out), spec, _options(args), args.chunk_rows)
+    info = m["labels"]
+    print(json.dumps({"rows": m["rows"], **{k: info[k] for k in ("cutoff_iso", "horizon_s", "min_posts",
+                                                                  "window_posts", "labelled_users", "reliability")}},
+                     indent=1))
+    return EXIT_OK
 
 
 def cmd_partition(args) -> int:
@@ -289,10 +323,21 @@ def cmd_demo(args) -> int:
 
     t0 = time.perf_counter()
     data = join(args.out, "data")
-    stages = _Stages(["generate", "validate", "train", "embed", "evaluate"])
+    stages = _Stages(["generate", *(["labels"] if args.history else []), "validate", "train", "embed", "evaluate"])
     stages("generate")
-    generate(data, GeneratorConfig(users=args.users, seed=args.seed))
-    cfg = load_config(None, {"data": data, "storage_path": join(args.out, "runs"), "run_name": f"demo-{args.seed}",
+    gen = GeneratorConfig(users=args.users, seed=args.seed)
+    generate(data, gen)
+    if args.history:
+        from ripple.data.labels import LabelSpec, derive_labels
+
+        stages("labels")
+        start, end = gen.history["start"], gen.history["end"]
+        horizon = (end - start) // 4
+        data_hist = join(args.out, "data-labelled")
+        derive_labels(data, data_hist, LabelSpec(cutoff=end - 2 * horizon, horizon=horizon, split_seed=args.seed))
+        data = data_hist
+    run_name = f"demo-history-{args.seed}" if args.history else f"demo-{args.seed}"
+    cfg = load_config(None, {"data": data, "storage_path": join(args.out, "runs"), "run_name": run_name,
                              "scaling.num_workers": args.num_workers, "train.epochs": args.epochs})
     metrics = pipeline.train(cfg, stage=stages)
     stages.close()
@@ -301,7 +346,8 @@ def cmd_demo(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"generate": cmd_generate, "validate": cmd_validate, "partition": cmd_partition, "train": cmd_train,
+COMMANDS = {"generate": cmd_generate, "validate": cmd_validate, "labels": cmd_labels, "partition": cmd_partition,
+            "train": cmd_train,
             "submit": cmd_submit, "k8s": cmd_k8s, "embed": cmd_embed, "seeds": cmd_seeds,
             "demo": cmd_demo}
 

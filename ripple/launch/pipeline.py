@@ -88,14 +88,16 @@ def train(cfg: RippleConfig, stage=lambda name: None) -> dict:
     emb = read_committed(run.child(EMBEDDINGS), columns=["user_id", "influence_score"])
     ds = Dataset(source, cfg.storage)
     whole_graph_ok = ds.manifest.rows.get("follows", 0) <= cfg.eval.baselines_max_edges
+    reliability, truth = label_oracles(ds)
     if sharded and not whole_graph_ok:
         # PageRank and the 2-hop features need the whole graph in one process: report what scales instead
-        metrics = evaluate_from_tables(ds.read("labels"), ds.read("user", ["id", "follower_count"]), emb)
+        metrics = evaluate_from_tables(ds.read("labels"), ds.read("user", ["id", "follower_count"]), emb,
+                                       reliability, truth)
         metrics["baselines_skipped"] = (f"{ds.manifest.rows.get('follows')} follows edges > "
                                         f"eval.baselines_max_edges={cfg.eval.baselines_max_edges}")
     else:
         metrics = evaluate(load_local_graph(ds), emb, seed=cfg.train.seed,
-                           lightgbm_threads=cfg.eval.lightgbm_threads)
+                           lightgbm_threads=cfg.eval.lightgbm_threads, reliability=reliability, truth=truth)
     last = outcome.last_metrics
     metrics["throughput"] = {
         "train_seeds_per_s": last.get("train_seeds_per_s"), "train_edges_per_s": last.get("train_edges_per_s"),
@@ -118,6 +120,21 @@ def train(cfg: RippleConfig, stage=lambda name: None) -> dict:
     metrics["best_val_spearman"] = outcome.best_metrics.get("val_spearman")
     run.write_json(metrics, "metrics.json")
     return metrics
+
+
+def label_oracles(ds: Dataset):
+    """(split-half reliability of the test labels, ``_truth/users`` id + expected_reach) of a dataset whose labels
+    ``ripple labels`` derived from a history; (None, None) for simulated labels, whose replicate is the ceiling."""
+    info = ds.manifest.labels
+    if not info:
+        return None, None
+    rel = ((info.get("reliability") or {}).get("test") or {}).get("spearman_brown")
+    truth = None
+    if ds.has("_truth/users"):  # synthetic data: the oracle, for evaluation only
+        t = ds.read("_truth/users")
+        if "expected_reach" in t.column_names:
+            truth = t.select(["id", "expected_reach"])
+    return (float("nan") if rel is None else float(rel)), truth
 
 
 def load_run_config(run_url: str, options: StorageOptions | None = None) -> RippleConfig:

@@ -42,7 +42,7 @@ def _check_run(cfg, options=None, num_parts=1):
     metrics = run.read_json("metrics.json")
     for metric in ("spearman", "kendall", "ndcg_at_100", "msle"):
         assert set(metrics[metric]) == {"gnn", "follower_count", "pagerank", "lightgbm_flat", "lightgbm_2hop",
-                                        "ceiling"}
+                                        "ceiling", "label_reliability"}
         assert all(np.isfinite(v) for v in metrics[metric].values())
     assert metrics["kernel_backend"] in ("pyg-lib", "torch-sparse", "native", "distributed")
     assert metrics["throughput"]["train_seeds_per_s"] > 0

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from bad_inputs import DATASET_FAULTS
+from bad_inputs import DATASET_FAULTS, _drop, edited, raw_part
 
 from ripple.data.storage import Store, StorageError, begin, commit, read_committed, write_part
 from ripple.data.tiny import write_tiny_dataset
@@ -157,6 +157,14 @@ def _tampered(emb: Store, parts: list) -> None:
 
 HOSTILE = "run_name: !!python/object/apply:os.system ['touch pwned']\n"
 
+def _labels(build: Callable[[str], str], *flags: str):
+    """``ripple labels`` of a history built by ``build`` (the tiny dataset's posts run from 1700000000 to
+    1700000300, its reshares to 1700001004)."""
+    def argv(tmp: Path, request) -> list[str]:
+        return ["labels", build(str(tmp / "data")), *flags, "--out", str(tmp / "out")]
+    return argv
+
+
 CATALOGUE: dict[str, Case] = {
     # dataset tables: files, columns, dtypes, ids, edges, values
     "missing_table": train_on("missing_table"),
@@ -176,6 +184,23 @@ CATALOGUE: dict[str, Case] = {
     "mismatched_embedding_width": train_on("width_mismatch"),
     "labels_for_unknown_users": train_on("dangling_label"),
     "unknown_split": train_on("bad_split"),
+    # ripple labels: a history cut at --cutoff with window --horizon
+    "labels_cutoff_outside_history": Case(_labels(write_tiny_dataset, "--cutoff", "2000-01-01", "--horizon", "1d"),
+                                          ("created.timestamp", "--cutoff 2000-01-01T00:00:00Z", "outside")),
+    "labels_no_posts_in_window": Case(_labels(write_tiny_dataset, "--cutoff", "1700000050", "--horizon", "20s"),
+                                      ("created.timestamp", "no posts in the window", "2023-11-14T22:14:10Z")),
+    "labels_window_past_the_history": Case(_labels(write_tiny_dataset, "--cutoff", "1700000150", "--horizon", "1d"),
+                                           ("created.timestamp", "cut off", "2023-11-16T22:15:50Z")),
+    "labels_null_timestamp": Case(_labels(edited("created", "timestamp", 1, None), "--cutoff", "1700000150",
+                                          "--horizon", "100s"), ("created.timestamp", "null", "row 1")),
+    "labels_missing_timestamp": Case(_labels(raw_part("shared", _drop("timestamp")), "--cutoff", "1700000150",
+                                             "--horizon", "100s"), ("shared.timestamp", "missing")),
+    "labels_horizon_not_positive": Case(_labels(write_tiny_dataset, "--cutoff", "1700000150", "--horizon", "0d"),
+                                        ("--horizon", "got 0")),
+    "labels_bad_horizon": Case(_labels(write_tiny_dataset, "--cutoff", "1700000150", "--horizon=-3d"),
+                               ("--horizon", "got -259200")),
+    "labels_min_posts_below_one": Case(_labels(write_tiny_dataset, "--cutoff", "1700000150", "--horizon", "100s",
+                                               "--min-posts", "0"), ("--min-posts", "got 0")),
     # manifests
     "missing_manifest": train_on("missing_manifest"),
     "manifest_rows_mismatch": train_on("manifest_rows_mismatch"),
@@ -257,6 +282,11 @@ def test_catalogue_covers_the_issue():
         "inconsistent manifest": "manifest_rows_mismatch", "labels for unknown users": "labels_for_unknown_users",
         "bad URL": "bad_url", "unreachable URL": "unreachable_endpoint", "invalid config value":
         "invalid_config_value",
+        # issue G: ripple labels
+        "cutoff outside the data's time range": "labels_cutoff_outside_history",
+        "no posts in the window": "labels_no_posts_in_window", "null timestamps": "labels_null_timestamp",
+        "missing timestamps": "labels_missing_timestamp", "H <= 0": "labels_horizon_not_positive",
+        "K < 1": "labels_min_posts_below_one",
     }
     assert set(kinds.values()) <= set(CATALOGUE)
     assert len(CATALOGUE) >= 15

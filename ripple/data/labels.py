@@ -1,0 +1,293 @@
+"""``ripple labels``: cut a platform's post history at a time T into a past-only dataset labelled by its future.
+
+A platform has no cascade simulator: its supervision is its own history. A post is a ``created`` edge; its cascade
+is the ``shared`` edges into it. Given a cutoff T and a horizon H:
+
+- **the past** (graph and features) is what was known before T: follows with ``since_date < T``; content,
+  ``created`` and ``shared`` with timestamps ``< T``; ``reply_to`` between past posts. ``user.follower_count`` and
+  ``user.avg_engagement`` are recomputed from that past (``RECOMPUTED``); every other column is taken as given
+  (``AS_GIVEN``);
+- **the future** (labels): a user with at least K posts created in ``[T, T + H)`` gets ``cascade_reach`` = the mean
+  over those posts of 1 + the distinct users (the author excluded) who reshared the post within H of its creation;
+- **reliability**: each labelled user's window posts, in time order, go alternately to halves A and B.
+  ``cascade_reach_replicate`` is the mean over half B (null for a user with one window post). The split-half
+  reliability is the Spearman correlation of the A and B means over users with >= 2 window posts, stepped up to
+  the full number of posts with the Spearman-Brown formula 2r / (1 + r); the manifest records both, overall and
+  per split.
+
+Nothing is written until every check has passed (exit 2 and no output on bad input). Tables are streamed in
+batches of ``chunk_rows``; what is held is per user (ids and counters), per past post (id, creator, reshares), per
+window post and per distinct window reshare: never a whole edge table. ``manifest.json`` is written last.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+from scipy import stats
+
+from ripple.data import schema as S
+from ripple.data.arrays import add_counts, is_id_range, lookup
+from ripple.data.dataset import DATASET_MANIFEST, DatasetWriter
+from ripple.data.history import add_engagement, assign_splits, avg_engagement, iso
+from ripple.data.storage import Store, StorageOptions, iter_table_batches, list_parts, redact_url
+from ripple.data.validate import require_valid
+
+log = logging.getLogger(__name__)
+
+#: user columns recomputed from the past; the rest of every table is taken as the platform gives it
+RECOMPUTED = {"user": ["follower_count", "avg_engagement"]}
+AS_GIVEN = {"user": ["topic_vector"], "follows": ["interaction_freq"], "content": ["type", "topic", "text_emb"],
+            "community": ["size", "topic_focus", "density"], "member_of": ["(all rows)"]}
+RELIABILITY_METHOD = ("split-half: window posts of each user in time order alternate between halves A and B; "
+                      "Spearman(mean A, mean B) over users with >= 2 window posts, stepped up with Spearman-Brown "
+                      "2r/(1+r); cascade_reach_replicate = mean of half B (null with one window post)")
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    cutoff: int          # T, epoch seconds
+    horizon: int         # H, seconds
+    min_posts: int = 1   # K
+    split_seed: int = 0
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+
+    def __post_init__(self):
+        if self.horizon <= 0:
+            raise ValueError(f"--horizon must be > 0, got {self.horizon} s: the window [T, T+H) would be empty; "
+                             "pass e.g. --horizon 14d")
+        if self.min_posts < 1:
+            raise ValueError(f"--min-posts must be >= 1, got {self.min_posts}: a label is a mean over a user's "
+                             "window posts")
+
+
+def _ids(store: Store, table: str, column: str, chunk_rows: int) -> np.ndarray:
+    parts = [b.column(0).to_numpy() for b in iter_table_batches(store, table, [column], chunk_rows)]
+    return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+
+def _write(w: DatasetWriter, name: str, table: pa.Table) -> None:
+    """Write a non-empty filtered batch: which input batches hold no past rows must not change the output's
+    files (``DatasetWriter.close`` gives a table with no rows at all its one empty part)."""
+    if table.num_rows:
+        w.write(name, table)
+
+
+def _cat(chunks: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
+
+
+class _Index:
+    """Positions of ids in a sorted id array (a range maps by subtraction)."""
+
+    def __init__(self, sorted_ids: np.ndarray):
+        self.ids, self.range = sorted_ids, is_id_range(sorted_ids)
+
+    def find(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, present) of ``values``. Shapes: [K] -> ([K], [K] bool)."""
+        pos, absent = lookup(self.ids, values, self.range)
+        return pos, ~absent
+
+
+def _time_range(store: Store, manifest: dict | None, chunk_rows: int) -> tuple[int, int, str]:
+    """The history's [start, end): the manifest's ``history`` when it has one, else the created/shared timestamps'
+    span (end = last timestamp + 1)."""
+    if manifest and isinstance(manifest.get("history"), dict):
+        h = manifest["history"]
+        return int(h["start"]), int(h["end"]), "manifest.json history"
+    lo, hi = None, None
+    for table in ("created", "shared"):
+        for b in iter_table_batches(store, table, ["timestamp"], chunk_rows):
+            ts = b.column(0).to_numpy()
+            if len(ts):
+                lo = int(ts.min()) if lo is None else min(lo, int(ts.min()))
+                hi = int(ts.max()) if hi is None else max(hi, int(ts.max()))
+    if lo is None:
+        raise ValueError("created.timestamp: the created table has no rows, so there is no post history to cut; "
+                         "export the platform's posts (created: src user, dst content, timestamp)")
+    return lo, hi + 1, "created/shared.timestamp"
+
+
+def derive_labels(data: str, out: str, spec: LabelSpec, options: StorageOptions | None = None,
+                  chunk_rows: int = 1 << 20) -> dict:
+    """Write the past-only dataset with future labels to ``out``; returns its manifest as a dict."""
+    t0 = time.perf_counter()
+    require_valid(data, options, history_source=True)  # nulls, types, dangling ids: named per table and column
+    src = Store(data, options)
+    manifest = src.read_json(DATASET_MANIFEST) if src.exists(DATASET_MANIFEST) else None
+    T, H = spec.cutoff, spec.horizon
+    start, end, where = _time_range(src, manifest, chunk_rows)
+    if not start < T < end:
+        raise ValueError(f"created.timestamp: --cutoff {iso(T)} ({T}) is outside the data's time range "
+                         f"[{iso(start)}, {iso(end)}) ({where}); pick a cutoff inside it")
+    if T + 2 * H > end:
+        raise ValueError(
+            f"created.timestamp / shared.timestamp: the window [{iso(T)}, {iso(T + H)}) plus the horizon H after "
+            f"its last post needs history until {iso(T + 2 * H)}, but the data ends at {iso(end)} ({where}); "
+            f"reshares of the window's posts would be cut off. Pick a cutoff <= {iso(end - 2 * H)} or a shorter "
+            "--horizon")
+    users = _Index(_ids(src, "user", "id", chunk_rows))
+    n = len(users.ids)
+
+    # -- checks that need the window's posts; nothing is written before they pass
+    win_id, win_user, win_t = [], [], []
+    for b in iter_table_batches(src, "created", ["src", "dst", "timestamp"], chunk_rows):
+        ts = b.column(2).to_numpy()
+        m = (ts >= T) & (ts < T + H)
+        if m.any():
+            win_id.append(b.column(1).to_numpy()[m])
+            win_user.append(users.find(b.column(0).to_numpy()[m])[0])
+            win_t.append(ts[m])
+    if not win_id:
+        raise ValueError(f"created.timestamp: no posts in the window [{iso(T)}, {iso(T + H)}), so no user can be "
+                         "labelled; pick another --cutoff or a longer --horizon")
+    win_id, win_user, win_t = (np.concatenate(x) for x in (win_id, win_user, win_t))
+    order = np.argsort(win_id, kind="stable")
+    win_id, win_user, win_t = win_id[order], win_user[order], win_t[order]
+    posts_per_user = np.bincount(win_user, minlength=n)
+    labelled = np.flatnonzero(posts_per_user >= spec.min_posts)
+    if len(labelled) == 0:
+        raise ValueError(f"created: no user created >= {spec.min_posts} posts (--min-posts) in the window "
+                         f"[{iso(T)}, {iso(T + H)}); the most any user created is {int(posts_per_user.max())}: "
+                         "lower --min-posts or lengthen --horizon")
+    split = assign_splits(np.random.default_rng(spec.split_seed).random(len(labelled)), spec.val_fraction,
+                          spec.test_fraction)
+    missing = [s for s in ("train", "test") if not (split == s).any()]
+    if missing:
+        raise ValueError(f"labels.split: {len(labelled)} labelled user(s) leave no {' and no '.join(missing)} "
+                         "user; lengthen --horizon, lower --min-posts or change --split-seed")
+
+    # -- the past
+    w = DatasetWriter(out, options)
+    followers = np.zeros(n, np.int64)
+    for b in iter_table_batches(src, "follows", None, chunk_rows):
+        t = pa.Table.from_batches([b])
+        keep = t["since_date"].to_numpy() < T
+        past = t.filter(pa.array(keep))
+        add_counts(followers, users.find(past["dst"].to_numpy())[0])
+        _write(w, "follows", past)
+    past_content = []
+    for b in iter_table_batches(src, "content", None, chunk_rows):
+        t = pa.Table.from_batches([b])
+        past = t.filter(pa.array(t["timestamp"].to_numpy() < T))
+        past_content.append(past["id"].to_numpy())
+        _write(w, "content", past)
+    content = _Index(np.sort(_cat(past_content)))
+    del past_content
+    post_id, post_user, dropped = [], [], 0
+    for b in iter_table_batches(src, "created", None, chunk_rows):
+        t = pa.Table.from_batches([b])
+        keep = (t["timestamp"].to_numpy() < T)
+        known = content.find(t["dst"].to_numpy())[1]
+        dropped += int((keep & ~known).sum())
+        past = t.filter(pa.array(keep & known))
+        post_id.append(past["dst"].to_numpy())
+        post_user.append(users.find(past["src"].to_numpy())[0])
+        _write(w, "created", past)
+    post_id, post_user = _cat(post_id), _cat(post_user)
+    order = np.argsort(post_id, kind="stable")
+    posts = _Index(post_id[order])
+    post_user = post_user[order]
+    del post_id
+    reshares = np.zeros(len(posts.ids), np.int64)
+    window = _Index(win_id)
+    win_keys = []
+    for b in iter_table_batches(src, "shared", None, chunk_rows):
+        t = pa.Table.from_batches([b])
+        ts, dst = t["timestamp"].to_numpy(), t["dst"].to_numpy()
+        keep = ts < T
+        known = content.find(dst)[1]
+        dropped += int((keep & ~known).sum())
+        past = t.filter(pa.array(keep & known))
+        pos, found = posts.find(past["dst"].to_numpy())
+        add_counts(reshares, pos[found])
+        _write(w, "shared", past)
+        # future reshares of window posts, within H of the post
+        pos, found = window.find(dst)
+        who = users.find(t["src"].to_numpy())[0]
+        ok = found & (ts >= win_t[pos]) & (ts < win_t[pos] + H) & (who != win_user[pos])
+        win_keys.append(np.unique(pos[ok].astype(np.int64) * n + who[ok]))
+    for b in iter_table_batches(src, "reply_to", None, chunk_rows):
+        t = pa.Table.from_batches([b])
+        keep = content.find(t["src"].to_numpy())[1] & content.find(t["dst"].to_numpy())[1]
+        _write(w, "reply_to", t.filter(pa.array(keep)))
+    if dropped:
+        log.warning("dropped %d created/shared rows before the cutoff whose content is not in the past content "
+                    "table (content.timestamp >= cutoff or missing): the tables disagree on a post's time", dropped)
+    for table in ("member_of", "community"):
+        for b in iter_table_batches(src, table, None, chunk_rows):
+            _write(w, table, pa.Table.from_batches([b]))
+    rate_sum, post_count = np.zeros(n), np.zeros(n, np.int64)
+    add_engagement(rate_sum, post_count, post_user, reshares, followers)
+    engagement = avg_engagement(rate_sum, post_count)
+    for b in iter_table_batches(src, "user", None, chunk_rows):
+        t = pa.Table.from_batches([b])
+        pos = users.find(t["id"].to_numpy())[0]
+        t = t.set_column(t.schema.get_field_index("follower_count"), "follower_count", pa.array(followers[pos]))
+        t = t.set_column(t.schema.get_field_index("avg_engagement"), "avg_engagement", pa.array(engagement[pos]))
+        _write(w, "user", t)
+
+    # -- the future
+    keys = np.unique(_cat(win_keys))
+    post_reach = 1.0 + np.bincount(keys // n, minlength=len(win_id))
+    labels, reliability = _labels(win_user, win_t, post_reach, labelled, split, n)
+    labels = labels.set_column(0, "user_id", pa.array(users.ids[labels["user_id"].to_numpy()]))
+    _write(w, "labels", labels)
+    for table in ("_truth/users", "_truth/ic_edges"):  # evaluation oracles only; no timestamps in them
+        if list_parts(src, table):
+            for b in iter_table_batches(src, table, None, chunk_rows):
+                _write(w, table, pa.Table.from_batches([b]))
+
+    info = {"source": redact_url(data), "cutoff": T, "cutoff_iso": iso(T), "horizon_s": H, "min_posts": spec.min_posts,
+            "split_seed": spec.split_seed, "window": [T, T + H], "window_posts": int(len(win_id)),
+            "window_reshares": int(len(keys)), "labelled_users": int(len(labelled)),
+            "reach": "mean over the user's window posts of 1 + distinct resharers (author excluded) within H of "
+                     "the post", "reliability_method": RELIABILITY_METHOD, "reliability": reliability,
+            "recomputed": RECOMPUTED, "as_given": AS_GIVEN,
+            "seconds": round(time.perf_counter() - t0, 3)}
+    m = w.close(generator=(manifest or {}).get("generator"), history={"start": start, "end": end}, labels=info)
+    log.info("labels: %d users labelled from %d window posts; past tables %s; %.1fs", len(labelled), len(win_id),
+             m.rows, time.perf_counter() - t0)
+    return asdict(m)
+
+
+def split_half(a: np.ndarray, b: np.ndarray) -> dict:
+    """Split-half reliability of per-user means. Shapes: a, b [U] half means of the users with >= 2 posts."""
+    if len(a) < 3 or np.all(a == a[0]) or np.all(b == b[0]):
+        return {"users": int(len(a)), "half_spearman": None, "spearman_brown": None}
+    r = float(stats.spearmanr(a, b).statistic)
+    return {"users": int(len(a)), "half_spearman": r, "spearman_brown": 2 * r / (1 + r) if r > -1 else None}
+
+
+def _labels(win_user, win_t, post_reach, labelled, split, n) -> tuple[pa.Table, dict]:
+    """Per labelled user: mean reach of all window posts, of half B, and the split-half reliability.
+
+    Shapes: win_user, win_t, post_reach [W] per window post; labelled [L] dense user index; split [L]."""
+    is_lab = np.zeros(n, bool)
+    is_lab[labelled] = True
+    keep = is_lab[win_user]
+    u, t, r = win_user[keep], win_t[keep], post_reach[keep]
+    order = np.lexsort((t, u))
+    u, r = u[order], r[order]
+    first = np.searchsorted(u, u, side="left")
+    half_b = (np.arange(len(u)) - first) % 2 == 1
+    count = np.bincount(u, minlength=n)[labelled]
+    total = np.bincount(u, weights=r, minlength=n)[labelled]
+    count_b = np.bincount(u[half_b], minlength=n)[labelled]
+    total_b = np.bincount(u[half_b], weights=r[half_b], minlength=n)[labelled]
+    mean = total / count
+    mean_b = np.where(count_b > 0, total_b / np.maximum(count_b, 1), np.nan)
+    mean_a = (total - total_b) / (count - count_b)
+    two = count >= 2
+    reliability = {"all": split_half(mean_a[two], mean_b[two])}
+    for s in S.SPLITS:
+        m = two & (split == s)
+        reliability[s] = split_half(mean_a[m], mean_b[m])
+    table = pa.table({"user_id": labelled.astype(np.int64), "cascade_reach": mean.astype(np.float32),
+                      "cascade_reach_replicate": pa.array(mean_b.astype(np.float32), mask=np.isnan(mean_b)),
+                      "split": split})
+    return table, reliability
