@@ -14,6 +14,11 @@
     python -m benchmarks seeds     [--users 50000] ...    influence maximization: ripple seeds vs follower count,
                                                            PageRank, DegreeDiscount, CELF by simulated IC spread
                                                                                            (influence_max.py)
+    python -m benchmarks history   [--users 40000] ...    labels from a cascade history: every model against the
+                                                           future observed reach and the hidden truth, 2 seeds
+                                                                                           (history_quality.py)
+    python -m benchmarks labels    [--follows 1e6 1e7]    `ripple labels` time and peak PSS by history size and
+                                                           chunk size                      (labels_scale.py)
 
 Each writes ``<name>.json`` and ``.png`` under ``--out`` (default ``benchmarks/results``); ``docs/benchmarks.md``
 holds the latest tables. ``python -m benchmarks NAME --help`` lists a benchmark's options.
@@ -26,7 +31,7 @@ import sys
 
 SCRIPTS = {"devices": "device_sampling", "train": "train_throughput", "scale": "pipeline_scale",
            "sharded": "sharded_sampling", "partition": "partition_memory",
-           "seeds": "influence_max"}
+           "seeds": "influence_max", "history": "history_quality", "labels": "labels_scale"}
 
 
 def main() -> None:
