@@ -93,3 +93,11 @@ def no_ray(monkeypatch):
 
     monkeypatch.setattr(pipeline, "init_ray", refuse)
     monkeypatch.setattr(pipeline, "fit", refuse)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test gets a timeout (pytest-timeout): its own ``timeout`` mark, else 900 s for the slow end-to-end
+    tier and 300 s for the rest, so a hung Ray cluster or S3 server fails one test instead of the CI run."""
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(900 if item.get_closest_marker("slow") else 300))
