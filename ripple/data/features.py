@@ -1,8 +1,8 @@
 """Model inputs from table columns: one definition used by the GNN loaders, the partitioner and the baselines.
 
-Counts enter as log1p, categorical columns as one-hot; list columns are taken as they are. Degree-like columns
-(how many accounts a user follows, how often they shared or posted) are computed by whoever scans the edge
-tables and passed in, so a shard can compute them for the nodes it owns.
+Counts and heavy-tailed rates enter as log1p, categorical columns as one-hot; list columns are taken as they are.
+Degree-like columns (how many accounts a user follows, how often they shared or posted) are computed by whoever
+scans the edge tables and passed in, so a shard can compute them for the nodes it owns.
 """
 from __future__ import annotations
 
@@ -44,7 +44,9 @@ def _onehot(codes: np.ndarray, k: int) -> np.ndarray:
 def user_features(user: pa.Table, following: np.ndarray, shared: np.ndarray, created: np.ndarray) -> np.ndarray:
     """Shapes: user rows N -> [N, USER_DIM]; following/shared/created are per-row counts [N]."""
     cols = [np.log1p(user["follower_count"].to_numpy().astype(np.float32)),
-            user["avg_engagement"].to_numpy().astype(np.float32) * 10.0,
+            # reshares per follower: ~0.1 typically, but tens for a user with few followers and one viral post;
+            # log1p keeps typical values where they were (x10) and those outliers from dominating the projection
+            np.log1p(user["avg_engagement"].to_numpy().astype(np.float32) * 10.0),
             np.log1p(following.astype(np.float32)), np.log1p(shared.astype(np.float32)),
             np.log1p(created.astype(np.float32))]
     return np.concatenate([np.stack(cols, 1), list_matrix(user["topic_vector"], S.NUM_TOPICS)], 1)

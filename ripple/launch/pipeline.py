@@ -278,7 +278,7 @@ def _stream_in_edges(ds: Dataset, targets, batch_rows: int):
 
 
 def _candidate_engagement(ds: Dataset, cand_sorted, batch_rows: int):
-    """``avg_engagement`` (observed first-hop activations per follower) of the candidates (sorted user ids)."""
+    """``avg_engagement`` (observed reshares per follower) of the candidates (sorted user ids)."""
     import numpy as np
 
     from ripple.data.storage import iter_table_batches

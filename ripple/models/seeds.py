@@ -11,8 +11,8 @@ The surrogate here is a *probabilistic coverage* function, in two steps:
 
 1. Value: each candidate's reach, re-estimated by one step of the cascade recursion
    (:func:`lookahead_reach`): ``1 + sum_u p(c, u) * reach(u)`` over its followers, with the model's predicted reach
-   of every follower and an activation probability from observable columns (the candidate's observed first-hop
-   engagement, shared among its followers by tie strength). A regression on log-reach shrinks the extreme users
+   of every follower and an activation probability from observable columns (the candidate's observed
+   engagement rate, shared among its followers by tie strength). A regression on log-reach shrinks the extreme users
    that influence maximization is about; many followers' predictions plus an observed rate do not shrink that way.
 2. Overlap: each candidate ``c`` gets a footprint over its follower neighbourhood (followers, and followers of
    followers): ``q_c(x)``, a pseudo-probability that ``c``'s cascade reaches ``x``, shaped by the likely paths
@@ -123,9 +123,10 @@ def lookahead_reach(num_candidates: int, hop1_cand, hop1_weight, follower_reach,
 
     Why: a regression on log-reach shrinks the extreme users the greedy cares about most towards the mean, and one
     candidate's score is one noisy number. Its followers' predicted reaches are many numbers, and how many
-    followers ``c``'s own earlier posts activated is observed (``avg_engagement``: first-hop activations per
-    follower). The activation probability of follower ``u`` is that rate, shared among ``c``'s followers in
-    proportion to the edge weight (``interaction_freq``, the observable strength of the tie):
+    users ``c``'s own earlier posts activated is observed (``avg_engagement``: reshares per follower; a platform
+    cannot tell a follower's reshare from a deeper one, so this is an upper end of the first-hop rate). The
+    activation probability of follower ``u`` is that rate, shared among ``c``'s followers in proportion to the
+    edge weight (``interaction_freq``, the observable strength of the tie):
     ``p(c, u) = min(1, engagement[c] * deg(c) * w(c, u) / sum_u' w(c, u'))``.
 
     Args:
@@ -133,7 +134,7 @@ def lookahead_reach(num_candidates: int, hop1_cand, hop1_weight, follower_reach,
         hop1_cand: candidate position (``0..M-1``) of each follows edge into a candidate.
         hop1_weight: the edge's non-negative weight (all-zero weights of a candidate count as equal weights).
         follower_reach: the model's predicted reach of the edge's follower (values < 1 count as 1).
-        engagement: observed first-hop activations per follower of each candidate (``avg_engagement``), >= 0.
+        engagement: observed reshares per follower of each candidate's posts (``avg_engagement``), >= 0.
 
     Returns:
         ``(reach, p)``: the look-ahead reach of every candidate (>= 1; exactly 1 without followers or engagement) and
