@@ -59,9 +59,10 @@ def main() -> None:
     from ripple.data.generator import GeneratorConfig, generate
     from ripple.distributed.stores import load_local_graph
     from ripple.distributed.train import GraphAccess, build_model
-    from ripple.launch.config import RippleConfig
+    from ripple.config import RippleConfig
     from ripple.sampling import backends
-    from ripple.sampling.loader import SamplingConfig, make_loader, make_sampler
+    from ripple.config import SamplingConfig
+    from ripple.sampling.loader import make_loader, make_sampler
     from ripple.sampling.prefetch import Prefetcher
 
     devices = [torch.device("cpu")] + ([torch.device("cuda", 0)] if torch.cuda.is_available() else [])

@@ -68,13 +68,15 @@ def main() -> None:
     from ripple.data import schema as S
     from ripple.data.dataset import Dataset
     from ripple.data.generator import GeneratorConfig, generate
-    from ripple.distributed.partition import PartitionConfig, partition
+    from ripple.config import PartitionConfig
+    from ripple.distributed.partition import partition
     from ripple.distributed.shards import (PartitionMeta, ShardedFeatureStore, ShardedGraph, ShardedGraphStore,
                                            find_shards, start_shard)
     from ripple.distributed.stores import load_local_graph
     from ripple.sampling import backends
     from ripple.sampling.distributed import DistributedNeighborSampler
-    from ripple.sampling.loader import SamplingConfig, make_loader, make_sampler
+    from ripple.config import SamplingConfig
+    from ripple.sampling.loader import make_loader, make_sampler
 
     scfg = SamplingConfig()
     tmp = tempfile.mkdtemp(prefix="ripple-bench-")

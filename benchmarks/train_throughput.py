@@ -108,9 +108,9 @@ def ripple_fit(base, name: str, workers: int, threads: int, backend: str, root: 
     import dataclasses
 
     from ripple.distributed.train import fit
-    from ripple.launch.config import ScalingConfig, TrainConfig
+    from ripple.config import ScalingConfig, TrainConfig
     from ripple.launch.pipeline import init_ray
-    from ripple.sampling.loader import SamplingConfig
+    from ripple.config import SamplingConfig
 
     cfg = dataclasses.replace(
         base, run_name=name, storage_path=os.path.join(root, "runs"),
@@ -153,9 +153,9 @@ def main() -> None:
     from ripple.data.dataset import Dataset
     from ripple.data.generator import GeneratorConfig, generate
     from ripple.distributed.stores import load_local_graph
-    from ripple.launch.config import RippleConfig
+    from ripple.config import RippleConfig
     from ripple.sampling import backends
-    from ripple.sampling.loader import SamplingConfig
+    from ripple.config import SamplingConfig
 
     root = tempfile.mkdtemp(prefix="ripple-train-bench-")
     try:

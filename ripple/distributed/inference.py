@@ -21,11 +21,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ripple.data.storage import PartInfo, Store, begin, commit, join, write_part
+from ripple.config import RippleConfig
+from ripple.data.storage import PartInfo, begin, commit, write_part
+from ripple.run import embeddings_store, is_partitioned
 
 log = logging.getLogger(__name__)
 
-EMBEDDINGS = "embeddings"
 
 
 def embeddings_table(user_ids: np.ndarray, emb: np.ndarray, log_reach: np.ndarray) -> pa.Table:
@@ -47,13 +48,11 @@ def _worker(cfg):
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
 
 
-def infer_slice(raw_cfg: dict, state: dict, part: int, num_parts: int) -> PartInfo:
+def infer_slice(cfg: RippleConfig, state: dict, part: int, num_parts: int) -> PartInfo:
     """Predict users of slice ``part`` of ``num_parts`` and write one part; runs inside a Ray task."""
     from ripple.distributed.context import WorkerContext
     from ripple.distributed.train import open_access
-    from ripple.launch.config import from_dict
 
-    cfg = from_dict(raw_cfg)
     _worker(cfg)
     ctx = WorkerContext.for_task(cfg.scaling.use_gpu)
     access = open_access(cfg, ctx, seed=cfg.train.seed + 104729 * (part + 1))
@@ -61,14 +60,12 @@ def infer_slice(raw_cfg: dict, state: dict, part: int, num_parts: int) -> PartIn
     return _write(cfg, state, access, users, ids, part, ctx.device)
 
 
-def infer_shard(raw_cfg: dict, state: dict, part: int, key: str) -> PartInfo:
+def infer_shard(cfg: RippleConfig, state: dict, part: int, key: str) -> PartInfo:
     """Predict every user of graph part ``part`` (sampling it in-process, next to its shard actor) and write
     them as one part; runs inside a Ray task."""
     from ripple.distributed.context import WorkerContext
     from ripple.distributed.sharded_access import ShardedAccess
-    from ripple.launch.config import from_dict
 
-    cfg = from_dict(raw_cfg)
     _worker(cfg)
     ctx = WorkerContext.for_task(cfg.scaling.use_gpu)
     access = ShardedAccess(cfg, ctx, seed=cfg.train.seed + 104729 * (part + 1), local_parts=[part], key=key)
@@ -84,7 +81,7 @@ def _write(cfg, state, access, users, ids, part, device) -> PartInfo:
     model.to(device)
     pred, emb, _ = predict(model, access, users, cfg.sampling.batch_size * 4, device, cfg.sampling.prefetch)
     table = embeddings_table(ids, emb.numpy(), pred.numpy())
-    store = Store(join(cfg.storage_path, cfg.run_name, EMBEDDINGS), cfg.storage)
+    store = embeddings_store(cfg)
     return write_part(store, table, index=part, writer="w")
 
 
@@ -95,26 +92,24 @@ def write_embeddings(cfg, checkpoint, num_parts: int | None = None) -> dict:
     shard actor, writes that part's users; the manifest is committed once every part is written."""
     import ray
 
-    from ripple.distributed.partition import is_partitioned
     from ripple.distributed.train import load_state
 
     state = load_state(checkpoint)
-    store = Store(join(cfg.storage_path, cfg.run_name, EMBEDDINGS), cfg.storage)
+    store = embeddings_store(cfg)
     begin(store)
     t0 = time.perf_counter()
     state_ref = ray.put(state)
-    raw = cfg.to_dict()
     if is_partitioned(cfg.data, cfg.storage):
-        parts = _embed_shards(cfg, raw, state_ref)
+        parts = _embed_shards(cfg, state_ref)
     elif cfg.inference.mode == "layerwise":
         # one process, every layer once over the whole graph: all the CPUs one node can give it
         cpus = min(cfg.scaling.cpus_per_worker * cfg.scaling.num_workers, _largest_node_cpus())
         task = ray.remote(**{**_task_resources(cfg), "num_cpus": cpus})(infer_whole_layerwise)
-        parts = [ray.get(task.remote(raw, state_ref))]
+        parts = [ray.get(task.remote(cfg, state_ref))]
     else:
         num_parts = num_parts or cfg.scaling.num_workers
         task = ray.remote(**_task_resources(cfg))(infer_slice)
-        parts = ray.get([task.remote(raw, state_ref, i, num_parts) for i in range(num_parts)])
+        parts = ray.get([task.remote(cfg, state_ref, i, num_parts) for i in range(num_parts)])
     manifest = commit(store, parts, extra={"checkpoint_epoch": int(state["epoch"]), "embedding_dim":
                                            int(cfg.model.hidden)})
     log.info("wrote %d embeddings in %d parts to %s (%.1fs)", manifest["rows"], len(parts), store.url,
@@ -123,7 +118,7 @@ def write_embeddings(cfg, checkpoint, num_parts: int | None = None) -> dict:
     return manifest
 
 
-def _embed_shards(cfg, raw: dict, state_ref) -> list[PartInfo]:
+def _embed_shards(cfg: RippleConfig, state_ref) -> list[PartInfo]:
     import uuid
 
     import ray
@@ -138,10 +133,10 @@ def _embed_shards(cfg, raw: dict, state_ref) -> list[PartInfo]:
     try:
         nodes = [r["node_id"] for r in ray.get([a.ready.remote() for a in actors])]
         if cfg.inference.mode == "layerwise":
-            return _layerwise_phases(cfg, raw, state_ref, key, nodes)
+            return _layerwise_phases(cfg, state_ref, key, nodes)
         task = ray.remote(**_task_resources(cfg))(infer_shard)
         return ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[p], soft=True))
-                        .remote(raw, state_ref, p, key) for p in range(meta.num_parts)])
+                        .remote(cfg, state_ref, p, key) for p in range(meta.num_parts)])
     finally:
         for a in actors:
             ray.kill(a)
@@ -153,7 +148,7 @@ def _largest_node_cpus() -> float:
     return max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=1.0) or 1.0
 
 
-def infer_whole_layerwise(raw_cfg: dict, state: dict) -> PartInfo:
+def infer_whole_layerwise(cfg: RippleConfig, state: dict) -> PartInfo:
     """Layer-wise inference of every user of a graph held whole in this process; writes one part."""
     import ray
 
@@ -161,10 +156,8 @@ def infer_whole_layerwise(raw_cfg: dict, state: dict) -> PartInfo:
     from ripple.distributed.context import WorkerContext
     from ripple.distributed.stores import load_local_graph
     from ripple.distributed.train import build_model
-    from ripple.launch.config import from_dict
     from ripple.models.layerwise import infer_local
 
-    cfg = from_dict(raw_cfg)
     torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
     ctx = WorkerContext.for_task(cfg.scaling.use_gpu)
     graph = load_local_graph(Dataset(cfg.data, cfg.storage))
@@ -174,11 +167,11 @@ def infer_whole_layerwise(raw_cfg: dict, state: dict) -> PartInfo:
     model.to(ctx.device)
     pred, emb = infer_local(model, lw, cfg.inference.chunk_edges)
     table = embeddings_table(graph.ids["user"], emb.cpu().numpy(), pred.cpu().numpy())
-    return write_part(Store(join(cfg.storage_path, cfg.run_name, EMBEDDINGS), cfg.storage), table, index=0,
+    return write_part(embeddings_store(cfg), table, index=0,
                       writer="w")
 
 
-def layerwise_phase(raw_cfg: dict, state: dict, part: int, key: str, layer: int, refs: list):
+def layerwise_phase(cfg: RippleConfig, state: dict, part: int, key: str, layer: int, refs: list):
     """One part's share of conv layer ``layer`` of layer-wise inference (runs next to the part's shard actor).
 
     Layer 0 reads input projections, recomputed from node features (cheaper to fetch and project than to keep
@@ -193,10 +186,8 @@ def layerwise_phase(raw_cfg: dict, state: dict, part: int, key: str, layer: int,
     from ripple.distributed.shards import (PartitionMeta, ShardedGraph, _tensor, find_shards, group_by_part,
                                            release_memory)
     from ripple.distributed.train import build_model
-    from ripple.launch.config import from_dict
     from ripple.models import layerwise as LW
 
-    cfg = from_dict(raw_cfg)
     _worker(cfg)
     meta = PartitionMeta.open(cfg.data, cfg.storage)
     actors = find_shards(meta, key)
@@ -240,7 +231,7 @@ def layerwise_phase(raw_cfg: dict, state: dict, part: int, key: str, layer: int,
     h0_user = h0["user"] if h0 is not None else LW.input_states(model, _features(lw, "user"))["user"]
     pred = LW.head(model, [h0_user] + [_tensor(ray.get(r)) for r in spec["users"]] + [h["user"]])
     table = embeddings_table(shard.ids["user"], h["user"].numpy(), pred.numpy())
-    return write_part(Store(join(cfg.storage_path, cfg.run_name, EMBEDDINGS), cfg.storage), table, index=part,
+    return write_part(embeddings_store(cfg), table, index=part,
                       writer="w")
 
 
@@ -267,7 +258,7 @@ def phase_memory_bytes(node_counts: dict[str, list[int]], part: int, hidden: int
     return int(min(need, node_memory)) if node_memory else int(need)
 
 
-def _layerwise_phases(cfg, raw: dict, state_ref, key: str, nodes: list[str]) -> list[PartInfo]:
+def _layerwise_phases(cfg: RippleConfig, state_ref, key: str, nodes: list[str]) -> list[PartInfo]:
     """Drive ``layerwise_phase`` over every part, layer by layer (a barrier between layers). The driver holds
     refs, never states: each layer's states are released once the next layer has read them, and only the user
     states of middle layers (for the head) live longer."""
@@ -293,7 +284,7 @@ def _layerwise_phases(cfg, raw: dict, state_ref, key: str, nodes: list[str]) -> 
             ray.wait([r for pr in prev for r in pr], num_returns=2 * P, fetch_local=False)
             log.info("layer-wise inference: layer %d of %d parts done (%.1fs)", layer - 1, P, time.perf_counter() - t0)
         out = [phase.options(num_returns=1 if last else 2, scheduling_strategy=here(p), memory=mem[p])
-               .remote(raw, state_ref, p, key, layer, [{"prev": prev, "users": list(users[p])}]) for p in range(P)]
+               .remote(cfg, state_ref, p, key, layer, [{"prev": prev, "users": list(users[p])}]) for p in range(P)]
         if last:
             return ray.get(out)
         prev = [tuple(o) for o in out]  # the previous layer's states are released here

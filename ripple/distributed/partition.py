@@ -34,52 +34,23 @@ import resource
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ripple.config import PartitionConfig
 from ripple.data import features as FT
 from ripple.data import schema as S
 from ripple.data.arrays import add_counts, dense_index, is_id_range
 from ripple.data.dataset import Dataset
 from ripple.data.storage import StorageError, StorageOptions, Store, iter_table_batches, join
+from ripple.run import PARTITIONS_FORMAT, PARTITIONS_MANIFEST
 
 log = logging.getLogger(__name__)
 
-PARTITIONS_FORMAT = "ripple.partitions/1"
-PARTITIONS_MANIFEST = "manifest.json"
-METHODS = ("lp", "hash")
 SPLIT_CODES = {name: i for i, name in enumerate(S.SPLITS)}
-
-
-@dataclass
-class PartitionConfig:
-    #: parts (shards); in a run config 0 means "train on the dataset as it is"
-    num_parts: int = 4
-    method: str = "lp"
-    #: label-propagation passes over the follows table (``lp`` only)
-    passes: int = 4
-    #: upper bound on (users in a part) / (users / P)
-    balance: float = 1.05
-    #: rows per streamed record batch, and edges per CSC bucket
-    chunk_rows: int = 1 << 20
-    seed: int = 0
-    #: local folder for spill files (default: the system temp dir); removed when done
-    scratch: str | None = None
-
-    def __post_init__(self):
-        if self.num_parts < 0:
-            raise ValueError(f"partition.num_parts (--num-parts) must be >= 1, got {self.num_parts}")
-        if self.method not in METHODS:
-            raise ValueError(f"partition.method must be one of {METHODS}, got {self.method!r}")
-        if self.passes < 0:
-            raise ValueError(f"partition.passes must be >= 0, got {self.passes}")
-        if self.balance < 1.0:
-            raise ValueError(f"partition.balance must be >= 1.0 (max part size / mean), got {self.balance}")
-        if self.chunk_rows < 1:
-            raise ValueError(f"partition.chunk_rows must be >= 1, got {self.chunk_rows}")
 
 
 def part_dir(p: int) -> str:
@@ -501,10 +472,3 @@ def check_partition_files(url: str, manifest: dict, options: StorageOptions | No
         if want.get("bytes") is not None and found[rel] != want["bytes"]:
             raise StorageError(f"{join(url, rel)}: {found[rel]} bytes, {PARTITIONS_MANIFEST} says {want['bytes']}; "
                                "the file was truncated or replaced: re-run `ripple partition`")
-
-
-def is_partitioned(url: str, options: StorageOptions | None = None) -> bool:
-    store = Store(url, options)
-    if not store.exists(PARTITIONS_MANIFEST):
-        return False
-    return store.read_json(PARTITIONS_MANIFEST).get("format") == PARTITIONS_FORMAT

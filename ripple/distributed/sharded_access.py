@@ -15,6 +15,7 @@ import torch
 from ripple.distributed.context import WorkerContext
 from ripple.distributed.shards import (PartitionMeta, ShardedFeatureStore, ShardedGraph, ShardedGraphStore,
                                        find_shards, shard_key, start_shard)
+from ripple.run import run_dir
 from ripple.sampling.distributed import DistributedNeighborSampler
 from ripple.sampling.loader import make_loader
 
@@ -38,8 +39,6 @@ class ShardedAccess:
 
     def __init__(self, cfg, ctx: WorkerContext, seed: int, local_parts: list[int] | None = None,
                  key: str | None = None):
-        from ripple.distributed.train import run_dir
-
         self.meta = PartitionMeta.open(cfg.data, cfg.storage)
         self.ctx = ctx
         mine = parts_of_rank(self.meta.num_parts, ctx.world_size, ctx.rank) if local_parts is None else local_parts

@@ -28,7 +28,8 @@ from torch_geometric.data import EdgeAttr, FeatureStore, GraphStore, TensorAttr
 
 from ripple.data import schema as S
 from ripple.data.storage import StorageError, StorageOptions, Store, join, read_parquet_bytes
-from ripple.distributed.partition import PARTITIONS_MANIFEST, part_dir, read_partition_manifest
+from ripple.distributed.partition import part_dir, read_partition_manifest
+from ripple.run import PARTITIONS_MANIFEST
 from ripple.sampling.native import sample_segments
 
 log = logging.getLogger(__name__)

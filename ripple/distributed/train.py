@@ -20,14 +20,14 @@ import torch.nn.functional as F
 from ripple.data import features as FT
 from ripple.data import schema as S
 from ripple.data.dataset import Dataset
-from ripple.data.storage import join, pyarrow_filesystem
+from ripple.data.storage import pyarrow_filesystem
 from ripple.distributed.context import WorkerContext, setup_worker_logging
-from ripple.distributed.partition import is_partitioned
 from ripple.distributed.stores import LocalGraph, load_local_graph
 from ripple.models.gnn import InfluenceGNN
 from ripple.models.metrics import spearman
 from ripple.sampling import backends
 from ripple.sampling.loader import make_loader, make_sampler
+from ripple.run import CHECKPOINTS, SCORE, SCORE_MODE, best_of, is_partitioned, run_dir, run_path
 from ripple.sampling.prefetch import Prefetcher, prefetch_depth
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,6 @@ CHECKPOINT_FILE = "state.pt"
 #: key of ``train_loop_config`` naming one ``fit`` call: a checkpoint written under the same id was written by a
 #: worker group of this call that was lost (restart), another id by an earlier run of the same name (resume)
 FIT_ID = "_fit_id"
-#: checkpoint selection and early stopping: validation MSE of log1p(reach). Validation Spearman is reported
-#: too, but on a few hundred users it plateaus and jitters while the fit still improves, stopping runs early.
-SCORE, SCORE_MODE = "val_mse", "min"
 
 
 def load_state(checkpoint, map_location="cpu") -> dict:
@@ -156,15 +153,11 @@ def predict(model, access, users: torch.Tensor, batch_size: int, device, prefetc
     return torch.cat(preds), torch.cat(embs), torch.cat(ys)
 
 
-def train_loop_per_worker(raw_cfg: dict) -> None:
+def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from ripple.launch.config import from_dict
-
-    raw_cfg = dict(raw_cfg)
-    fit_id = raw_cfg.pop(FIT_ID, None)
-    cfg = from_dict(raw_cfg)
+    cfg, fit_id = loop_config["cfg"], loop_config.get(FIT_ID)
     ctx = WorkerContext.from_ray()
     setup_worker_logging(ctx.rank)
     torch.manual_seed(cfg.train.seed)
@@ -257,7 +250,7 @@ def train_loop_per_worker(raw_cfg: dict) -> None:
             ckpt = None
             if ctx.is_primary:
                 torch.save({"model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                            "best": best, "bad_epochs": bad_epochs, "config": raw_cfg,
+                            "best": best, "bad_epochs": bad_epochs, "config": cfg.to_dict(),
                             "rng": [g[7] for g in gathered], "fit_id": fit_id, "restarts": restarts},
                            os.path.join(tmp, CHECKPOINT_FILE))
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
@@ -284,10 +277,6 @@ class FitOutcome:
     last_metrics: dict
 
 
-def run_dir(cfg) -> str:
-    return join(cfg.storage_path, cfg.run_name)
-
-
 def fit(cfg) -> FitOutcome:
     """Run (or resume) the Ray Train job; checkpoints live under ``<storage>/<run>/checkpoints``."""
     import ray.train
@@ -296,13 +285,13 @@ def fit(cfg) -> FitOutcome:
     path, pafs = pyarrow_filesystem(run_dir(cfg), cfg.storage)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={**cfg.to_dict(), FIT_ID: uuid.uuid4().hex},
+        train_loop_config={"cfg": cfg, FIT_ID: uuid.uuid4().hex},
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
             resources_per_worker={"CPU": cfg.scaling.cpus_per_worker,
                                   **({"GPU": 1} if cfg.scaling.use_gpu else {})}),
         run_config=ray.train.RunConfig(
-            name="checkpoints", storage_path=path, storage_filesystem=pafs,
+            name=CHECKPOINTS, storage_path=path, storage_filesystem=pafs,
             failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=SCORE,
                                                          checkpoint_score_order=SCORE_MODE)),
@@ -318,10 +307,10 @@ def fit(cfg) -> FitOutcome:
             f"--max-failures {cfg.scaling.max_failures} restarts used up"
         raise RuntimeError(
             f"training of run {cfg.run_name!r} failed: lost the process of worker rank(s) {lost} ({budget}). "
-            f"Checkpoints so far are under {join(run_dir(cfg), 'checkpoints')}: rerun the same command to resume "
+            f"Checkpoints so far are under {run_path(cfg, CHECKPOINTS)}: rerun the same command to resume "
             f"from the last one, or pass --max-failures K to let Ray Train restart lost workers from it.\n"
             f"Ray Train: {e}") from e
-    best = result.get_best_checkpoint(SCORE, SCORE_MODE) or result.checkpoint
+    best = best_of(result)
     if best is None:
         raise RuntimeError(f"training of run {cfg.run_name!r} produced no checkpoint")
     best_metrics = next((m for c, m in (result.best_checkpoints or []) if c.path == best.path), result.metrics)

@@ -143,7 +143,7 @@ def _options(args) -> StorageOptions | None:
 
 
 def config_from_args(args):
-    from ripple.launch.config import load_config
+    from ripple.config import load_config
 
     overrides = {"data": args.data, "storage_path": args.storage_path, "run_name": args.run_name,
                  "scaling.num_workers": args.num_workers, "scaling.use_gpu": args.use_gpu,
@@ -231,7 +231,8 @@ def cmd_labels(args) -> int:
 def cmd_partition(args) -> int:
     from ripple.data.storage import absolute_url
     from ripple.data.validate import require_valid
-    from ripple.distributed.partition import PartitionConfig, partition
+    from ripple.config import PartitionConfig
+    from ripple.distributed.partition import partition
 
     cfg = PartitionConfig(num_parts=args.num_parts, method=args.method, passes=args.passes, balance=args.balance,
                           chunk_rows=args.chunk_rows, scratch=args.scratch)
@@ -319,7 +320,7 @@ def cmd_demo(args) -> int:
     from ripple.data.generator import GeneratorConfig, generate
     from ripple.data.storage import join
     from ripple.launch import pipeline
-    from ripple.launch.config import load_config
+    from ripple.config import load_config
 
     t0 = time.perf_counter()
     data = join(args.out, "data")

@@ -27,13 +27,13 @@ import gzip
 import logging
 import os
 import re
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ripple.config import DNS1035_LABEL, DNS1123_LABEL, DNS1123_SUBDOMAIN, ConfigError, parse_quantity
 from ripple.data.storage import is_secret_name
 
 log = logging.getLogger(__name__)
@@ -54,128 +54,9 @@ WORKER_GROUP = "workers"
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# quantities
-
-_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))((?:[KMGTPE]i)|[numkMGTPE]|[eE][+-]?[0-9]+)?$")
-_SUFFIX = {"Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60,
-           "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": 1, "k": 10 ** 3, "M": 10 ** 6,
-           "G": 10 ** 9, "T": 10 ** 12, "P": 10 ** 15, "E": 10 ** 18}
-
-
-def parse_quantity(value: Any) -> Decimal:
-    """A Kubernetes resource quantity (``16Gi``, ``500m``, ``1.5``, ``2e9``, or a number) as a Decimal."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError(f"{value!r} is not a Kubernetes quantity")
-    m = _QUANTITY.match(str(value).strip())
-    if not m:
-        raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 16Gi, 500Mi, 2, 500m)")
-    number, suffix = Decimal(m.group(1)), m.group(2) or ""
-    if suffix[:1] in ("e", "E"):
-        return number * (Decimal(10) ** int(suffix[1:]))
-    return number * Decimal(_SUFFIX[suffix])
-
-
 def _cpu(cores: float) -> str:
     """CPU cores as a quantity string: ``4`` or ``1500m``."""
     return str(int(cores)) if float(cores).is_integer() else f"{round(cores * 1000)}m"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# config section
-
-def _config_error(message: str) -> Exception:
-    from ripple.launch.config import ConfigError  # config.py imports this module: import it when needed
-
-    return ConfigError(message)
-
-
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-
-
-@dataclass
-class K8sConfig:
-    """How ``ripple k8s render`` lays the run out on Kubernetes (KubeRay). Memory and shm sizes are Kubernetes
-    quantities (``16Gi``); CPUs are cores. Each pod's memory request equals its limit, and ``/dev/shm`` is a
-    memory-backed emptyDir (it counts against that memory) holding Ray's object store."""
-
-    image: str = "ripple:0.1.0"
-    image_pull_policy: str = "IfNotPresent"
-    #: None: the namespace of the kubectl context that applies the manifests
-    namespace: str | None = None
-    #: the Ray inside the image (k8s/Dockerfile pins it)
-    ray_version: str = "2.60.0"
-    #: the head runs the driver (validation, evaluation, write-back) and no training worker
-    head_cpu: float = 2.0
-    head_memory: str = "8Gi"
-    head_shm_size: str = "2Gi"
-    head_object_store_memory: str = "1Gi"
-    #: a worker pod's CPU request; None: exactly what its Ray Train worker(s) use (scaling.cpus_per_worker each)
-    worker_cpu: float | None = None
-    worker_memory: str = "8Gi"
-    #: with scaling.use_gpu: GPUs per worker pod, one Ray Train worker each (pods = num_workers / gpus_per_worker)
-    gpus_per_worker: int = 1
-    shm_size: str = "2Gi"
-    object_store_memory: str = "1Gi"
-    #: tolerate the ``nvidia.com/gpu`` NoSchedule taint on GPU worker pods
-    gpu_toleration: bool = True
-    #: Secret with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (kubectl create secret generic ripple-s3 ...)
-    s3_secret: str = "ripple-s3"
-    #: the RayCluster is deleted this long after the job ends (shutdownAfterJobFinishes is always on)
-    ttl_seconds_after_finished: int = 600
-    #: RayJob retries, each on a fresh cluster; training resumes from the run's checkpoints
-    backoff_limit: int = 1
-    #: the RayJob fails (and its cluster goes) after this long; None: no deadline
-    active_deadline_seconds: int | None = 86400
-
-    def __post_init__(self):
-        def bad(key: str, value: Any, fix: str) -> Exception:
-            return _config_error(f"k8s.{key}: {value!r} is invalid: {fix}")
-
-        if not self.image or any(c.isspace() for c in self.image):
-            raise bad("image", self.image, "give an image reference, e.g. registry.example.com/ripple:0.1.0")
-        if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
-            raise bad("image_pull_policy", self.image_pull_policy, "use Always, IfNotPresent or Never")
-        if self.namespace is not None and not (_DNS1123_LABEL.match(self.namespace) and len(self.namespace) <= 63):
-            raise bad("namespace", self.namespace, "use a DNS-1123 label (lowercase letters, digits, '-')")
-        if not re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+\S*", self.ray_version):
-            raise bad("ray_version", self.ray_version, "use the image's Ray version, e.g. 2.60.0")
-        if not (_DNS1123_SUBDOMAIN.match(self.s3_secret) and len(self.s3_secret) <= 253):
-            raise bad("s3_secret", self.s3_secret, "use a Secret name (lowercase letters, digits, '-', '.')")
-        for key in ("head_cpu", "worker_cpu"):
-            value = getattr(self, key)
-            if value is not None and not value > 0:
-                raise bad(key, value, "CPU cores must be > 0 (e.g. 2 or 0.5)")
-        if self.gpus_per_worker < 1:
-            raise bad("gpus_per_worker", self.gpus_per_worker, "must be >= 1")
-        if self.ttl_seconds_after_finished < 0:
-            raise bad("ttl_seconds_after_finished", self.ttl_seconds_after_finished, "must be >= 0 seconds")
-        if self.backoff_limit < 0:
-            raise bad("backoff_limit", self.backoff_limit, "must be >= 0 retries")
-        if self.active_deadline_seconds is not None and self.active_deadline_seconds <= 0:
-            raise bad("active_deadline_seconds", self.active_deadline_seconds, "must be > 0 seconds, or null")
-        for prefix, memory, shm, store in (("head_", "head_memory", "head_shm_size", "head_object_store_memory"),
-                                           ("", "worker_memory", "shm_size", "object_store_memory")):
-            sizes = {}
-            for key in (memory, shm, store):
-                try:
-                    sizes[key] = parse_quantity(getattr(self, key))
-                except ValueError as e:
-                    raise bad(key, getattr(self, key), f"{e}") from None
-                if sizes[key] <= 0:
-                    raise bad(key, getattr(self, key), "must be > 0")
-            if not sizes[store] < sizes[shm]:
-                raise bad(store, getattr(self, store),
-                          f"Ray's object store lives in /dev/shm: keep it below k8s.{shm} ({getattr(self, shm)})")
-            if not sizes[shm] < sizes[memory]:
-                raise bad(shm, getattr(self, shm),
-                          f"/dev/shm is memory-backed and counts against the pod's memory: keep it below "
-                          f"k8s.{memory} ({getattr(self, memory)})")
-
-    def size_bytes(self, key: str) -> int:
-        return int(parse_quantity(getattr(self, key)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -210,7 +91,7 @@ def rayjob_name(run_name: str) -> str:
     name = re.sub(r"[^a-z0-9-]+", "-", f"ripple-{run_name}".lower()).strip("-")
     name = re.sub(r"-{2,}", "-", name)
     if len(name) > MAX_RAYJOB_NAME:
-        raise _config_error(f"run_name: {run_name!r} is too long for Kubernetes: the RayJob name {name!r} has "
+        raise ConfigError(f"run_name: {run_name!r} is too long for Kubernetes: the RayJob name {name!r} has "
                             f"{len(name)} characters, KubeRay allows {MAX_RAYJOB_NAME}; use a shorter run name")
     return name
 
@@ -268,29 +149,29 @@ def render(cfg) -> list[dict]:
     for key in ("data", "storage_path"):
         url = getattr(cfg, key)
         if not _remote(url):
-            raise _config_error(f"{key}: {url!r} is a local path, which pods on Kubernetes cannot see: use an "
+            raise ConfigError(f"{key}: {url!r} is a local path, which pods on Kubernetes cannot see: use an "
                                 "object-store URL (s3://bucket/prefix)")
     for key, url in (("data", cfg.data), ("storage_path", cfg.storage_path),
                      ("storage.endpoint_url", cfg.storage.endpoint_url)):
         if _has_userinfo(url):
-            raise _config_error(f"{key}: the URL carries credentials (user:secret@); they would be written into the "
+            raise ConfigError(f"{key}: the URL carries credentials (user:secret@); they would be written into the "
                                 f"manifests: remove them, the pods read Secret {k.s3_secret}")
     try:
         job_id = submission_id(cfg.run_name)
     except ValueError as e:
-        raise _config_error(f"run_name: {e}") from None
+        raise ConfigError(f"run_name: {e}") from None
     name = rayjob_name(cfg.run_name)
     per_pod = k.gpus_per_worker if scaling.use_gpu else 1
     if scaling.num_workers % per_pod:
-        raise _config_error(f"scaling.num_workers: {scaling.num_workers} workers do not fill pods of "
+        raise ConfigError(f"scaling.num_workers: {scaling.num_workers} workers do not fill pods of "
                             f"k8s.gpus_per_worker = {per_pod} GPUs: use a multiple of {per_pod}")
     ray_cpus = scaling.cpus_per_worker * per_pod
     if not float(ray_cpus).is_integer():
-        raise _config_error(f"scaling.cpus_per_worker: {scaling.cpus_per_worker} gives a worker pod "
+        raise ConfigError(f"scaling.cpus_per_worker: {scaling.cpus_per_worker} gives a worker pod "
                             f"{ray_cpus} Ray CPUs; Ray nodes have whole CPUs: use a whole number")
     worker_cpu = ray_cpus if k.worker_cpu is None else k.worker_cpu
     if worker_cpu < ray_cpus:
-        raise _config_error(f"k8s.worker_cpu: {k.worker_cpu} is below the {ray_cpus:g} CPUs of the pod's Ray Train "
+        raise ConfigError(f"k8s.worker_cpu: {k.worker_cpu} is below the {ray_cpus:g} CPUs of the pod's Ray Train "
                             f"worker(s) (scaling.cpus_per_worker = {scaling.cpus_per_worker:g}): raise it, or "
                             "leave it null")
     pods = scaling.num_workers // per_pod
@@ -823,10 +704,10 @@ def _metadata_errors(doc: dict) -> list[str]:
     name = meta.get("name")
     if not isinstance(name, str) or not name:
         errors.append("metadata.name: required")
-    elif not (_DNS1123_SUBDOMAIN.match(name) and len(name) <= 253):
+    elif not (DNS1123_SUBDOMAIN.match(name) and len(name) <= 253):
         errors.append(f"metadata.name: {name!r} is not a DNS-1123 subdomain")
     ns = meta.get("namespace")
-    if ns is not None and not (isinstance(ns, str) and _DNS1123_LABEL.match(ns) and len(ns) <= 63):
+    if ns is not None and not (isinstance(ns, str) and DNS1123_LABEL.match(ns) and len(ns) <= 63):
         errors.append(f"metadata.namespace: {ns!r} is not a DNS-1123 label")
     for field in ("labels", "annotations"):
         values = meta.get(field)
@@ -839,7 +720,7 @@ def _metadata_errors(doc: dict) -> list[str]:
             if not isinstance(v, str):
                 errors.append(f"metadata.{field}.{k}: {v!r} must be a string")
             prefix, _, short = str(k).rpartition("/")
-            if not (_LABEL_NAME.match(short) and len(short) <= 63) or (prefix and not _DNS1123_SUBDOMAIN.match(prefix)):
+            if not (_LABEL_NAME.match(short) and len(short) <= 63) or (prefix and not DNS1123_SUBDOMAIN.match(prefix)):
                 errors.append(f"metadata.{field}: key {k!r} is not a qualified name")
             if field == "labels" and isinstance(v, str) and not (_LABEL_VALUE.match(v) and len(v) <= 63):
                 errors.append(f"metadata.labels.{k}: {v!r} is not a valid label value")
@@ -930,7 +811,7 @@ def _kuberay_errors(doc: dict) -> list[str]:
     kind, spec = doc["kind"], doc.get("spec") or {}
     name = str((doc.get("metadata") or {}).get("name", ""))
     limit = {"RayJob": MAX_RAYJOB_NAME, "RayCluster": MAX_RAYCLUSTER_NAME}.get(kind)
-    if limit and name and (len(name) > limit or not _DNS1035_LABEL.match(name)):
+    if limit and name and (len(name) > limit or not DNS1035_LABEL.match(name)):
         errors.append(f"metadata.name: {name!r}: a {kind} name must be a DNS-1035 label of at most {limit} "
                       "characters")
     cluster, where = (spec.get("rayClusterSpec"), "spec.rayClusterSpec") if kind == "RayJob" else (spec, "spec")

@@ -9,17 +9,19 @@ import logging
 import os
 import time
 
+from ripple.config import RippleConfig, from_dict, parse_yaml
 from ripple.data.dataset import Dataset
-from ripple.data.storage import Store, StorageOptions, absolute_url, join, pyarrow_filesystem, read_committed
+from ripple.data.storage import Store, StorageOptions, absolute_url, join, read_committed
 from ripple.data.validate import require_valid
-from ripple.distributed.inference import EMBEDDINGS, write_embeddings
-from ripple.distributed.partition import check_partition_files, is_partitioned, partition
+from ripple.distributed.inference import write_embeddings
+from ripple.distributed.partition import check_partition_files, partition
 from ripple.distributed.sharded_access import parts_of_rank
 from ripple.distributed.shards import PartitionMeta
 from ripple.distributed.stores import load_local_graph
-from ripple.distributed.train import SCORE, SCORE_MODE, fit, run_dir
-from ripple.launch.config import RippleConfig, from_dict, parse_yaml
+from ripple.distributed.train import fit
 from ripple.models.evaluate import evaluate, evaluate_from_tables
+from ripple.run import (CONFIG_FILE, METRICS_FILE, PARTITIONS, SCORE, best_checkpoint, embeddings_store,
+                        is_partitioned, run_dir, run_path)
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +70,12 @@ def train(cfg: RippleConfig, stage=lambda name: None) -> dict:
     run = Store(run_dir(cfg), cfg.storage)
     if not sharded and cfg.partition.num_parts > 0:
         stage("partition")
-        parts_url = join(run_dir(cfg), "partitions")
+        parts_url = run_path(cfg, PARTITIONS)
         if not is_partitioned(parts_url, cfg.storage):  # a resumed run keeps its partitions
             partition(cfg.data, parts_url, cfg.partition, cfg.storage)
         cfg = dataclasses.replace(cfg, data=parts_url)
         sharded = True
-    run.write_bytes(cfg.to_yaml().encode(), "config.yaml")
+    run.write_bytes(cfg.to_yaml().encode(), CONFIG_FILE)
     init_ray(cfg)
 
     stage("train")
@@ -85,7 +87,7 @@ def train(cfg: RippleConfig, stage=lambda name: None) -> dict:
     manifest = write_embeddings(cfg, outcome.best_checkpoint)
 
     stage("evaluate")
-    emb = read_committed(run.child(EMBEDDINGS), columns=["user_id", "influence_score"])
+    emb = read_committed(embeddings_store(cfg), columns=["user_id", "influence_score"])
     ds = Dataset(source, cfg.storage)
     whole_graph_ok = ds.manifest.rows.get("follows", 0) <= cfg.eval.baselines_max_edges
     reliability, truth = label_oracles(ds)
@@ -118,7 +120,7 @@ def train(cfg: RippleConfig, stage=lambda name: None) -> dict:
     metrics["best_epoch"] = outcome.best_metrics.get("epoch")
     metrics[f"best_{SCORE}"] = outcome.best_metrics.get(SCORE)
     metrics["best_val_spearman"] = outcome.best_metrics.get("val_spearman")
-    run.write_json(metrics, "metrics.json")
+    run.write_json(metrics, METRICS_FILE)
     return metrics
 
 
@@ -139,27 +141,16 @@ def label_oracles(ds: Dataset):
 
 def load_run_config(run_url: str, options: StorageOptions | None = None) -> RippleConfig:
     store = Store(run_url, options)
-    if not store.exists("config.yaml"):
-        raise ValueError(f"{run_url} is not a ripple run: no config.yaml; pass <storage-path>/<run-name>")
-    where = join(run_url, "config.yaml")
-    raw = parse_yaml(store.read_bytes("config.yaml"), where)
+    if not store.exists(CONFIG_FILE):
+        raise ValueError(f"{run_url} is not a ripple run: no {CONFIG_FILE}; pass <storage-path>/<run-name>")
+    where = join(run_url, CONFIG_FILE)
+    raw = parse_yaml(store.read_bytes(CONFIG_FILE), where)
     if options is not None and isinstance(raw.get("storage") or {}, dict):
         raw["storage"] = {**(raw.get("storage") or {}), **{k: v for k, v in vars(options).items() if v}}
     cfg = from_dict(raw, where)
     base = absolute_url(run_url).rstrip("/")
     cfg.storage_path, cfg.run_name = base.rsplit("/", 1)
     return resolve_paths(cfg)
-
-
-def best_checkpoint(cfg: RippleConfig):
-    from ray.train import Result
-
-    path, pafs = pyarrow_filesystem(join(run_dir(cfg), "checkpoints"), cfg.storage)
-    result = Result.from_path(path, storage_filesystem=pafs)
-    ckpt = result.get_best_checkpoint(SCORE, SCORE_MODE) or result.checkpoint
-    if ckpt is None:
-        raise ValueError(f"run {run_dir(cfg)} has no checkpoint; train it first with `ripple train`")
-    return ckpt
 
 
 def embed(run_url: str, options: StorageOptions | None = None) -> dict:
@@ -317,7 +308,7 @@ def select_seeds(cfg: RippleConfig, k: int, candidates: int | None = None, batch
                                    or candidates < k):
         raise ValueError(f"--candidates must be an integer >= --k ({k}), got {candidates!r}")
     m = candidates if candidates is not None else max(DEFAULT_SEED_CANDIDATES, 10 * k)
-    emb = Store(run_dir(cfg), cfg.storage).child(EMBEDDINGS)
+    emb = embeddings_store(cfg)
     cand, score, total = _top_scored_users(emb, m)
     if k > total:
         raise ValueError(f"--k {k} is larger than the number of users the run scored ({total}); ask for at most "
@@ -467,7 +458,7 @@ def evaluate_seeds(cfg: RippleConfig, ks: tuple[int, ...], sims: int = 1000, can
               "ripple_stages": ripple_stages, "users": int(n)}
     run = Store(run_dir(cfg), cfg.storage)
     run.write_json(result, SEEDS_EVAL_FILE)
-    metrics = run.read_json("metrics.json") if run.exists("metrics.json") else {}
+    metrics = run.read_json(METRICS_FILE) if run.exists(METRICS_FILE) else {}
     metrics["influence_maximization"] = result
-    run.write_json(metrics, "metrics.json")
+    run.write_json(metrics, METRICS_FILE)
     return result

@@ -13,28 +13,14 @@ The model knows nothing about ranks, devices or process groups.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn import GATv2Conv, HeteroConv, HeteroDictLinear
 
+from ripple.config import ModelConfig
+
 EdgeType = tuple[str, str, str]
-
-
-@dataclass
-class ModelConfig:
-    hidden: int = 128
-    heads: int = 4
-    dropout: float = 0.1
-    num_layers: int = 2
-
-    def __post_init__(self):
-        if self.hidden % self.heads:
-            raise ValueError(f"model.hidden ({self.hidden}) must be divisible by model.heads ({self.heads})")
-        if self.num_layers < 1:
-            raise ValueError(f"model.num_layers must be >= 1 (got {self.num_layers})")
 
 
 class InfluenceGNN(torch.nn.Module):

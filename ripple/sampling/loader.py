@@ -7,7 +7,6 @@ features itself).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -15,45 +14,11 @@ from torch_geometric.data import FeatureStore, HeteroData, TensorAttr
 from torch_geometric.loader import NodeLoader
 from torch_geometric.sampler import BaseSampler, NeighborSampler
 
+from ripple.config import SamplingConfig
 from ripple.sampling.native import CSCGraph, NativeNeighborSampler
 
 log = logging.getLogger(__name__)
 EdgeType = tuple[str, str, str]
-
-
-@dataclass
-class SamplingConfig:
-    #: per-hop fanouts applied to every relation; ``per_relation`` overrides by relation name
-    fanouts: list[int] = field(default_factory=lambda: [15, 10])
-    per_relation: dict[str, list[int]] = field(default_factory=dict)
-    #: global seeds per optimizer step, split evenly over the workers
-    batch_size: int = 256
-    backend: str = "auto"
-    #: batches sampled ahead of the model in a background thread; 0 = in the training thread; -1 (auto) = 2 when
-    #: the step waits on something that frees the CPU (a GPU, remote shard calls), else 0: on a CPU worker
-    #: sampling its own graph, a sampler thread only competes with the model for the same cores
-    prefetch: int = -1
-    #: sample on the worker's accelerator: the CSC graph, features and labels live in its memory and the native
-    #: sampler runs there (whole-graph access; a partitioned graph is sampled by its shards)
-    on_device: bool = False
-
-    def __post_init__(self):
-        if self.prefetch < -1:
-            raise ValueError(f"sampling.prefetch must be >= 0 batches, or -1 for auto; got {self.prefetch}")
-        if self.on_device and self.backend not in ("auto", "native"):
-            raise ValueError(f"sampling.on_device samples with ripple's native sampler (the only one with CUDA "
-                             f"kernels), but sampling.backend={self.backend!r}; set backend: native or auto")
-        if not self.fanouts or any((f == 0 or f < -1) for f in self.fanouts):
-            raise ValueError(f"sampling.fanouts must be a non-empty list of positive ints or -1, got {self.fanouts}")
-        if self.batch_size < 1:
-            raise ValueError(f"sampling.batch_size must be >= 1, got {self.batch_size}")
-
-    def num_neighbors(self, edge_types: list[EdgeType]) -> dict[EdgeType, list[int]]:
-        unknown = set(self.per_relation) - {et[1] for et in edge_types}
-        if unknown:
-            raise ValueError(f"sampling.per_relation names unknown relations {sorted(unknown)}; "
-                             f"relations are {[et[1] for et in edge_types]}")
-        return {et: list(self.per_relation.get(et[1], self.fanouts)) for et in edge_types}
 
 
 class EdgeFeatureJoin:

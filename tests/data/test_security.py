@@ -19,7 +19,7 @@ from ripple.data import storage as st
 from ripple.data.storage import (Store, StorageError, StorageOptions, check_url, filesystem, pyarrow_filesystem,
                                  redact_url)
 from ripple.launch.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, main
-from ripple.launch.config import ConfigError, RippleConfig, load_config
+from ripple.config import ConfigError, RippleConfig, load_config
 
 KEY_ID = "AKIAQZXRIPPLEKEYID77"
 SECRET = "rIpPlE/s3cr3t+VALUE/never-log-me-0123"

@@ -230,7 +230,7 @@ def test_local_stores_are_not_retried(tmp_path, monkeypatch):
 
 
 def test_retry_knobs_are_validated_and_come_from_the_config():
-    from ripple.launch.config import ConfigError, from_dict
+    from ripple.config import ConfigError, from_dict
 
     cfg = from_dict({"storage": {"retries": 2, "retry_backoff_s": 0.1, "timeout_s": 5, "connect_timeout_s": 1}})
     assert (cfg.storage.retries, cfg.storage.retry_backoff_s, cfg.storage.timeout_s) == (2, 0.1, 5.0)

@@ -27,7 +27,7 @@ from ripple.data import schema as S
 from ripple.data.generator import GeneratorConfig, generate
 from ripple.data.storage import Store, join, read_committed, read_manifest
 from ripple.launch import pipeline
-from ripple.launch.config import load_config
+from ripple.config import load_config
 
 ray = pytest.importorskip("ray")
 
@@ -212,7 +212,8 @@ def test_killed_train_worker_without_failure_budget_fails_with_exit_1(ray_cluste
 def test_sigkilled_shard_actor_restarts_reloads_its_part_and_sampling_continues(ray_cluster, tmp_path):
     from ray.util.state import get_actor
 
-    from ripple.distributed.partition import PartitionConfig, partition
+    from ripple.config import PartitionConfig
+    from ripple.distributed.partition import partition
     from ripple.distributed.shards import PartitionMeta, ShardedGraph, find_shards, owner_of, shard_key, start_shard
     from ripple.sampling.distributed import DistributedNeighborSampler
 

@@ -16,16 +16,17 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from ripple.config import PartitionConfig
 from ripple.data import features as FT
 from ripple.data import schema as S
 from ripple.data.dataset import Dataset, DatasetWriter
 from ripple.data.generator import GeneratorConfig, generate
 from ripple.data.storage import StorageError, StorageOptions, Store, list_parts
 from ripple.data.tiny import tiny_tables, write_tiny_dataset
-from ripple.distributed.partition import (PARTITIONS_MANIFEST, PartitionConfig, is_partitioned, part_dir, partition,
-                                          read_partition_manifest)
+from ripple.distributed.partition import part_dir, partition, read_partition_manifest
 from ripple.distributed.shards import PartitionMeta, ShardData
 from ripple.distributed.stores import load_local_graph
+from ripple.run import PARTITIONS_MANIFEST, is_partitioned
 
 FOL = ("user", "follows", "user")
 FORWARD = [r for r in S.relations() if not r.reverse]

@@ -12,7 +12,8 @@ import pytest
 from ripple.data.generator import GeneratorConfig, generate
 from ripple.data.storage import Store, StorageOptions, join, read_committed, read_manifest
 from ripple.launch import pipeline
-from ripple.launch.config import load_config
+from ripple.run import best_checkpoint
+from ripple.config import load_config
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +76,7 @@ def test_local_two_workers_and_resume(ray_cluster, tmp_path, monkeypatch):
     assert second["epochs"]["start"] == 2 and second["epochs"]["last"] == 2
     from ripple.distributed.train import load_state
 
-    state = load_state(pipeline.best_checkpoint(cfg3))
+    state = load_state(best_checkpoint(cfg3))
     assert state["epoch"] == second["best_epoch"]
 
     # `ripple embed RUN` rewrites embeddings from the best checkpoint, atomically.
@@ -111,7 +112,7 @@ def test_s3_sharded_data_and_run(ray_cluster, s3_server, s3_bucket):
     from ripple.models.layerwise import infer_local
 
     model = build_model(cfg)
-    model.load_state_dict(load_state(pipeline.best_checkpoint(cfg))["model"])
+    model.load_state_dict(load_state(best_checkpoint(cfg))["model"])
     graph = load_local_graph(Dataset(data, options))
     pred, emb = infer_local(model.eval(), graph.layerwise())
     got = read_committed(Store(f"{s3_bucket}/runs/e2e-s3/embeddings", options))

@@ -18,7 +18,8 @@ from ripple.data import features as FT
 from conftest import recorded_sample_calls, same_sampler_output
 from ripple.data import schema as S
 from ripple.data.generator import GeneratorConfig, generate
-from ripple.distributed.partition import PartitionConfig, partition
+from ripple.config import PartitionConfig
+from ripple.distributed.partition import partition
 from ripple.distributed.shards import (PartitionMeta, ShardedFeatureStore, ShardedGraph, find_shards, owner_of,
                                        shard_key, start_shard)
 from ripple.sampling.distributed import DistributedNeighborSampler

@@ -20,8 +20,7 @@ from ripple.data.generator import GeneratorConfig, generate
 from ripple.distributed.context import WorkerContext
 from ripple.distributed.stores import load_local_graph
 from ripple.distributed.train import GraphAccess, build_model, predict
-from ripple.launch.config import RippleConfig
-from ripple.sampling.loader import SamplingConfig
+from ripple.config import RippleConfig, SamplingConfig
 from ripple.sampling.native import CSCGraph, NativeNeighborSampler
 from ripple.sampling.prefetch import Prefetcher
 
@@ -201,7 +200,7 @@ def test_ray_train_on_gpu(tmp_path, device):
     if device.type != "cuda":
         pytest.skip("needs CUDA: Ray Train with use_gpu schedules on GPU resources")
     pytest.importorskip("ray", reason="Ray is not installed in this environment")
-    from ripple.launch.config import load_config
+    from ripple.config import load_config
     from ripple.launch.pipeline import train
 
     data = str(tmp_path / "data")

@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 from bad_inputs import DATASET_FAULTS, _drop, edited, raw_part
 
+from ripple.config import load_config
 from ripple.data.storage import Store, StorageError, begin, commit, read_committed, write_part
 from ripple.data.tiny import write_tiny_dataset
 from ripple.distributed.inference import embeddings_table
-from ripple.distributed.partition import PARTITIONS_MANIFEST
 from ripple.launch.cli import EXIT_BAD_INPUT, main
-from ripple.launch.config import load_config
+from ripple.run import PARTITIONS_MANIFEST
 
 pytestmark = pytest.mark.usefixtures("no_ray")
 

@@ -115,7 +115,8 @@ def test_invalid_flag_value_is_config_error(tmp_path, capsys, tiny_dataset):
 def test_partition_verb_writes_shards_and_manifest(tmp_path, tiny_dataset, capsys):
     import json
 
-    from ripple.distributed.partition import is_partitioned, read_partition_manifest
+    from ripple.distributed.partition import read_partition_manifest
+    from ripple.run import is_partitioned
 
     out = str(tmp_path / "parts")
     assert main(["partition", tiny_dataset, "--num-parts", "2", "--out", out]) == EXIT_OK

@@ -18,7 +18,7 @@ import yaml
 
 from ripple.launch import k8s
 from ripple.launch.cli import EXIT_BAD_INPUT, EXIT_OK, build_parser, main
-from ripple.launch.config import ConfigError, from_dict, load_config
+from ripple.config import ConfigError, K8sConfig, from_dict, load_config, parse_quantity
 from ripple.launch.submit import submission_id
 
 REPO = Path(__file__).resolve().parents[2]
@@ -311,7 +311,7 @@ def test_memory_requests_equal_limits_and_cpu_is_requested():
             for role, c in found:
                 res = c["resources"]
                 assert res["requests"]["memory"] == res["limits"]["memory"], (where, role)
-                assert k8s.parse_quantity(res["requests"]["cpu"]) > 0, (where, role)
+                assert parse_quantity(res["requests"]["cpu"]) > 0, (where, role)
 
 
 def test_dev_shm_is_a_memory_emptydir_sized_above_the_object_store():
@@ -323,10 +323,10 @@ def test_dev_shm_is_a_memory_emptydir_sized_above_the_object_store():
                 spec = template["spec"]
                 shm = [v for v in spec["volumes"] if v["name"] == "shm"]
                 assert len(shm) == 1 and shm[0]["emptyDir"]["medium"] == "Memory", (where, role)
-                size = k8s.parse_quantity(shm[0]["emptyDir"]["sizeLimit"])
+                size = parse_quantity(shm[0]["emptyDir"]["sizeLimit"])
                 for c in spec["containers"]:
                     assert {"name": "shm", "mountPath": "/dev/shm"} in c["volumeMounts"], (where, role)
-                    assert size < k8s.parse_quantity(c["resources"]["limits"]["memory"]), (where, role)
+                    assert size < parse_quantity(c["resources"]["limits"]["memory"]), (where, role)
                 store = group["rayStartParams"]["object-store-memory"]
                 assert store.isdigit() and 0 < int(store) < size, (where, role, store, size)
 
@@ -393,7 +393,7 @@ def test_job_cleanup_fields_and_ray_version():
             assert spec["rayClusterSpec"]["rayVersion"] == ray.__version__, where
         for doc in of_kind(docs, "RayCluster"):
             assert doc["spec"]["rayVersion"] == ray.__version__, where
-    assert k8s.K8sConfig().ray_version == ray.__version__
+    assert K8sConfig().ray_version == ray.__version__
 
 
 def test_pods_run_as_non_root_and_unprivileged():
@@ -559,8 +559,8 @@ def test_k8s_config_section_errors_name_key_value_and_fix():
         for w in words:
             assert w in str(e.value), (section, str(e.value))
     assert from_dict({"k8s": {"worker_cpu": 4, "head_cpu": 0.5}}).k8s.worker_cpu == 4.0
-    assert k8s.parse_quantity("1.5Gi") == 1.5 * 2 ** 30 and k8s.parse_quantity("500m") * 2 == 1
-    assert k8s.parse_quantity("2e3") == 2000 and k8s.parse_quantity(3) == 3
+    assert parse_quantity("1.5Gi") == 1.5 * 2 ** 30 and parse_quantity("500m") * 2 == 1
+    assert parse_quantity("2e3") == 2000 and parse_quantity(3) == 3
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -604,7 +604,7 @@ def test_dockerfile_pins_ray_torch_and_pyg_lib():
     args = _dockerfile_args(text)
     (base,) = re.findall(r"^FROM (\S+)", text, re.M)
     m = re.fullmatch(r"rayproject/ray:([0-9.]+)-py311-cu128", base)
-    assert m and m.group(1) == args["RAY_VERSION"] == ray.__version__ == k8s.K8sConfig().ray_version
+    assert m and m.group(1) == args["RAY_VERSION"] == ray.__version__ == K8sConfig().ray_version
     for _, docs in every_manifest_set():
         for doc in of_kind(docs, "RayJob"):
             assert doc["spec"]["rayClusterSpec"]["rayVersion"] == m.group(1)

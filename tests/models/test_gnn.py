@@ -9,7 +9,8 @@ from torch_geometric.nn import GATv2Conv
 
 from ripple.data import features as FT
 from ripple.data import schema as S
-from ripple.models.gnn import InfluenceGNN, ModelConfig
+from ripple.config import ModelConfig
+from ripple.models.gnn import InfluenceGNN
 
 FOL = ("user", "follows", "user")
 REV_SHARED = ("content", "rev_shared", "user")

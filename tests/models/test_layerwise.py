@@ -11,7 +11,7 @@ import torch
 from ripple.data import features as FT
 from ripple.data import schema as S
 from ripple.distributed.train import build_model
-from ripple.launch.config import RippleConfig
+from ripple.config import RippleConfig
 from ripple.models.layerwise import LayerwiseGraph, head, infer_local, input_states, layer_states
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "sampling"))

@@ -18,7 +18,7 @@ from ripple.data.storage import Store, begin, commit, write_part
 from ripple.data.tiny import FOLLOWS, NUM_USERS, tiny_tables, write_tiny_dataset
 from ripple.distributed.inference import embeddings_table
 from ripple.launch.cli import EXIT_BAD_INPUT, EXIT_OK, main
-from ripple.launch.config import RippleConfig
+from ripple.config import RippleConfig
 from ripple.models.seeds import build_footprints, degree_discount, lookahead_reach, overlap_greedy, top_k
 from ripple.models.spread import SpreadOracle, celf
 
@@ -248,7 +248,8 @@ def test_cli_seeds_evaluate_on_the_tiny_truth(tmp_path):
 
 
 def test_cli_seeds_on_partitioned_data_reads_the_source(tmp_path):
-    from ripple.distributed.partition import PartitionConfig, partition
+    from ripple.config import PartitionConfig
+    from ripple.distributed.partition import partition
 
     data = write_tiny_dataset(str(tmp_path / "tiny"))
     parts = str(tmp_path / "parts")

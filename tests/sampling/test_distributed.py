@@ -21,13 +21,15 @@ from conftest import recorded_sample_calls, same_sampler_output
 from ripple.data import schema as S
 from ripple.data.dataset import Dataset
 from ripple.data.generator import GeneratorConfig, generate
-from ripple.distributed.partition import PartitionConfig, partition
+from ripple.config import PartitionConfig
+from ripple.distributed.partition import partition
 from ripple.distributed.shards import (PartitionMeta, ShardedFeatureStore, ShardedGraph, ShardedGraphStore,
                                        owner_of)
 from ripple.distributed.stores import CSCGraphStore, LocalGraph, dense_index, load_local_graph
 from ripple.sampling import backends
 from ripple.sampling.distributed import DistributedNeighborSampler
-from ripple.sampling.loader import SamplingConfig, make_loader, make_sampler
+from ripple.config import SamplingConfig
+from ripple.sampling.loader import make_loader, make_sampler
 
 P = 4
 USERS = 1500

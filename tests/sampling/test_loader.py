@@ -10,7 +10,8 @@ from ripple.data import features as FT
 from ripple.data import schema as S
 from ripple.distributed.stores import LocalGraph, build_csc
 from ripple.sampling import backends
-from ripple.sampling.loader import EdgeFeatureJoin, SamplingConfig, make_loader, make_sampler
+from ripple.config import SamplingConfig
+from ripple.sampling.loader import EdgeFeatureJoin, make_loader, make_sampler
 from ripple.sampling.prefetch import to_device
 from ripple.sampling.native import NativeNeighborSampler
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_loader import native_loader, tiny_graph
 
-from ripple.sampling.loader import SamplingConfig
+from ripple.config import SamplingConfig
 from ripple.sampling.prefetch import AUTO_DEPTH, Prefetcher, prefetch_depth
 
 

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from ripple.data.storage import StorageOptions
-from ripple.launch.config import ConfigError, RippleConfig, TrainConfig, from_dict, load_config
+from ripple.config import ConfigError, RippleConfig, TrainConfig, from_dict, load_config
 
 
 def _write(tmp_path, text: str, name: str = "cfg.yaml") -> str:
