@@ -54,14 +54,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
+    from ripple.config import RippleConfig, SamplingConfig
     from ripple.data import schema as S
     from ripple.data.dataset import Dataset
     from ripple.data.generator import GeneratorConfig, generate
-    from ripple.distributed.stores import load_local_graph
+    from ripple.data.graph import load_local_graph
+    from ripple.distributed.stores import local_stores
     from ripple.distributed.train import GraphAccess, build_model
-    from ripple.config import RippleConfig
     from ripple.sampling import backends
-    from ripple.config import SamplingConfig
     from ripple.sampling.loader import make_loader, make_sampler
     from ripple.sampling.prefetch import Prefetcher
 
@@ -88,13 +88,13 @@ def main() -> None:
     results: dict = {"config": cfg_info, "sampling": {}, "training": {}}
 
     samplers = {}
-    host_fs, host_gs = graph.stores()
+    host_fs, host_gs = local_stores(graph)
     if backends.available()[0] != "native":
         pyg = make_sampler(host_fs, host_gs, num_nodes, scfg, list(S.EDGE_TYPES), backends.available()[0])
         samplers[f"pyg_{backends.available()[0]}_cpu"] = (pyg, host_fs, host_gs, graph.edge_attr_tensors(),
                                                           torch.device("cpu"))
     for dev in devices:
-        fs, gs = (host_fs, host_gs) if dev.type == "cpu" else graph.stores(dev)
+        fs, gs = (host_fs, host_gs) if dev.type == "cpu" else local_stores(graph, dev)
         nat = make_sampler(fs, gs, num_nodes, scfg, list(S.EDGE_TYPES), "native", seed=0, device=dev)
         samplers[f"native_{dev.type}"] = (nat, fs, gs, graph.edge_attr_tensors(dev), dev)
     for name, (sampler, fs, gs, ea, dev) in samplers.items():
@@ -149,7 +149,7 @@ def main() -> None:
               flush=True)
     # inference: layer-wise over every user (every layer once over every edge) vs sampled mini-batches
     from ripple.distributed.train import predict
-    from ripple.models.layerwise import infer_local
+    from ripple.models.layerwise import LayerwiseGraph, infer_local
 
     results["inference"] = {}
     cfg = RippleConfig()
@@ -158,7 +158,7 @@ def main() -> None:
     model = build_model(cfg).eval()
     n_users = graph.num_nodes("user")
     for dev in devices if args.inference else []:
-        lw = graph.layerwise().to(dev)
+        lw = LayerwiseGraph.from_local(graph).to(dev)
         model.to(dev)
         _sync(dev)
         t0 = time.perf_counter()

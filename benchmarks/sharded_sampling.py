@@ -65,17 +65,17 @@ def main() -> None:
 
     import ray
 
+    from ripple.config import PartitionConfig, SamplingConfig
     from ripple.data import schema as S
     from ripple.data.dataset import Dataset
     from ripple.data.generator import GeneratorConfig, generate
-    from ripple.config import PartitionConfig
+    from ripple.data.graph import load_local_graph
     from ripple.distributed.partition import partition
     from ripple.distributed.shards import (PartitionMeta, ShardedFeatureStore, ShardedGraph, ShardedGraphStore,
                                            find_shards, start_shard)
-    from ripple.distributed.stores import load_local_graph
+    from ripple.distributed.stores import local_stores
     from ripple.sampling import backends
     from ripple.sampling.distributed import DistributedNeighborSampler
-    from ripple.config import SamplingConfig
     from ripple.sampling.loader import make_loader, make_sampler
 
     scfg = SamplingConfig()
@@ -83,7 +83,7 @@ def main() -> None:
     data = os.path.join(tmp, "data")
     generate(data, GeneratorConfig(users=args.users, seed=0))
     graph = load_local_graph(Dataset(data))
-    fs, gs = graph.stores()
+    fs, gs = local_stores(graph)
     num_nodes = {t: graph.num_nodes(t) for t in S.NODE_TYPES}
     backend = backends.select("auto")
     rng = np.random.default_rng(0)

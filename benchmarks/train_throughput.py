@@ -107,10 +107,9 @@ def ripple_fit(base, name: str, workers: int, threads: int, backend: str, root: 
     throughput. ``train_users``: the training split's size (each worker gets ``train_users // workers``)."""
     import dataclasses
 
+    from ripple.config import SamplingConfig, ScalingConfig, TrainConfig
     from ripple.distributed.train import fit
-    from ripple.config import ScalingConfig, TrainConfig
     from ripple.launch.pipeline import init_ray
-    from ripple.config import SamplingConfig
 
     cfg = dataclasses.replace(
         base, run_name=name, storage_path=os.path.join(root, "runs"),
@@ -150,12 +149,11 @@ def main() -> None:
     import ray
     import torch_geometric
 
+    from ripple.config import RippleConfig, SamplingConfig
     from ripple.data.dataset import Dataset
     from ripple.data.generator import GeneratorConfig, generate
-    from ripple.distributed.stores import load_local_graph
-    from ripple.config import RippleConfig
+    from ripple.data.graph import load_local_graph
     from ripple.sampling import backends
-    from ripple.config import SamplingConfig
 
     root = tempfile.mkdtemp(prefix="ripple-train-bench-")
     try:

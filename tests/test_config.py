@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from ripple.data.storage import StorageOptions
 from ripple.config import ConfigError, RippleConfig, TrainConfig, from_dict, load_config
+from ripple.data.storage import StorageOptions
 
 
 def _write(tmp_path, text: str, name: str = "cfg.yaml") -> str:

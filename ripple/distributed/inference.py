@@ -153,17 +153,17 @@ def infer_whole_layerwise(cfg: RippleConfig, state: dict) -> PartInfo:
     import ray
 
     from ripple.data.dataset import Dataset
+    from ripple.data.graph import load_local_graph
     from ripple.distributed.context import WorkerContext
-    from ripple.distributed.stores import load_local_graph
     from ripple.distributed.train import build_model
-    from ripple.models.layerwise import infer_local
+    from ripple.models.layerwise import LayerwiseGraph, infer_local
 
     torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
     ctx = WorkerContext.for_task(cfg.scaling.use_gpu)
     graph = load_local_graph(Dataset(cfg.data, cfg.storage))
     model = build_model(cfg)
     model.load_state_dict(state["model"])
-    lw = graph.layerwise().to(ctx.device)
+    lw = LayerwiseGraph.from_local(graph).to(ctx.device)
     model.to(ctx.device)
     pred, emb = infer_local(model, lw, cfg.inference.chunk_edges)
     table = embeddings_table(graph.ids["user"], emb.cpu().numpy(), pred.cpu().numpy())

@@ -20,14 +20,15 @@ import torch.nn.functional as F
 from ripple.data import features as FT
 from ripple.data import schema as S
 from ripple.data.dataset import Dataset
+from ripple.data.graph import LocalGraph, load_local_graph
 from ripple.data.storage import pyarrow_filesystem
 from ripple.distributed.context import WorkerContext, setup_worker_logging
-from ripple.distributed.stores import LocalGraph, load_local_graph
+from ripple.distributed.stores import local_stores
 from ripple.models.gnn import InfluenceGNN
 from ripple.models.metrics import spearman
+from ripple.run import CHECKPOINTS, SCORE, SCORE_MODE, best_of, is_partitioned, run_dir, run_path
 from ripple.sampling import backends
 from ripple.sampling.loader import make_loader, make_sampler
-from ripple.run import CHECKPOINTS, SCORE, SCORE_MODE, best_of, is_partitioned, run_dir, run_path
 from ripple.sampling.prefetch import Prefetcher, prefetch_depth
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class GraphAccess:
         self.graph = graph
         # sampling.on_device: graph, features and labels in the accelerator's memory, sampled there
         where = torch.device(device) if cfg.sampling.on_device else torch.device("cpu")
-        self.feature_store, self.graph_store = graph.stores(where)
+        self.feature_store, self.graph_store = local_stores(graph, where)
         self.num_nodes = {t: graph.num_nodes(t) for t in S.NODE_TYPES}
         y = torch.full((self.num_nodes["user"],), float("nan"))
         y[torch.from_numpy(graph.label_index)] = torch.from_numpy(np.log1p(graph.reach))

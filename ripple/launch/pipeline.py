@@ -11,17 +11,17 @@ import time
 
 from ripple.config import RippleConfig, from_dict, parse_yaml
 from ripple.data.dataset import Dataset
-from ripple.data.storage import Store, StorageOptions, absolute_url, join, read_committed
+from ripple.data.graph import load_local_graph
+from ripple.data.storage import StorageOptions, Store, absolute_url, join, read_committed
 from ripple.data.validate import require_valid
 from ripple.distributed.inference import write_embeddings
 from ripple.distributed.partition import check_partition_files, partition
 from ripple.distributed.sharded_access import parts_of_rank
 from ripple.distributed.shards import PartitionMeta
-from ripple.distributed.stores import load_local_graph
 from ripple.distributed.train import fit
 from ripple.models.evaluate import evaluate, evaluate_from_tables
-from ripple.run import (CONFIG_FILE, METRICS_FILE, PARTITIONS, SCORE, best_checkpoint, embeddings_store,
-                        is_partitioned, run_dir, run_path)
+from ripple.run import (CONFIG_FILE, METRICS_FILE, PARTITIONS, SCORE, best_checkpoint, embeddings_store, is_partitioned,
+                        run_dir, run_path)
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +384,7 @@ def evaluate_seeds(cfg: RippleConfig, ks: tuple[int, ...], sims: int = 1000, can
     """
     import numpy as np
 
-    from ripple.distributed.stores import dense_index
+    from ripple.data.arrays import dense_index
     from ripple.models import seeds as SD
     from ripple.models.baselines import pagerank
     from ripple.models.spread import SpreadOracle, celf

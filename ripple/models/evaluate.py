@@ -14,7 +14,8 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from ripple.distributed.stores import LocalGraph, dense_index
+from ripple.data.arrays import dense_index
+from ripple.data.graph import LocalGraph
 from ripple.models.baselines import run_baselines
 from ripple.models.metrics import score_all, spearman
 

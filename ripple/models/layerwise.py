@@ -53,6 +53,14 @@ class LayerwiseGraph:
     def num_own(self, t: str) -> int:
         return int(self.x[t].size(0))
 
+    @classmethod
+    def from_local(cls, graph) -> "LayerwiseGraph":
+        """A ``ripple.data.graph.LocalGraph`` as one process that owns every node (offsets 0)."""
+        return cls(node_offset={t: 0 for t in graph.x}, x={t: torch.from_numpy(v) for t, v in graph.x.items()},
+                   colptr={et: torch.from_numpy(c) for et, (c, _) in graph.csc.items()},
+                   row={et: torch.from_numpy(r) for et, (_, r) in graph.csc.items()},
+                   edge_attr=graph.edge_attr_tensors())
+
     def to(self, device) -> "LayerwiseGraph":
         mv = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
         return LayerwiseGraph(dict(self.node_offset), mv(self.x), mv(self.colptr), mv(self.row), mv(self.edge_attr))

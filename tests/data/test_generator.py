@@ -171,7 +171,7 @@ def test_too_few_users_is_value_error():
 # ---------------------------------------------------------------- training never reads _truth
 
 def test_load_local_graph_without_truth(gen, tmp_path, monkeypatch):
-    from ripple.distributed.stores import load_local_graph
+    from ripple.data.graph import load_local_graph
 
     copy = tmp_path / "copy"
     shutil.copytree(gen[0], copy)

@@ -15,11 +15,11 @@ import pytest
 import yaml
 from faulty_s3 import FaultyS3Proxy
 
+from ripple.config import ConfigError, RippleConfig, load_config
 from ripple.data import storage as st
-from ripple.data.storage import (Store, StorageError, StorageOptions, check_url, filesystem, pyarrow_filesystem,
+from ripple.data.storage import (StorageError, StorageOptions, Store, check_url, filesystem, pyarrow_filesystem,
                                  redact_url)
 from ripple.launch.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, main
-from ripple.config import ConfigError, RippleConfig, load_config
 
 KEY_ID = "AKIAQZXRIPPLEKEYID77"
 SECRET = "rIpPlE/s3cr3t+VALUE/never-log-me-0123"

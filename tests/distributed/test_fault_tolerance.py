@@ -21,13 +21,13 @@ import uuid
 import numpy as np
 import pytest
 import torch
-
 from conftest import same_sampler_output
+
+from ripple.config import load_config
 from ripple.data import schema as S
 from ripple.data.generator import GeneratorConfig, generate
 from ripple.data.storage import Store, join, read_committed, read_manifest
 from ripple.launch import pipeline
-from ripple.config import load_config
 
 ray = pytest.importorskip("ray")
 

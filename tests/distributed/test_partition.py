@@ -21,11 +21,11 @@ from ripple.data import features as FT
 from ripple.data import schema as S
 from ripple.data.dataset import Dataset, DatasetWriter
 from ripple.data.generator import GeneratorConfig, generate
+from ripple.data.graph import load_local_graph
 from ripple.data.storage import StorageError, StorageOptions, Store, list_parts
 from ripple.data.tiny import tiny_tables, write_tiny_dataset
 from ripple.distributed.partition import part_dir, partition, read_partition_manifest
 from ripple.distributed.shards import PartitionMeta, ShardData
-from ripple.distributed.stores import load_local_graph
 from ripple.run import PARTITIONS_MANIFEST, is_partitioned
 
 FOL = ("user", "follows", "user")

@@ -9,11 +9,11 @@ import json
 import numpy as np
 import pytest
 
+from ripple.config import load_config
 from ripple.data.generator import GeneratorConfig, generate
-from ripple.data.storage import Store, StorageOptions, join, read_committed, read_manifest
+from ripple.data.storage import StorageOptions, Store, join, read_committed, read_manifest
 from ripple.launch import pipeline
 from ripple.run import best_checkpoint
-from ripple.config import load_config
 
 pytestmark = pytest.mark.slow
 
@@ -107,14 +107,14 @@ def test_s3_sharded_data_and_run(ray_cluster, s3_server, s3_bucket):
     # Layer-wise inference over the 3 parts (states exchanged between parts' tasks) gives what the same model
     # computes over the whole graph in one process: the distributed phases lose and duplicate nothing.
     from ripple.data.dataset import Dataset
-    from ripple.distributed.stores import load_local_graph
+    from ripple.data.graph import load_local_graph
     from ripple.distributed.train import build_model, load_state
-    from ripple.models.layerwise import infer_local
+    from ripple.models.layerwise import LayerwiseGraph, infer_local
 
     model = build_model(cfg)
     model.load_state_dict(load_state(best_checkpoint(cfg))["model"])
     graph = load_local_graph(Dataset(data, options))
-    pred, emb = infer_local(model.eval(), graph.layerwise())
+    pred, emb = infer_local(model.eval(), LayerwiseGraph.from_local(graph))
     got = read_committed(Store(f"{s3_bucket}/runs/e2e-s3/embeddings", options))
     order = np.argsort(got["user_id"].to_numpy())
     assert np.array_equal(got["user_id"].to_numpy()[order], graph.ids["user"])

@@ -13,12 +13,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
-from ripple.data import features as FT
 from conftest import recorded_sample_calls, same_sampler_output
+
+from ripple.config import PartitionConfig
+from ripple.data import features as FT
 from ripple.data import schema as S
 from ripple.data.generator import GeneratorConfig, generate
-from ripple.config import PartitionConfig
 from ripple.distributed.partition import partition
 from ripple.distributed.shards import (PartitionMeta, ShardedFeatureStore, ShardedGraph, find_shards, owner_of,
                                        shard_key, start_shard)

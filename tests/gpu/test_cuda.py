@@ -14,13 +14,14 @@ import pytest
 import torch
 from torch_geometric.sampler import NodeSamplerInput
 
+from ripple.config import RippleConfig, SamplingConfig
 from ripple.data import schema as S
 from ripple.data.dataset import Dataset
 from ripple.data.generator import GeneratorConfig, generate
+from ripple.data.graph import load_local_graph
 from ripple.distributed.context import WorkerContext
-from ripple.distributed.stores import load_local_graph
+from ripple.distributed.stores import local_stores
 from ripple.distributed.train import GraphAccess, build_model, predict
-from ripple.config import RippleConfig, SamplingConfig
 from ripple.sampling.native import CSCGraph, NativeNeighborSampler
 from ripple.sampling.prefetch import Prefetcher
 
@@ -67,7 +68,7 @@ def test_device_report(device):
 def test_native_sampler_on_device_keeps_neighborloader_semantics(graph, device):
     """On the device: seeds first, every sampled edge is an in-edge of its destination, per destination
     min(fanout, in-degree) distinct edges, and outputs live on the device."""
-    fs, gs = graph.stores(device)
+    fs, gs = local_stores(graph, device)
     nn = {et: [10, 5] for et in S.EDGE_TYPES}
     sampler = NativeNeighborSampler(CSCGraph.from_graph_store(gs, {t: graph.num_nodes(t) for t in S.NODE_TYPES},
                                                               device), nn, seed=1)
@@ -148,13 +149,13 @@ def test_inference_on_device_matches_cpu(graph, device):
 
 def test_layerwise_inference_on_device_matches_cpu(graph, device):
     """Layer-wise full-neighbourhood inference (the default write-back path) on the device equals the CPU."""
-    from ripple.models.layerwise import infer_local
+    from ripple.models.layerwise import LayerwiseGraph, infer_local
 
     cfg = _cfg()
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    p_cpu, e_cpu = infer_local(model, graph.layerwise(), chunk_edges=4096)
-    p_dev, e_dev = infer_local(model.to(device), graph.layerwise().to(device), chunk_edges=4096)
+    p_cpu, e_cpu = infer_local(model, LayerwiseGraph.from_local(graph), chunk_edges=4096)
+    p_dev, e_dev = infer_local(model.to(device), LayerwiseGraph.from_local(graph).to(device), chunk_edges=4096)
     assert p_dev.device.type == device.type
     torch.testing.assert_close(p_dev.cpu(), p_cpu, atol=2e-4, rtol=1e-3)
     torch.testing.assert_close(e_dev.cpu(), e_cpu, atol=2e-4, rtol=1e-3)

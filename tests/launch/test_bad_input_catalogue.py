@@ -22,7 +22,7 @@ import pytest
 from bad_inputs import DATASET_FAULTS, _drop, edited, raw_part
 
 from ripple.config import load_config
-from ripple.data.storage import Store, StorageError, begin, commit, read_committed, write_part
+from ripple.data.storage import StorageError, Store, begin, commit, read_committed, write_part
 from ripple.data.tiny import write_tiny_dataset
 from ripple.distributed.inference import embeddings_table
 from ripple.launch.cli import EXIT_BAD_INPUT, main

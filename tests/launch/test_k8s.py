@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ripple.config import ConfigError, K8sConfig, from_dict, load_config, parse_quantity
 from ripple.launch import k8s
 from ripple.launch.cli import EXIT_BAD_INPUT, EXIT_OK, build_parser, main
-from ripple.config import ConfigError, K8sConfig, from_dict, load_config, parse_quantity
 from ripple.launch.submit import submission_id
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch_geometric.nn import GATv2Conv
 
+from ripple.config import ModelConfig
 from ripple.data import features as FT
 from ripple.data import schema as S
-from ripple.config import ModelConfig
 from ripple.models.gnn import InfluenceGNN
 
 FOL = ("user", "follows", "user")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from ripple.config import RippleConfig
 from ripple.data import features as FT
 from ripple.data import schema as S
 from ripple.distributed.train import build_model
-from ripple.config import RippleConfig
 from ripple.models.layerwise import LayerwiseGraph, head, infer_local, input_states, layer_states
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "sampling"))
@@ -58,7 +58,7 @@ def test_layerwise_equals_forward_on_the_whole_graph(num_layers):
     g = _with_self_loop_and_isolated(tiny_graph())
     model = _model(num_layers=num_layers)
     pred, emb = _whole_forward(model, g)
-    lp, le = infer_local(model, g.layerwise(), chunk_edges=3)  # tiny chunks: many destination chunks
+    lp, le = infer_local(model, LayerwiseGraph.from_local(g), chunk_edges=3)  # tiny chunks: many destination chunks
     torch.testing.assert_close(le, emb, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(lp, pred, atol=1e-5, rtol=1e-5)
 
@@ -66,8 +66,8 @@ def test_layerwise_equals_forward_on_the_whole_graph(num_layers):
 def test_chunk_size_does_not_change_the_result():
     g = tiny_graph()
     model = _model()
-    a = infer_local(model, g.layerwise(), chunk_edges=1)
-    b = infer_local(model, g.layerwise(), chunk_edges=1 << 20)
+    a = infer_local(model, LayerwiseGraph.from_local(g), chunk_edges=1)
+    b = infer_local(model, LayerwiseGraph.from_local(g), chunk_edges=1 << 20)
     torch.testing.assert_close(a[0], b[0])
     torch.testing.assert_close(a[1], b[1])
 
@@ -92,9 +92,9 @@ def test_two_partitions_exchanging_states_equal_the_whole_graph():
     """The partitioned protocol: each part computes its own nodes, neighbours' states come from ``gather``."""
     g = tiny_graph()
     model = _model()
-    whole = infer_local(model, g.layerwise())
+    whole = infer_local(model, LayerwiseGraph.from_local(g))
     cut = {"user": 4, "content": 2, "community": 1}
-    parts = [_split(g.layerwise(), cut, p) for p in (0, 1)]
+    parts = [_split(LayerwiseGraph.from_local(g), cut, p) for p in (0, 1)]
     h = [input_states(model, p) for p in parts]
     users = [[hp["user"]] for hp in h]
     for layer in range(len(model.convs)):
@@ -117,7 +117,7 @@ def test_two_partitions_exchanging_states_equal_the_whole_graph():
 
 def test_a_part_without_its_neighbours_states_says_so():
     g = tiny_graph()
-    part = _split(g.layerwise(), {"user": 4, "content": 2, "community": 1}, 0)
+    part = _split(LayerwiseGraph.from_local(g), {"user": 4, "content": 2, "community": 1}, 0)
     with pytest.raises(ValueError, match="outside this graph"):
         infer_local(_model(), part)
 

@@ -14,11 +14,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from ripple.config import RippleConfig
 from ripple.data.storage import Store, begin, commit, write_part
 from ripple.data.tiny import FOLLOWS, NUM_USERS, tiny_tables, write_tiny_dataset
 from ripple.distributed.inference import embeddings_table
 from ripple.launch.cli import EXIT_BAD_INPUT, EXIT_OK, main
-from ripple.config import RippleConfig
 from ripple.models.seeds import build_footprints, degree_discount, lookahead_reach, overlap_greedy, top_k
 from ripple.models.spread import SpreadOracle, celf
 

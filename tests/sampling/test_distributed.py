@@ -14,21 +14,21 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from conftest import recorded_sample_calls, same_sampler_output
 from torch_geometric.data import TensorAttr
 from torch_geometric.sampler import NodeSamplerInput
 
-from conftest import recorded_sample_calls, same_sampler_output
+from ripple.config import PartitionConfig, SamplingConfig
 from ripple.data import schema as S
+from ripple.data.arrays import dense_index
 from ripple.data.dataset import Dataset
 from ripple.data.generator import GeneratorConfig, generate
-from ripple.config import PartitionConfig
+from ripple.data.graph import LocalGraph, load_local_graph
 from ripple.distributed.partition import partition
-from ripple.distributed.shards import (PartitionMeta, ShardedFeatureStore, ShardedGraph, ShardedGraphStore,
-                                       owner_of)
-from ripple.distributed.stores import CSCGraphStore, LocalGraph, dense_index, load_local_graph
+from ripple.distributed.shards import PartitionMeta, ShardedFeatureStore, ShardedGraph, ShardedGraphStore, owner_of
+from ripple.distributed.stores import CSCGraphStore, local_stores
 from ripple.sampling import backends
 from ripple.sampling.distributed import DistributedNeighborSampler
-from ripple.config import SamplingConfig
 from ripple.sampling.loader import make_loader, make_sampler
 
 P = 4
@@ -285,7 +285,7 @@ def test_hop2_size_distribution_matches_pyg_neighbor_sampler(world):
     nn = {FOL: [5, 5], REV_SHARED: [3, 3]}
     ets = list(nn)
     # PyG's sampler wants fanouts for every relation of its graph store: give it just these two relations
-    fs, _ = w.local.stores()
+    fs, _ = local_stores(w.local)
     gs = CSCGraphStore()
     for et in ets:
         colptr, row = w.local.csc[et]

@@ -6,14 +6,15 @@ import pytest
 import torch
 from torch_geometric.data import HeteroData
 
+from ripple.config import SamplingConfig
 from ripple.data import features as FT
 from ripple.data import schema as S
-from ripple.distributed.stores import LocalGraph, build_csc
+from ripple.data.graph import LocalGraph, build_csc
+from ripple.distributed.stores import local_stores
 from ripple.sampling import backends
-from ripple.config import SamplingConfig
 from ripple.sampling.loader import EdgeFeatureJoin, make_loader, make_sampler
-from ripple.sampling.prefetch import to_device
 from ripple.sampling.native import NativeNeighborSampler
+from ripple.sampling.prefetch import to_device
 
 FOL = ("user", "follows", "user")
 N = {"user": 10, "content": 5, "community": 2}
@@ -47,7 +48,7 @@ def tiny_graph() -> LocalGraph:
 
 
 def native_loader(g: LocalGraph, seeds, batch_size=3, fanouts=(3, 2), with_y=True, seed=0):
-    fs, gs = g.stores()
+    fs, gs = local_stores(g)
     y = torch.arange(N["user"], dtype=torch.float32) * 1.5
     if with_y:
         fs.put_tensor(y, group_name="user", attr_name="y", index=None)
@@ -166,7 +167,7 @@ def test_sampling_config_batch_size_and_per_relation():
     with pytest.raises(ValueError, match="folows"):
         bad.num_neighbors(list(S.EDGE_TYPES))
     g = tiny_graph()
-    fs, gs = g.stores()
+    fs, gs = local_stores(g)
     with pytest.raises(ValueError, match="unknown relations"):
         make_sampler(fs, gs, {t: g.num_nodes(t) for t in S.NODE_TYPES}, bad, list(S.EDGE_TYPES), backend="native")
 

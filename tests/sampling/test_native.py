@@ -11,7 +11,8 @@ import torch
 from scipy import stats
 from torch_geometric.sampler import NodeSamplerInput
 
-from ripple.distributed.stores import CSCGraphStore, DictFeatureStore, build_csc
+from ripple.data.graph import build_csc
+from ripple.distributed.stores import CSCGraphStore, DictFeatureStore
 from ripple.sampling import backends
 from ripple.sampling.native import CSCGraph, NativeNeighborSampler, _segment_arange, sample_csc
 
