@@ -141,8 +141,6 @@ NODE_TABLES: dict[str, Table] = {t.name: t for t in (USER, CONTENT, COMMUNITY)}
 EDGE_TABLES: dict[str, Table] = {t.name: t for t in (FOLLOWS, SHARED, CREATED, MEMBER_OF, REPLY_TO)}
 TABLES: dict[str, Table] = {**NODE_TABLES, **EDGE_TABLES, "labels": LABELS,
                             TRUTH_IC_EDGES.name: TRUTH_IC_EDGES, TRUTH_USERS.name: TRUTH_USERS}
-#: Tables training and inference read (never ``_truth``).
-MODEL_TABLES = (*NODE_TABLES, *EDGE_TABLES, "labels")
 
 
 @dataclass(frozen=True)
@@ -171,7 +169,6 @@ def relations() -> list[Relation]:
 
 NODE_TYPES = tuple(NODE_TABLES)
 EDGE_TYPES = tuple(r.edge_type for r in relations())
-METADATA = (list(NODE_TYPES), list(EDGE_TYPES))
 
 
 @dataclass
