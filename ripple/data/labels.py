@@ -199,18 +199,22 @@ def derive_labels(data: str, out: str, spec: LabelSpec, options: StorageOptions 
     for b in iter_table_batches(src, "shared", None, chunk_rows):
         t = pa.Table.from_batches([b])
         ts, dst = t["timestamp"].to_numpy(), t["dst"].to_numpy()
-        keep = ts < T
-        known = content.find(dst)[1]
-        dropped += int((keep & ~known).sum())
-        past = t.filter(pa.array(keep & known))
+        rows = np.flatnonzero(ts < T)
+        known = content.find(dst[rows])[1]
+        dropped += int((~known).sum())
+        past = t.take(rows[known])
         pos, found = posts.find(past["dst"].to_numpy())
         add_counts(reshares, pos[found])
         _write(w, "shared", past)
-        # future reshares of window posts, within H of the post
-        pos, found = window.find(dst)
-        who = users.find(t["src"].to_numpy())[0]
-        ok = found & (ts >= win_t[pos]) & (ts < win_t[pos] + H) & (who != win_user[pos])
-        win_keys.append(np.unique(pos[ok].astype(np.int64) * n + who[ok]))
+        # future reshares of window posts within H of the post; only those rows pay the user lookup
+        rows = np.flatnonzero(ts >= T)
+        pos, found = window.find(dst[rows])
+        rows, pos = rows[found], pos[found]
+        within = (ts[rows] >= win_t[pos]) & (ts[rows] < win_t[pos] + H)
+        rows, pos = rows[within], pos[within]
+        who = users.find(t["src"].to_numpy()[rows])[0]
+        other = who != win_user[pos]
+        win_keys.append(np.unique(pos[other].astype(np.int64) * n + who[other]))
     for b in iter_table_batches(src, "reply_to", None, chunk_rows):
         t = pa.Table.from_batches([b])
         keep = content.find(t["src"].to_numpy())[1] & content.find(t["dst"].to_numpy())[1]
