@@ -55,12 +55,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from ripple.config import RippleConfig, SamplingConfig
+    from ripple.context import WorkerContext
     from ripple.data import schema as S
     from ripple.data.dataset import Dataset
     from ripple.data.generator import GeneratorConfig, generate
     from ripple.data.graph import load_local_graph
-    from ripple.distributed.stores import local_stores
-    from ripple.distributed.train import GraphAccess, build_model
+    from ripple.graph.access import LocalAccess
+    from ripple.graph.local import local_stores
+    from ripple.models.gnn import build_model
     from ripple.sampling import backends
     from ripple.sampling.loader import make_loader, make_sampler
     from ripple.sampling.prefetch import Prefetcher
@@ -120,7 +122,7 @@ def main() -> None:
         cfg = RippleConfig()
         cfg.sampling = SamplingConfig(fanouts=[15, 10], batch_size=args.batch_size, on_device=on_device,
                                       prefetch=depth, backend="auto")
-        access = GraphAccess(graph, cfg, dev, seed=0)
+        access = LocalAccess(graph, cfg, WorkerContext(device=torch.device(dev)), rng_seed=0)
         torch.manual_seed(0)
         model = build_model(cfg).to(dev)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -148,8 +150,8 @@ def main() -> None:
         print(f"train {name:26s} {n / dt:10.0f} seeds/s  waiting on data {wait / dt:5.1%}  ({access.backend})",
               flush=True)
     # inference: layer-wise over every user (every layer once over every edge) vs sampled mini-batches
-    from ripple.distributed.train import predict
     from ripple.models.layerwise import LayerwiseGraph, infer_local
+    from ripple.train.worker import predict
 
     results["inference"] = {}
     cfg = RippleConfig()
@@ -166,7 +168,7 @@ def main() -> None:
         _sync(dev)
         lw_s = time.perf_counter() - t0
         cfg.sampling.on_device = dev.type == "cuda"
-        sampled = GraphAccess(graph, cfg, dev, seed=0)
+        sampled = LocalAccess(graph, cfg, WorkerContext(device=torch.device(dev)), rng_seed=0)
         some = torch.arange(min(n_users, args.inference_sampled_users))
         _sync(dev)
         t0 = time.perf_counter()

@@ -30,7 +30,7 @@ MODELS = ["gnn", "lightgbm_2hop", "lightgbm_flat", "pagerank", "follower_count"]
 def _ripple(*args: str) -> float:
     print("$ ripple " + " ".join(args), flush=True)
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "ripple.launch.cli", *args], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "ripple.cli", *args], capture_output=True, text=True)
     if out.returncode != 0:
         sys.stderr.write(out.stderr[-5000:])
         raise SystemExit(f"ripple {args[0]} failed with exit code {out.returncode}")

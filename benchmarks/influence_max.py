@@ -33,7 +33,7 @@ LABELS = {"ripple": "ripple (GNN reach + overlap greedy)", "celf": "CELF greedy 
 
 
 def _ripple(*args: str) -> tuple[float, str]:
-    cmd = [sys.executable, "-m", "ripple.launch.cli", *args]
+    cmd = [sys.executable, "-m", "ripple.cli", *args]
     print("$ ripple " + " ".join(args), flush=True)
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -114,11 +114,12 @@ def main() -> None:
         shutil.rmtree(args.work, ignore_errors=True)
     commands, timings = [], {}
     if args.run:
-        from ripple.launch.pipeline import _source_dataset, load_run_config
+        from ripple.pipeline import load_run_config
+        from ripple.run import source_dataset
 
         run = os.path.abspath(args.run)
         cfg = load_run_config(run)
-        data = _source_dataset(cfg)
+        data = source_dataset(cfg.data, cfg.storage)
         commands.append(f"(existing run {run} on {data}, epochs {cfg.train.epochs}, workers "
                         f"{cfg.scaling.num_workers})")
     if not args.run and not os.path.exists(os.path.join(data, "manifest.json")):

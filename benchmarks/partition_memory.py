@@ -18,7 +18,7 @@ import time
 CHILD = r"""
 import json, resource, sys, time
 from ripple.config import PartitionConfig
-from ripple.distributed.partition import partition
+from ripple.graph.partition import partition
 data, out, parts, chunk, method = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 t0 = time.perf_counter()
 m = None if parts == 0 else partition(data, out, PartitionConfig(num_parts=parts, chunk_rows=chunk, method=method))

@@ -74,7 +74,7 @@ def run_stage(cmd: list[str], interval: float, log_path: str) -> dict:
     t0 = time.time()
     marks: list[tuple[float, str]] = []
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "ripple.launch.cli", *cmd], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "ripple.cli", *cmd], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, bufsize=1)
         mem = TreeMemory(proc.pid, interval)
         for line in proc.stdout:

@@ -70,12 +70,12 @@ def main() -> None:
     from ripple.data.dataset import Dataset
     from ripple.data.generator import GeneratorConfig, generate
     from ripple.data.graph import load_local_graph
-    from ripple.distributed.partition import partition
-    from ripple.distributed.shards import (PartitionMeta, ShardedFeatureStore, ShardedGraph, ShardedGraphStore,
-                                           find_shards, start_shard)
-    from ripple.distributed.stores import local_stores
+    from ripple.graph.local import local_stores
+    from ripple.graph.partition import partition
+    from ripple.graph.sharded_sampler import DistributedNeighborSampler
+    from ripple.graph.shards import (PartitionMeta, ShardedFeatureStore, ShardedGraph, ShardedGraphStore, find_shards,
+                                     start_shard)
     from ripple.sampling import backends
-    from ripple.sampling.distributed import DistributedNeighborSampler
     from ripple.sampling.loader import make_loader, make_sampler
 
     scfg = SamplingConfig()

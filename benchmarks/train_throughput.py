@@ -5,7 +5,7 @@ fanouts, global batch size and number of seeds per epoch (the training users, ``
   * ``plain_pyg``: the whole graph as one ``HeteroData`` in this process, PyG's own ``NeighborLoader`` (pyg-lib or
     torch-sparse kernels, sampling in the training thread), ``torch.set_num_threads(T)``; one full epoch timed
     after a few warm-up batches;
-  * ``ripple_ddp_auto`` / ``ripple_ddp_native``: ``ripple.distributed.train.fit`` with W Ray Train workers of
+  * ``ripple_ddp_auto`` / ``ripple_ddp_native``: ``ripple.train.driver.fit`` with W Ray Train workers of
     T / W CPUs each (gloo DDP), ``sampling.backend`` auto (PyG's kernels through ripple's ``NodeLoader`` path) or
     native (ripple's sampler), two epochs; the second epoch's ``train_seeds_per_s`` is reported (the first is
     warm-up);
@@ -16,7 +16,7 @@ fanouts, global batch size and number of seeds per epoch (the training users, ``
                                           [--data DIR] [--out benchmarks/results]
 
 Writes ``train_throughput.json`` and ``.png`` to ``--out`` and prints one line per mode. Ray is started locally
-with T CPUs (``ripple.launch.pipeline.init_ray``) and shut down at the end; runs go to a temporary folder.
+with T CPUs (``ripple.pipeline.init_ray``) and shut down at the end; runs go to a temporary folder.
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def plain_pyg(graph, cfg, seeds: torch.Tensor, threads: int, warmup_batches: int
     from torch_geometric.loader import NeighborLoader
 
     from ripple.data import schema as S
-    from ripple.distributed.train import build_model
+    from ripple.models.gnn import build_model
 
     torch.set_num_threads(threads)
     data = _hetero_data(graph)
@@ -108,8 +108,8 @@ def ripple_fit(base, name: str, workers: int, threads: int, backend: str, root: 
     import dataclasses
 
     from ripple.config import SamplingConfig, ScalingConfig, TrainConfig
-    from ripple.distributed.train import fit
-    from ripple.launch.pipeline import init_ray
+    from ripple.pipeline import init_ray
+    from ripple.train.driver import fit
 
     cfg = dataclasses.replace(
         base, run_name=name, storage_path=os.path.join(root, "runs"),

@@ -11,7 +11,7 @@ Everything that builds one of these paths, or picks a checkpoint, asks this modu
 """
 from __future__ import annotations
 
-from ripple.data.storage import Store, StorageOptions, join, pyarrow_filesystem
+from ripple.data.storage import StorageOptions, Store, join, pyarrow_filesystem
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -45,6 +45,13 @@ def is_partitioned(url: str, options: StorageOptions | None = None) -> bool:
     if not store.exists(PARTITIONS_MANIFEST):
         return False
     return store.read_json(PARTITIONS_MANIFEST).get("format") == PARTITIONS_FORMAT
+
+
+def source_dataset(url: str, options: StorageOptions | None = None) -> str:
+    """The dataset behind ``url``: itself, or the source a partitioned graph's manifest records."""
+    if is_partitioned(url, options):
+        return Store(url, options).read_json(PARTITIONS_MANIFEST)["source"]
+    return url
 
 
 def best_of(result):

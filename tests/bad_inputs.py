@@ -1,6 +1,6 @@
 """Builders of corrupt or hostile input for the CLI bad-input tests (``test_cli_bad_input``, the catalogue).
 
-A dataset builder takes a URL, writes a corrupted copy of the tiny dataset (``ripple.data.tiny``) there and
+A dataset builder takes a URL, writes a corrupted copy of the tiny dataset (``tests/tiny_dataset.py``) there and
 returns the URL. ``DATASET_FAULTS`` names each corruption with the strings its report must contain: the
 table.column and an offending example value.
 """
@@ -10,10 +10,10 @@ import math
 import os
 
 import pyarrow as pa
+from tiny_dataset import tiny_tables, write_tiny_dataset
 
 from ripple.data import schema as S
 from ripple.data.storage import Store, table_to_parquet_bytes
-from ripple.data.tiny import tiny_tables, write_tiny_dataset
 
 
 def _set(tables: dict, table: str, column: str, values) -> None:

@@ -6,8 +6,7 @@ import uuid
 
 import pytest
 import torch
-
-from ripple.data.tiny import write_tiny_dataset
+from tiny_dataset import write_tiny_dataset
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -23,7 +22,7 @@ def _one_torch_thread():
 
 @pytest.fixture
 def tiny_dataset(tmp_path) -> str:
-    """A valid tiny dataset (``ripple.data.tiny``) written through ``DatasetWriter``; returns its path."""
+    """A valid tiny dataset (``tests/tiny_dataset.py``) written through ``DatasetWriter``; returns its path."""
     return write_tiny_dataset(str(tmp_path / "tiny"))
 
 
@@ -86,7 +85,7 @@ def same_sampler_output(a, b) -> bool:
 @pytest.fixture
 def no_ray(monkeypatch):
     """Bad input must be refused before Ray: fail loudly (without starting it) if the pipeline gets that far."""
-    from ripple.launch import pipeline
+    from ripple import pipeline
 
     def refuse(*a, **kw):
         pytest.fail("the pipeline went past validation: it would start Ray")

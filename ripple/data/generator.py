@@ -37,11 +37,11 @@ import numpy as np
 import pyarrow as pa
 
 from ripple.data import schema as S
-from ripple.data.arrays import add_counts
 from ripple.data.dataset import DatasetWriter
 from ripple.data.history import add_engagement, assign_splits
 from ripple.data.history import avg_engagement as avg_engagement_of
 from ripple.data.ic import ICGraph, simulate_cascades, simulate_reach
+from ripple.data.ids import add_counts
 from ripple.data.storage import StorageOptions
 
 log = logging.getLogger(__name__)

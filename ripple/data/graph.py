@@ -2,7 +2,7 @@
 
 Graph layout: per relation ``(src, rel, dst)`` a CSC (``colptr`` over dst, ``row`` = src index), edges sorted by
 destination, the layout PyG's neighbour samplers consume directly (no permutation, so ``e_id`` is a CSC position).
-``ripple.distributed.stores.local_stores`` serves it as PyG stores, ``LayerwiseGraph.from_local`` to layer-wise
+``ripple.graph.local.local_stores`` serves it as PyG stores, ``LayerwiseGraph.from_local`` to layer-wise
 inference.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ from torch import Tensor
 
 from ripple.data import features as FT
 from ripple.data import schema as S
-from ripple.data.arrays import dense_index
 from ripple.data.dataset import Dataset
+from ripple.data.ids import dense_index
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from ripple.data.arrays import add_counts
+from ripple.data.ids import add_counts
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")

@@ -30,10 +30,10 @@ import pyarrow as pa
 from scipy import stats
 
 from ripple.data import schema as S
-from ripple.data.arrays import add_counts, is_id_range, lookup
 from ripple.data.dataset import DATASET_MANIFEST, DatasetWriter
 from ripple.data.history import add_engagement, assign_splits, avg_engagement, iso
-from ripple.data.storage import Store, StorageOptions, iter_table_batches, list_parts, redact_url
+from ripple.data.ids import add_counts, is_id_range, lookup
+from ripple.data.storage import StorageOptions, Store, iter_table_batches, list_parts, redact_url
 from ripple.data.validate import require_valid
 
 log = logging.getLogger(__name__)

@@ -662,22 +662,34 @@ def read_manifest(store: Store) -> dict:
     return m
 
 
+def read_checked(store: Store, entry: dict, manifest: str, columns: list[str] | None = None, verify: bool = True,
+                 fix: str = "re-run the job that wrote it") -> pa.Table:
+    """One file a manifest lists (``entry``: its ``path``, ``sha256`` and ``rows``), checked against both: a
+    modified, truncated or half-written file is refused with ``fix``. ``verify=False`` skips the checksum (a
+    second pass over files already verified)."""
+    data = store.read_bytes(entry["path"])
+    where = join(store.url, entry["path"])
+    if verify and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise StorageError(f"{where}: checksum does not match {manifest}; the file was modified or truncated — {fix}")
+    t = read_parquet_bytes(data, where, columns)
+    if t.num_rows != entry["rows"]:
+        raise StorageError(f"{where}: {t.num_rows} rows, {manifest} says {entry['rows']} — {fix}")
+    return t
+
+
+def iter_committed(store: Store, columns: list[str] | None = None, verify: bool = True) -> Iterator[pa.Table]:
+    """The parts of a committed folder one at a time, each checked against the manifest."""
+    for p in read_manifest(store)["parts"]:
+        yield read_checked(store, p, MANIFEST, columns, verify)
+
+
 def read_committed(store: Store, columns: list[str] | None = None, verify: bool = True) -> pa.Table:
     """Read a committed folder, checking every listed part's checksum and row count."""
-    m = read_manifest(store)
-    tables = []
-    for p in m["parts"]:
-        data = store.read_bytes(p["path"])
-        where = join(store.url, p["path"])
-        if verify and hashlib.sha256(data).hexdigest() != p["sha256"]:
-            raise StorageError(f"{where}: checksum does not match {MANIFEST}; the part was modified or truncated")
-        t = read_parquet_bytes(data, where, columns)
-        if t.num_rows != p["rows"]:
-            raise StorageError(f"{where}: {t.num_rows} rows, manifest says {p['rows']}")
-        tables.append(t)
+    names = [p["path"] for p in read_manifest(store)["parts"]]
+    tables = list(iter_committed(store, columns, verify))
     if not tables:
         return pa.table({})
-    return concat_parts(tables, [p["path"] for p in m["parts"]], store.url)
+    return concat_parts(tables, names, store.url)
 
 
 def pyarrow_filesystem(url: str, options: StorageOptions | None = None):

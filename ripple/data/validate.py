@@ -22,9 +22,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ripple.data import schema as S
-from ripple.data.arrays import is_id_range, lookup
 from ripple.data.dataset import DATASET_MANIFEST
-from ripple.data.storage import Store, StorageError, StorageOptions, join, list_parts
+from ripple.data.ids import is_id_range, lookup
+from ripple.data.storage import StorageError, StorageOptions, Store, join, list_parts
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,8 @@ from torch import Tensor
 from torch_geometric.nn import GATv2Conv, HeteroConv, HeteroDictLinear
 
 from ripple.config import ModelConfig
+from ripple.data import features as FT
+from ripple.data import schema as S
 
 EdgeType = tuple[str, str, str]
 
@@ -81,3 +83,8 @@ class InfluenceGNN(torch.nn.Module):
             states.append(h["user"])
         emb = h["user"]
         return self.head(torch.cat(states, dim=-1)).squeeze(-1), emb
+
+
+def build_model(cfg) -> InfluenceGNN:
+    """The model of a run's config (``RippleConfig``), sized for ripple's node and edge features."""
+    return InfluenceGNN(FT.NODE_DIMS, list(S.EDGE_TYPES), cfg.model, edge_dims=FT.EDGE_DIMS)

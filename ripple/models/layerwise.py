@@ -9,7 +9,7 @@ deterministic.
 The graph is reached through a ``LayerwiseGraph``: the in-edges of the nodes this process computes ("own" nodes, a
 contiguous global index range per type: the whole graph, or one partition), with global source indices, and a
 ``gather`` callback for previous-layer states of nodes owned elsewhere (other partitions). Nothing here knows
-about Ray, ranks or devices; ``ripple.distributed.inference`` runs one phase per layer over the partitions.
+about Ray, ranks or devices; ``ripple.infer.embed`` runs one phase per layer over the partitions.
 
 Per layer, ``layer_states`` reproduces ``InfluenceGNN.forward`` on the whole graph: the same GATv2 terms
 (``lin_l``/``lin_r``, edge projection, LeakyReLU, attention, softmax over each destination's in-edges, self-loops
@@ -188,7 +188,7 @@ def infer_local(model: InfluenceGNN, g: LayerwiseGraph, chunk_edges: int = 1 << 
     (the whole graph in one process)."""
     def gather(t: str, glob: Tensor) -> Tensor:
         raise ValueError(f"{t} nodes {glob[:5].tolist()} are outside this graph; a partition needs its "
-                         "neighbours' states (ripple.distributed.inference runs the partitioned case)")
+                         "neighbours' states (ripple.infer.embed runs the partitioned case)")
 
     model.eval()
     h = input_states(model, g)

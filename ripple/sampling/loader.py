@@ -10,7 +10,7 @@ import logging
 
 import torch
 from torch import Tensor
-from torch_geometric.data import FeatureStore, HeteroData, TensorAttr
+from torch_geometric.data import HeteroData
 from torch_geometric.loader import NodeLoader
 from torch_geometric.sampler import BaseSampler, NeighborSampler
 
@@ -24,22 +24,14 @@ EdgeType = tuple[str, str, str]
 class EdgeFeatureJoin:
     """``transform`` for NodeLoader: ``data[et].edge_attr`` = the relation's edge features at ``data[et].e_id``.
 
-    ``source`` is a dict ``relation -> [E, D]`` tensor (one process) or a PyG ``FeatureStore`` holding
-    ``(relation, "edge_attr")`` (the sharded store: every relation's rows in one call per shard).
+    ``source``: relation -> [E, D] tensor of a graph held in this process. (The sharded sampler returns edge
+    features with the edges instead: see ``_EdgeAttrFromSamplerLoader``.)
     """
 
-    def __init__(self, source: dict[EdgeType, Tensor] | FeatureStore | None):
+    def __init__(self, source: dict[EdgeType, Tensor] | None):
         self.source = source if source is not None else {}
 
     def __call__(self, data: HeteroData) -> HeteroData:
-        if isinstance(self.source, FeatureStore):
-            ets = [a.group_name for a in self.source.get_all_tensor_attrs() if a.attr_name == "edge_attr"]
-            ets = [et for et in ets if et in data.edge_types and "e_id" in data[et]]
-            rows = self.source.multi_get_tensor([TensorAttr(group_name=et, attr_name="edge_attr",
-                                                            index=data[et].e_id) for et in ets])
-            for et, r in zip(ets, rows):
-                data[et].edge_attr = r
-            return data
         for et, attr in self.source.items():
             if et in data.edge_types and "e_id" in data[et]:
                 data[et].edge_attr = attr.index_select(0, data[et].e_id.to(attr.device))
@@ -68,7 +60,7 @@ class _EdgeAttrFromSamplerLoader(NodeLoader):
 
 
 def make_loader(feature_store, graph_store, sampler: BaseSampler, seeds: Tensor, batch_size: int,
-                edge_attr: dict[EdgeType, Tensor] | FeatureStore | None = None, shuffle: bool = False) -> NodeLoader:
+                edge_attr: dict[EdgeType, Tensor] | None = None, shuffle: bool = False) -> NodeLoader:
     """Batches of user seeds. Shapes: seeds [S] global user indices; each batch's first ``batch_size`` users
     are its seeds."""
     distinct = torch.unique(seeds).numel()

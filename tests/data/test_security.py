@@ -15,11 +15,11 @@ import pytest
 import yaml
 from faulty_s3 import FaultyS3Proxy
 
+from ripple.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, main
 from ripple.config import ConfigError, RippleConfig, load_config
 from ripple.data import storage as st
 from ripple.data.storage import (StorageError, StorageOptions, Store, check_url, filesystem, pyarrow_filesystem,
                                  redact_url)
-from ripple.launch.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, main
 
 KEY_ID = "AKIAQZXRIPPLEKEYID77"
 SECRET = "rIpPlE/s3cr3t+VALUE/never-log-me-0123"
@@ -202,7 +202,7 @@ def test_secret_named_storage_options_are_hidden_and_never_written(credentials, 
 
 
 def test_config_python_tags_are_refused_with_exit_2(tmp_path, capsys, monkeypatch):
-    import ripple.launch.submit as submit
+    import ripple.deploy.submit as submit
 
     monkeypatch.setattr(submit, "submit", lambda *a, **kw: pytest.fail("a refused config reached the cluster"))
     marker = tmp_path / "pwned"

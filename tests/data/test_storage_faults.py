@@ -13,12 +13,12 @@ import time
 import pyarrow as pa
 import pytest
 from faulty_s3 import FaultyS3Proxy
+from tiny_dataset import write_tiny_dataset
 
+from ripple.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, main
 from ripple.data import storage as st
-from ripple.data.storage import (Store, StorageError, StorageOptions, StorageUnavailable, iter_table_batches,
-                                 is_transient, table_to_parquet_bytes)
-from ripple.data.tiny import write_tiny_dataset
-from ripple.launch.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, main
+from ripple.data.storage import (StorageError, StorageOptions, StorageUnavailable, Store, is_transient,
+                                 iter_table_batches, table_to_parquet_bytes)
 
 FAST = {"retry_backoff_s": 0.001}  # tiny backoff: the tests check what is retried, not how long it waits
 

@@ -5,11 +5,11 @@ import os
 
 import pyarrow as pa
 import pytest
-
 from bad_inputs import after, raw_part
+from tiny_dataset import tiny_tables, write_tiny_dataset
+
 from ripple.data import schema as S
-from ripple.data.storage import Store, StorageOptions
-from ripple.data.tiny import tiny_tables, write_tiny_dataset
+from ripple.data.storage import StorageOptions, Store
 from ripple.data.validate import DatasetInvalid, Problem, Report, require_valid, validate_dataset
 
 F32_LIST = pa.list_(pa.float32())

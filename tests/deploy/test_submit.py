@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from ripple.launch.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, main
-from ripple.launch.submit import resolve_address, submission_id
+from ripple.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, main
+from ripple.deploy.submit import resolve_address, submission_id
 
 
 def _free_port() -> int:

@@ -15,15 +15,17 @@ import torch
 from torch_geometric.sampler import NodeSamplerInput
 
 from ripple.config import RippleConfig, SamplingConfig
+from ripple.context import WorkerContext
 from ripple.data import schema as S
 from ripple.data.dataset import Dataset
 from ripple.data.generator import GeneratorConfig, generate
 from ripple.data.graph import load_local_graph
-from ripple.distributed.context import WorkerContext
-from ripple.distributed.stores import local_stores
-from ripple.distributed.train import GraphAccess, build_model, predict
+from ripple.graph.access import LocalAccess
+from ripple.graph.local import local_stores
+from ripple.models.gnn import build_model
 from ripple.sampling.native import CSCGraph, NativeNeighborSampler
 from ripple.sampling.prefetch import Prefetcher
+from ripple.train.worker import predict
 
 ON_CPU = os.environ.get("RIPPLE_GPU_TIER_ON_CPU") == "1"
 pytestmark = [
@@ -111,7 +113,7 @@ def test_native_sampler_on_device_is_uniform(device):
 def test_train_steps_on_device(graph, device, on_device):
     """Model and batches on the device; the loss falls over a few epochs' steps with either sampling path."""
     cfg = _cfg(on_device=on_device, prefetch=2)
-    access = GraphAccess(graph, cfg, device, seed=0)
+    access = LocalAccess(graph, cfg, WorkerContext(device=torch.device(device)), rng_seed=0)
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -140,8 +142,10 @@ def test_inference_on_device_matches_cpu(graph, device):
     torch.manual_seed(0)
     model = build_model(cfg)
     users = torch.arange(600)
-    p_cpu, e_cpu, _ = predict(model, GraphAccess(graph, cfg, "cpu", seed=5), users, 256, "cpu", prefetch=0)
-    p_dev, e_dev, _ = predict(model.to(device), GraphAccess(graph, cfg, device, seed=5), users, 256, device)
+    on_cpu = LocalAccess(graph, cfg, WorkerContext(device=torch.device("cpu")), rng_seed=5)
+    on_dev = LocalAccess(graph, cfg, WorkerContext(device=torch.device(device)), rng_seed=5)
+    p_cpu, e_cpu, _ = predict(model, on_cpu, users, 256, "cpu", prefetch=0)
+    p_dev, e_dev, _ = predict(model.to(device), on_dev, users, 256, device)
     assert p_dev.device.type == "cpu" and p_dev.shape == (600,) and e_dev.shape == (600, 32)
     torch.testing.assert_close(p_dev, p_cpu, atol=2e-4, rtol=1e-3)
     torch.testing.assert_close(e_dev, e_cpu, atol=2e-4, rtol=1e-3)
@@ -177,7 +181,7 @@ def test_ddp_step_over_nccl(graph, device):
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
     try:
         cfg = _cfg(on_device=True)
-        access = GraphAccess(graph, cfg, device, seed=0)
+        access = LocalAccess(graph, cfg, WorkerContext(device=torch.device(device)), rng_seed=0)
         model = build_model(cfg).to(device)
         ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
         inp = next(iter(Prefetcher(access.loader(torch.from_numpy(graph.split_index("train")), 64), device)))
@@ -202,7 +206,7 @@ def test_ray_train_on_gpu(tmp_path, device):
         pytest.skip("needs CUDA: Ray Train with use_gpu schedules on GPU resources")
     pytest.importorskip("ray", reason="Ray is not installed in this environment")
     from ripple.config import load_config
-    from ripple.launch.pipeline import train
+    from ripple.pipeline import train
 
     data = str(tmp_path / "data")
     generate(data, GeneratorConfig(users=800, seed=1, label_sims=20))

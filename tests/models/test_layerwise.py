@@ -11,7 +11,7 @@ import torch
 from ripple.config import RippleConfig
 from ripple.data import features as FT
 from ripple.data import schema as S
-from ripple.distributed.train import build_model
+from ripple.models.gnn import build_model
 from ripple.models.layerwise import LayerwiseGraph, head, infer_local, input_states, layer_states
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "sampling"))
@@ -127,7 +127,7 @@ def test_feature_widths_match_the_model():
 
 
 def test_phase_memory_request_grows_with_the_part_and_is_capped_by_the_node():
-    from ripple.distributed.inference import phase_memory_bytes
+    from ripple.infer.embed import phase_memory_bytes
 
     counts = {"user": [1000, 4000], "content": [3000, 100], "community": [10, 10]}
     small = phase_memory_bytes(counts, 0, hidden=64, chunk_edges=1024)

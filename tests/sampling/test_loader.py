@@ -10,7 +10,7 @@ from ripple.config import SamplingConfig
 from ripple.data import features as FT
 from ripple.data import schema as S
 from ripple.data.graph import LocalGraph, build_csc
-from ripple.distributed.stores import local_stores
+from ripple.graph.local import local_stores
 from ripple.sampling import backends
 from ripple.sampling.loader import EdgeFeatureJoin, make_loader, make_sampler
 from ripple.sampling.native import NativeNeighborSampler

@@ -12,7 +12,7 @@ from scipy import stats
 from torch_geometric.sampler import NodeSamplerInput
 
 from ripple.data.graph import build_csc
-from ripple.distributed.stores import CSCGraphStore, DictFeatureStore
+from ripple.graph.local import CSCGraphStore, DictFeatureStore
 from ripple.sampling import backends
 from ripple.sampling.native import CSCGraph, NativeNeighborSampler, _segment_arange, sample_csc
 

@@ -1,0 +1,386 @@
+"""``ripple`` console script. Exit 0 ok, 2 bad input or usage, 1 runtime failure.
+
+Thin: parse flags, build the config, call one function of ``ripple.pipeline`` (or the data modules),
+print the result. Every verb works without a config file; ``--config`` layers a YAML file under the flags.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+from ripple.data.storage import StorageOptions, StorageUnavailable, check_url
+
+log = logging.getLogger("ripple")
+
+EXIT_OK, EXIT_RUNTIME, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class UsageError(ValueError):
+    """Bad command-line usage (exit 2), raised instead of argparse's own exit."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse exits 2 too; keep its message on stderr
+        self.print_usage(sys.stderr)
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _storage_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--s3-endpoint-url", default=None,
+                   help="S3-compatible endpoint (MinIO, moto, ...); credentials come from AWS_* variables")
+
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="YAML config file (flags override it)")
+    p.add_argument("--data", default=None, help="dataset URL (local folder or s3://...)")
+    p.add_argument("--storage-path", default=None, help="where runs are written (local folder or s3://...)")
+    p.add_argument("--run-name", default=None, help="run folder name; re-using it resumes the run")
+    p.add_argument("--num-workers", type=int, default=None, help="Ray Train workers (DDP ranks)")
+    p.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per worker, NCCL")
+    p.add_argument("--max-failures", type=int, default=None, help="worker-group restarts from the last checkpoint")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local one)")
+    _storage_flags(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ripple", description="Distributed GNN training of cascade reach on social graphs.")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+
+    g = sub.add_parser("generate", help="write a synthetic dataset")
+    g.add_argument("out")
+    g.add_argument("--users", type=int, default=5000)
+    g.add_argument("--avg-follows", type=float, default=20.0)
+    g.add_argument("--seed", type=int, default=0)
+    _storage_flags(g)
+
+    v = sub.add_parser("validate", help="check a dataset's schema, ids and values")
+    v.add_argument("data")
+    _storage_flags(v)
+
+    lb = sub.add_parser("labels", help="labels from the cascade history: cut at --cutoff, past-only graph, "
+                                       "future reach as labels")
+    lb.add_argument("data", help="the platform's tables (local folder or s3://...)")
+    lb.add_argument("--cutoff", required=True, help="T: ISO-8601 time (2024-05-06T00:00:00Z) or epoch seconds")
+    lb.add_argument("--horizon", required=True, help="H: window [T, T+H) and reshare horizon, e.g. 14d, 36h")
+    lb.add_argument("--out", required=True, help="where the labelled dataset goes (local folder or s3://...)")
+    lb.add_argument("--min-posts", type=int, default=1, help="K: window posts a user needs for a label")
+    lb.add_argument("--split-seed", type=int, default=0, help="seed of the per-user train/val/test split")
+    lb.add_argument("--chunk-rows", type=int, default=1 << 20, help="rows per streamed batch")
+    _storage_flags(lb)
+
+    pt = sub.add_parser("partition", help="shard a dataset for distributed training (streaming, out-of-core)")
+    pt.add_argument("data")
+    pt.add_argument("--num-parts", type=int, required=True, help="number of shards (GraphShard actors)")
+    pt.add_argument("--out", required=True, help="where the shards and their manifest go (local or s3://...)")
+    pt.add_argument("--method", choices=["lp", "hash"], default="lp",
+                    help="lp: community-seeded balanced label propagation (default); hash: user id hash")
+    pt.add_argument("--passes", type=int, default=4, help="label-propagation passes over follows")
+    pt.add_argument("--balance", type=float, default=1.05, help="max part size / mean part size")
+    pt.add_argument("--chunk-rows", type=int, default=1 << 20, help="rows per streamed batch and CSC bucket")
+    pt.add_argument("--scratch", default=None, help="local folder for spill files (default: system temp)")
+    _storage_flags(pt)
+
+    t = sub.add_parser("train", help="train + evaluate + write embeddings back")
+    _train_flags(t)
+
+    sb = sub.add_parser("submit", help="run `ripple train` as a Ray job on an existing cluster",
+                        usage="ripple submit [--address URL] [--no-wait] [--working-dir DIR] -- <train args>")
+    sb.add_argument("--address", default=None,
+                    help="Ray job API (dashboard) address, e.g. http://HEAD:8265; default RAY_API_SERVER_ADDRESS or "
+                         "RAY_ADDRESS")
+    sb.add_argument("--no-wait", action="store_true", help="submit and return; do not follow the logs")
+    sb.add_argument("--working-dir", default=None,
+                    help="upload this folder as the job's working dir (a source checkout); default: the cluster's "
+                         "installed ripple")
+    sb.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: the arguments of `ripple train`")
+
+    k8s = sub.add_parser("k8s", help="Kubernetes (KubeRay) manifests for a training config")
+    k8s_verbs = k8s.add_subparsers(dest="k8s_verb", required=True, parser_class=_Parser)
+    kr = k8s_verbs.add_parser("render", help="print the ConfigMap + RayJob that run `ripple train` on KubeRay")
+    _train_flags(kr)
+    kr.add_argument("--image", default=None,
+                    help="container image (k8s.image), e.g. registry.example.com/ripple:0.1.0")
+    kr.add_argument("--namespace", default=None, help="namespace of the manifests (k8s.namespace)")
+    kr.add_argument("-o", "--output", default=None, help="write the YAML to this file instead of stdout")
+
+    e = sub.add_parser("embed", help="(re)write embeddings from a run's best checkpoint")
+    e.add_argument("run", help="<storage-path>/<run-name>")
+    _storage_flags(e)
+
+    sd = sub.add_parser("seeds", help="influence maximization: K seed users from a trained run -> <run>/seeds.parquet")
+    sd.add_argument("run", help="<storage-path>/<run-name> of a trained run (with committed embeddings)")
+    sd.add_argument("--k", type=int, required=True, help="number of seed users (>= 1)")
+    sd.add_argument("--candidates", type=int, default=None,
+                    help="candidate pool: the users with the highest predicted reach the greedy considers "
+                         "(default max(1000, 10 K))")
+    sd.add_argument("--evaluate", action="store_true",
+                    help="also compare against follower count, PageRank, DegreeDiscount and CELF by simulated IC "
+                         "spread on <data>/_truth (synthetic data only) -> <run>/seeds_eval.json, metrics.json")
+    sd.add_argument("--sims", type=int, default=1000, help="IC simulations per evaluated seed set (--evaluate)")
+    _storage_flags(sd)
+
+    d = sub.add_parser("demo", help="generate -> validate -> train -> evaluate -> write back, locally")
+    d.add_argument("--out", default="ripple-demo")
+    d.add_argument("--users", type=int, default=4000)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--num-workers", type=int, default=2)
+    d.add_argument("--epochs", type=int, default=None)
+    d.add_argument("--history", action="store_true",
+                   help="learn from the generated post history: generate -> labels (cutoff mid-history, horizon "
+                        "a quarter of it) -> train -> evaluate against the future and the truth oracle")
+    return p
+
+
+def _options(args) -> StorageOptions | None:
+    url = getattr(args, "s3_endpoint_url", None) or os.environ.get("RIPPLE_S3_ENDPOINT_URL")
+    return StorageOptions(endpoint_url=url) if url else None
+
+
+def config_from_args(args):
+    from ripple.config import load_config
+
+    overrides = {"data": args.data, "storage_path": args.storage_path, "run_name": args.run_name,
+                 "scaling.num_workers": args.num_workers, "scaling.use_gpu": args.use_gpu,
+                 "scaling.max_failures": args.max_failures, "scaling.address": args.address,
+                 "train.epochs": args.epochs,
+                 "storage.endpoint_url": getattr(args, "s3_endpoint_url", None),
+                 "k8s.image": getattr(args, "image", None), "k8s.namespace": getattr(args, "namespace", None)}
+    return load_config(args.config, overrides)
+
+
+class _Stages:
+    """A progress bar over pipeline stages (tqdm on a terminal, log lines otherwise)."""
+
+    def __init__(self, names: list[str]):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=len(names), desc="ripple", unit="stage", file=sys.stderr,
+                        bar_format="{desc}: {n_fmt}/{total_fmt} {bar} [{elapsed}] {postfix}")
+        self.started = False
+
+    def __call__(self, name: str) -> None:
+        if self.started:
+            self.bar.update(1)
+        self.started = True
+        self.bar.set_postfix_str(name)
+        log.info("stage: %s", name)
+
+    def close(self, done: bool = True):
+        """``done=False``: the current stage failed; end the bar's line so an error prints on its own line."""
+        if self.started and done:
+            self.bar.update(1)
+        self.bar.close()
+
+
+def _print_metrics(metrics: dict) -> None:
+    from ripple.evaluate.compare import MODEL_ORDER
+    from ripple.evaluate.metrics import METRIC_NAMES, format_table
+
+    table = {m: metrics[m] for m in METRIC_NAMES}
+    if metrics.get("spearman_vs_truth"):  # history labels on synthetic data: the oracle's column
+        table["spearman_vs_truth"] = {k: v for k, v in metrics["spearman_vs_truth"].items() if k != "users"}
+    present = [m for m in MODEL_ORDER if any(m in col for col in table.values())]
+    print(format_table(table, order=present))
+    thr = metrics.get("throughput", {})
+    print(f"kernel backend: {metrics.get('kernel_backend')}; train {thr.get('train_seeds_per_s') or 0:.0f} "
+          f"seeds/s over {thr.get('num_workers')} workers; best epoch {metrics.get('best_epoch')}")
+
+
+def cmd_generate(args) -> int:
+    from ripple.data.generator import GeneratorConfig, generate
+
+    cfg = GeneratorConfig(users=args.users, avg_follows=args.avg_follows, seed=args.seed)
+    stages = _Stages(["users", "follows", "content", "history", "communities", "labels"])
+    m = generate(args.out, cfg, _options(args), progress=stages)
+    stages.close()
+    print(json.dumps(m["rows"], indent=1))
+    return EXIT_OK
+
+
+def cmd_validate(args) -> int:
+    from ripple.data.validate import validate_dataset
+
+    report = validate_dataset(args.data, _options(args))
+    print(report.text())
+    return EXIT_OK if report.ok else EXIT_BAD_INPUT
+
+
+def cmd_labels(args) -> int:
+    from ripple.data.history import parse_duration, parse_time
+    from ripple.data.labels import LabelSpec, derive_labels
+    from ripple.data.storage import absolute_url
+
+    if args.chunk_rows < 1:
+        raise UsageError(f"--chunk-rows must be >= 1, got {args.chunk_rows}")
+    spec = LabelSpec(cutoff=parse_time(args.cutoff), horizon=parse_duration(args.horizon), min_posts=args.min_posts,
+                     split_seed=args.split_seed)
+    m = derive_labels(absolute_url(args.data), absolute_url(args.out), spec, _options(args), args.chunk_rows)
+    info = m["labels"]
+    print(json.dumps({"rows": m["rows"], **{k: info[k] for k in ("cutoff_iso", "horizon_s", "min_posts",
+                                                                  "window_posts", "labelled_users", "reliability")}},
+                     indent=1))
+    return EXIT_OK
+
+
+def cmd_partition(args) -> int:
+    from ripple.config import PartitionConfig
+    from ripple.data.storage import absolute_url
+    from ripple.data.validate import require_valid
+    from ripple.graph.partition import partition
+
+    cfg = PartitionConfig(num_parts=args.num_parts, method=args.method, passes=args.passes, balance=args.balance,
+                          chunk_rows=args.chunk_rows, scratch=args.scratch)
+    if cfg.num_parts < 1:
+        raise UsageError(f"--num-parts must be >= 1, got {cfg.num_parts}")
+    data, out = absolute_url(args.data), absolute_url(args.out)
+    require_valid(data, _options(args))
+    m = partition(data, out, cfg, _options(args))
+    print(json.dumps({k: m[k] for k in ("num_parts", "node_counts", "edge_cut", "stats")}, indent=1))
+    return EXIT_OK
+
+
+def cmd_train(args) -> int:
+    from ripple import pipeline
+
+    cfg = config_from_args(args)
+    stages = _Stages(["validate", "train", "embed", "evaluate"])
+    try:
+        metrics = pipeline.train(cfg, stage=stages)
+    except BaseException:
+        stages.close(done=False)
+        raise
+    stages.close()
+    _print_metrics(metrics)
+    return EXIT_OK
+
+
+def cmd_submit(args) -> int:
+    from ripple.deploy.submit import submit
+
+    train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
+    # parse them here: bad train arguments are refused before anything reaches the cluster
+    cfg = config_from_args(build_parser().parse_args(["train", *train_args]))
+    return submit(train_args, cfg.run_name, address=args.address, wait=not args.no_wait,
+                  working_dir=args.working_dir)
+
+
+def cmd_k8s(args) -> int:
+    from ripple.deploy.k8s import render_yaml
+
+    text = render_yaml(config_from_args(args))  # k8s_verb is "render", the only one
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+        log.info("wrote %s", args.output)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_embed(args) -> int:
+    from ripple import pipeline
+
+    m = pipeline.embed(args.run, _options(args))
+    print(f"wrote {m['rows']} embeddings in {len(m['parts'])} parts")
+    return EXIT_OK
+
+
+def cmd_seeds(args) -> int:
+    from ripple import pipeline
+
+    if args.k < 1:
+        raise UsageError(f"--k must be >= 1, got {args.k}")
+    if args.candidates is not None and args.candidates < args.k:
+        raise UsageError(f"--candidates must be >= --k ({args.k}), got {args.candidates}")
+    if args.sims < 1:
+        raise UsageError(f"--sims must be >= 1, got {args.sims}")
+    out = pipeline.seeds(args.run, args.k, _options(args), candidates=args.candidates, evaluate=args.evaluate,
+                         sims=args.sims)
+    t = out["seeds"]
+    print(f"wrote {t.num_rows} seeds to {out['path']} ({out['selection_s']:.2f}s, {out['candidates']} candidates "
+          f"of {out['users']} users)")
+    for r in t.slice(0, 10).to_pylist():
+        print(f"  {r['rank']:>4}  user {r['user_id']:<12} predicted reach {r['score']:8.2f}  "
+              f"marginal gain {r['marginal_gain']:8.2f}")
+    if "evaluation" in out:
+        print(f"{'method':<16} {'k':>4} {'spread':>18} {'selection_s':>12}")
+        for r in out["evaluation"]["table"]:
+            print(f"{r['method']:<16} {r['k']:>4} {r['spread_mean']:>10.1f} +- {r['spread_se']:<5.1f} "
+                  f"{r['selection_s']:>12.3f}")
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from ripple import pipeline
+    from ripple.config import load_config
+    from ripple.data.generator import GeneratorConfig, generate
+    from ripple.data.storage import join
+
+    t0 = time.perf_counter()
+    data = join(args.out, "data")
+    stages = _Stages(["generate", *(["labels"] if args.history else []), "validate", "train", "embed", "evaluate"])
+    stages("generate")
+    gen = GeneratorConfig(users=args.users, seed=args.seed)
+    generate(data, gen)
+    if args.history:
+        from ripple.data.labels import LabelSpec, derive_labels
+
+        stages("labels")
+        start, end = gen.history["start"], gen.history["end"]
+        horizon = (end - start) // 4
+        data_hist = join(args.out, "data-labelled")
+        derive_labels(data, data_hist, LabelSpec(cutoff=end - 2 * horizon, horizon=horizon, split_seed=args.seed))
+        data = data_hist
+    run_name = f"demo-history-{args.seed}" if args.history else f"demo-{args.seed}"
+    cfg = load_config(None, {"data": data, "storage_path": join(args.out, "runs"), "run_name": run_name,
+                             "scaling.num_workers": args.num_workers, "train.epochs": args.epochs})
+    metrics = pipeline.train(cfg, stage=stages)
+    stages.close()
+    _print_metrics(metrics)
+    print(f"demo finished in {time.perf_counter() - t0:.0f}s; outputs under {args.out}/runs/{cfg.run_name}")
+    return EXIT_OK
+
+
+COMMANDS = {"generate": cmd_generate, "validate": cmd_validate, "labels": cmd_labels, "partition": cmd_partition,
+            "train": cmd_train,
+            "submit": cmd_submit, "k8s": cmd_k8s, "embed": cmd_embed, "seeds": cmd_seeds,
+            "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("botocore", "s3fs", "aiobotocore", "fsspec", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        for name, value in vars(args).items():  # before any verb echoes a URL: none may carry credentials
+            for v in value if isinstance(value, list) else [value]:
+                check_url(v, name)
+        return COMMANDS[args.verb](args)
+    except StorageUnavailable as e:  # the storage service kept failing through every retry: not the input's fault
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except ValueError as e:  # bad input: config, dataset, URL, manifest — every such error is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return EXIT_RUNTIME
+    except Exception as e:  # noqa: BLE001 — the CLI's job is to turn failures into an exit code
+        log.exception("ripple %s failed", args.verb)
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_RUNTIME
+
+
+if __name__ == "__main__":
+    sys.exit(main())

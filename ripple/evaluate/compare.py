@@ -1,0 +1,114 @@
+"""Held-out evaluation: the GNN next to its baselines and the labels' reliability, on the same test users.
+
+``label_reliability`` (alias ``ceiling``) says how well the labels agree with themselves: for simulated labels,
+how one independent set of cascade simulations ranks the users against another; for labels observed in a cascade
+history (``ripple labels``), the split-half reliability its manifest records for the test users. No model can be
+expected to beat it. On synthetic data a history-labelled dataset is also scored against the truth oracle
+(``_truth/users.expected_reach``): ``spearman_vs_truth`` says how well each model recovers true influence from
+noisy labels, and its ``label`` entry how well the observed labels themselves do.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyarrow as pa
+
+from ripple.data.graph import LocalGraph
+from ripple.data.ids import dense_index
+from ripple.evaluate.baselines import run_baselines
+from ripple.evaluate.metrics import score_all, spearman
+
+log = logging.getLogger(__name__)
+
+MODEL_ORDER = ["gnn", "follower_count", "pagerank", "lightgbm_flat", "lightgbm_2hop", "label_reliability", "label"]
+
+
+def _reliability(metrics: dict, y, ceiling, reliability: float | None) -> dict:
+    """``label_reliability`` and its alias ``ceiling``: a replicate's scores, or a given split-half value."""
+    if reliability is None:
+        scored = score_all(y, {"label_reliability": ceiling})
+        for m, per_model in scored.items():
+            metrics[m]["label_reliability"] = metrics[m]["ceiling"] = per_model["label_reliability"]
+    else:
+        metrics["spearman"]["label_reliability"] = metrics["spearman"]["ceiling"] = reliability
+    return metrics
+
+
+def vs_truth(y: np.ndarray, preds: dict[str, np.ndarray], truth: np.ndarray) -> dict:
+    """Spearman of every model (and of the label ``y``) against the oracle's expected reach, over the test users
+    the oracle simulated. Shapes: y, preds[*], truth [n] (truth NaN where not simulated)."""
+    ok = np.isfinite(truth)
+    if ok.sum() < 3:
+        return {}
+    out = {k: spearman(truth[ok], np.asarray(p, dtype=np.float64)[ok]) for k, p in preds.items()}
+    out["label"] = spearman(truth[ok], y[ok])
+    out["users"] = int(ok.sum())
+    return out
+
+
+def truth_of(user_ids: np.ndarray, truth: pa.Table, test_ids: np.ndarray) -> np.ndarray:
+    """``expected_reach`` of ``test_ids`` (NaN where the oracle did not simulate). ``user_ids``: sorted user ids;
+    ``truth``: ``_truth/users`` with ``id`` and ``expected_reach``. Shapes: test_ids [n] -> [n] float64."""
+    out = np.full(len(user_ids), np.nan)
+    pos = dense_index(user_ids, truth["id"].to_numpy(), "_truth/users.id")
+    out[pos] = truth["expected_reach"].to_numpy(zero_copy_only=False).astype(np.float64)
+    return out[dense_index(user_ids, test_ids, "labels.user_id")]
+
+
+def gnn_test_predictions(graph: LocalGraph, embeddings: pa.Table) -> np.ndarray:
+    """The written ``influence_score`` of every test user, in label order."""
+    test_users = graph.label_index[graph.split == "test"]
+    pos = dense_index(graph.ids["user"], embeddings["user_id"].to_numpy(), "embeddings.user_id")
+    score = np.full(graph.num_nodes("user"), np.nan)
+    score[pos] = embeddings["influence_score"].to_numpy()
+    out = score[test_users]
+    if np.isnan(out).any():
+        raise ValueError(f"embeddings lack {int(np.isnan(out).sum())} test users; re-run `ripple embed`")
+    return out
+
+
+def evaluate(graph: LocalGraph, embeddings: pa.Table, seed: int = 0, lightgbm_threads: int = 1,
+             reliability: float | None = None, truth: pa.Table | None = None) -> dict:
+    """Returns ``{"spearman": {model: v}, "kendall": ..., "ndcg_at_100": ..., "msle": ...}`` and, given the
+    oracle's ``truth`` table, ``spearman_vs_truth``. ``reliability``: the labels' own split-half reliability
+    (history labels); without it the replicate column is scored as the ceiling."""
+    test = graph.split == "test"
+    y = graph.reach[test].astype(np.float64)
+    x_flat = graph.x["user"]
+    follower_count = np.rint(np.expm1(x_flat[:, 0].astype(np.float64)))  # column 0 is log1p(follower_count)
+    src, dst = graph.follows_coo()
+    preds = {"gnn": gnn_test_predictions(graph, embeddings)}
+    preds.update(run_baselines(x_flat, follower_count, src, dst, graph.label_index, graph.reach, graph.split,
+                               seed=seed, num_threads=lightgbm_threads))
+    metrics = _reliability(score_all(y, preds), y, graph.replicate[test].astype(np.float64), reliability)
+    if truth is not None:
+        test_ids = graph.ids["user"][graph.label_index[test]]
+        metrics["spearman_vs_truth"] = vs_truth(y, preds, truth_of(graph.ids["user"], truth, test_ids))
+    return metrics
+
+
+def evaluate_from_tables(labels: pa.Table, users: pa.Table, embeddings: pa.Table,
+                         reliability: float | None = None, truth: pa.Table | None = None) -> dict:
+    """The GNN, follower count and the ceiling from the labels and user tables alone (O(users) memory): what a
+    sharded run reports when the graph is too large for the whole-graph baselines on one machine.
+
+    ``users`` needs ``id`` and ``follower_count``; ``labels`` is the dataset's labels table."""
+    ids = np.sort(users["id"].to_numpy())
+    order = np.argsort(users["id"].to_numpy(), kind="stable")
+    followers = users["follower_count"].to_numpy()[order].astype(np.float64)
+    test = labels["split"].to_numpy(zero_copy_only=False).astype(str) == "test"
+    test_users = dense_index(ids, labels["user_id"].to_numpy()[test], "labels.user_id")
+    score = np.full(len(ids), np.nan)
+    score[dense_index(ids, embeddings["user_id"].to_numpy(), "embeddings.user_id")] = \
+        embeddings["influence_score"].to_numpy()
+    gnn = score[test_users]
+    if np.isnan(gnn).any():
+        raise ValueError(f"embeddings lack {int(np.isnan(gnn).sum())} test users; re-run `ripple embed`")
+    y = labels["cascade_reach"].to_numpy()[test].astype(np.float64)
+    preds = {"gnn": gnn, "follower_count": followers[test_users]}
+    replicate = labels["cascade_reach_replicate"].to_numpy(zero_copy_only=False)[test].astype(np.float64)
+    metrics = _reliability(score_all(y, preds), y, replicate, reliability)
+    if truth is not None:
+        metrics["spearman_vs_truth"] = vs_truth(y, preds, truth_of(ids, truth, labels["user_id"].to_numpy()[test]))
+    return metrics

@@ -1,0 +1,478 @@
+"""The sharded graph: one partition per ``GraphShard`` Ray actor, and PyG stores that route to them.
+
+* ``ShardData``: one partition in one process (CSC in-edges per relation with *global* source indices, node
+  features, labels, original ids). Sampling and lookups take local indices and return global ones.
+* ``GraphShard``: a Ray actor that loads one partition from object storage in its constructor (so a restarted
+  actor reloads it) and serves batched neighbour sampling and feature lookups. It publishes its arrays in Ray's
+  object store once; a co-located trainer maps them zero-copy instead of loading a second copy.
+* ``ShardedGraph``: the client a trainer holds. Requests are grouped by owning part: one call per part per
+  request, all remote calls in flight at once, a local part answered in-process without a remote call.
+* ``ShardedFeatureStore`` / ``ShardedGraphStore``: PyG's store interfaces over a ``ShardedGraph``, so batches
+  go through ``NodeLoader``'s own feature join.
+
+Global indices: part p owns ``offsets[t][p] : offsets[t][p + 1]`` of node type t and
+``edge_offsets[et][p] : edge_offsets[et][p + 1]`` of relation et's edges (``ripple.graph.partition``).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch_geometric.data import EdgeAttr, FeatureStore, GraphStore, TensorAttr
+
+from ripple.data import schema as S
+from ripple.data.storage import StorageError, StorageOptions, Store, join, read_checked
+from ripple.graph.partition import part_dir, read_partition_manifest
+from ripple.run import PARTITIONS_MANIFEST
+from ripple.sampling.native import sample_segments
+
+log = logging.getLogger(__name__)
+
+EdgeType = tuple[str, str, str]
+NAMESPACE = "ripple"
+EDGE_ATTR = "edge_attr"
+
+
+@dataclass
+class PartitionMeta:
+    """What every process knows about a partitioned graph: O(P) numbers from the manifest, no graph data."""
+
+    url: str
+    options: StorageOptions
+    manifest: dict
+
+    @classmethod
+    def open(cls, url: str, options: StorageOptions | None = None) -> "PartitionMeta":
+        return cls(url, options or StorageOptions(), read_partition_manifest(url, options))
+
+    @property
+    def num_parts(self) -> int:
+        return int(self.manifest["num_parts"])
+
+    @property
+    def edge_types(self) -> list[EdgeType]:
+        return [tuple(et) for et in self.manifest["edge_types"]]
+
+    @property
+    def edge_dims(self) -> dict[EdgeType, int]:
+        dims = self.manifest["edge_dims"]
+        return {et: int(dims[et[1]]) for et in self.edge_types if et[1] in dims}
+
+    def offsets(self, t: str) -> Tensor:
+        return torch.tensor(np.concatenate([[0], np.cumsum(self.manifest["node_counts"][t])]), dtype=torch.long)
+
+    def edge_offsets(self, et: EdgeType) -> Tensor:
+        return torch.tensor(np.concatenate([[0], np.cumsum(self.manifest["edge_counts"][et[1]])]), dtype=torch.long)
+
+    def num_nodes(self, t: str) -> int:
+        return int(sum(self.manifest["node_counts"][t]))
+
+    def num_edges(self, et: EdgeType) -> int:
+        return int(sum(self.manifest["edge_counts"][et[1]]))
+
+    def label_count(self, split: str, part: int) -> int:
+        return int(self.manifest["labels"][split][part])
+
+
+def owner_of(offsets: Tensor, glob: Tensor) -> Tensor:
+    """Shapes: offsets [P + 1], glob [K] global indices -> [K] owning part."""
+    return torch.searchsorted(offsets, glob, right=True) - 1
+
+
+def group_by_part(offsets: Tensor, glob: Tensor) -> list[tuple[int, Tensor, Tensor]]:
+    """[(part, positions in ``glob``, local indices)] for each part that owns some of ``glob``."""
+    own = owner_of(offsets, glob)
+    out = []
+    for p in torch.unique(own).tolist():
+        pos = torch.nonzero(own == p).view(-1)
+        out.append((p, pos, glob[pos] - offsets[p]))
+    return out
+
+
+def _tensor(a: np.ndarray) -> Tensor:
+    with warnings.catch_warnings():  # arrays mapped from Ray's object store are read-only; nobody writes them
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(a)
+
+
+class ShardData:
+    """One partition resident in this process.
+
+    Shapes (n_t = nodes of type t in the part, E = in-edges of relation et into the part's nodes):
+        ids[t] [n_t] original ids; x[t] [n_t, F_t]; y [n_user] log1p(reach), NaN when unlabelled;
+        split [n_user] int8 code (-1 unlabelled); colptr[et] [n_dst + 1]; row[et] [E] global source indices
+        (int32 while the source type has < 2^31 nodes, else int64);
+        edge_attr[et] [E, D].
+    """
+
+    def __init__(self, meta: PartitionMeta, part: int, arrays: dict[str, np.ndarray]):
+        self.meta, self.part, self.arrays = meta, part, arrays
+        self.ids = {t: arrays[f"ids/{t}"] for t in S.NODE_TYPES}
+        self.x = {t: _tensor(arrays[f"x/{t}"]) for t in S.NODE_TYPES}
+        self.y = _tensor(arrays["y"])
+        self.split = arrays["split"]
+        self.replicate = arrays["replicate"]
+        self.colptr = {et: _tensor(arrays[f"colptr/{et[1]}"]) for et in meta.edge_types}
+        self.row = {et: _tensor(arrays[f"row/{et[1]}"]) for et in meta.edge_types}
+        self.edge_attr = {et: _tensor(arrays[f"edge_attr/{et[1]}"]) for et in meta.edge_types
+                          if f"edge_attr/{et[1]}" in arrays}
+        self.edge_offset = {et: int(meta.edge_offsets(et)[part]) for et in meta.edge_types}
+        self.node_offset = {t: int(meta.offsets(t)[part]) for t in S.NODE_TYPES}
+
+    @classmethod
+    def load(cls, meta: PartitionMeta, part: int) -> "ShardData":
+        """Read part ``part`` from storage, checking every file against the manifest's checksum and rows."""
+        if not 0 <= part < meta.num_parts:
+            raise ValueError(f"part {part} does not exist: {meta.url} has {meta.num_parts} parts")
+        store = Store(meta.url, meta.options)
+        files = meta.manifest["files"]
+
+        def read(rel_path: str, columns=None):
+            want = files.get(rel_path)
+            if want is None:
+                raise StorageError(f"{join(meta.url, rel_path)} is not listed in {PARTITIONS_MANIFEST}; re-run "
+                                   "`ripple partition`")
+            return read_checked(store, {**want, "path": rel_path}, PARTITIONS_MANIFEST, columns,
+                                fix="re-run `ripple partition`")
+
+        arrays: dict[str, np.ndarray] = {}
+        dims = meta.manifest["feature_dims"]
+        indeg = {}
+        for t in S.NODE_TYPES:
+            tab = read(f"{part_dir(part)}/{t}.parquet")
+            arrays[f"ids/{t}"] = tab["id"].to_numpy()
+            arrays[f"x/{t}"] = (tab["x"].combine_chunks().flatten().to_numpy()
+                                .astype(np.float32).reshape(tab.num_rows, int(dims[t])))
+            for et in meta.edge_types:
+                if et[2] == t:
+                    indeg[et] = tab[f"in_{et[1]}"].to_numpy()
+            if t == "user":
+                reach = tab["cascade_reach"].to_numpy(zero_copy_only=False).astype(np.float32)
+                arrays["y"] = np.log1p(reach)
+                arrays["replicate"] = tab["cascade_reach_replicate"].to_numpy(zero_copy_only=False).astype(np.float32)
+                arrays["split"] = tab["split"].to_numpy().astype(np.int8)
+        for et in meta.edge_types:
+            tab = read(f"{part_dir(part)}/edges/{et[1]}.parquet")
+            colptr = np.zeros(len(indeg[et]) + 1, np.int64)
+            np.cumsum(indeg[et], out=colptr[1:])
+            if colptr[-1] != tab.num_rows:
+                raise StorageError(f"{join(meta.url, part_dir(part), 'edges', et[1] + '.parquet')}: {tab.num_rows} "
+                                   f"edges, in-degrees of {et[2]} sum to {colptr[-1]}; re-run `ripple partition`")
+            arrays[f"colptr/{et[1]}"] = colptr
+            src = tab["src"].to_numpy()
+            # int32 global source indices while a type has < 2^31 nodes: 4 bytes per resident edge saved
+            arrays[f"row/{et[1]}"] = src.astype(np.int32) if meta.num_nodes(et[0]) < 2**31 else src
+            if EDGE_ATTR in tab.column_names:
+                d = meta.edge_dims[et]
+                arrays[f"edge_attr/{et[1]}"] = (tab[EDGE_ATTR].combine_chunks().flatten().to_numpy()
+                                                .astype(np.float32).reshape(tab.num_rows, d))
+        return cls(meta, part, arrays)
+
+    def resident_bytes(self) -> int:
+        return int(sum(a.nbytes for a in self.arrays.values()))
+
+    def layerwise(self):
+        """This part as ``ripple.models.layerwise.LayerwiseGraph``: its own nodes and their in-edges."""
+        from ripple.models.layerwise import LayerwiseGraph
+
+        return LayerwiseGraph(node_offset=dict(self.node_offset), x=dict(self.x), colptr=dict(self.colptr),
+                              row=dict(self.row), edge_attr=dict(self.edge_attr))
+
+    def array_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(a.shape) for k, a in self.arrays.items()}
+
+    # ------------------------------------------------------------ serving
+
+    def sample(self, requests: dict[EdgeType, tuple[np.ndarray, int]], seed: int) -> dict:
+        """Per relation: ``(local destination indices [F], fanout)`` -> ``(owner [S] int32 position in the
+        request, source global indices [S] int64, local edge positions [S] int32, edge features [S, D] or None)``,
+        without replacement, grouped by owner. Edge features travel with the edges: no second round trip.
+        Global edge id = local edge position + ``edge_offset[et]``."""
+        gen = torch.Generator().manual_seed(int(seed))
+        ets = list(requests)
+        dst = [torch.as_tensor(requests[et][0]) for et in ets]
+        start = torch.cat([self.colptr[et][d] for et, d in zip(ets, dst)])
+        deg = torch.cat([self.colptr[et][d + 1] for et, d in zip(ets, dst)]) - start
+        fan = torch.cat([torch.full((len(d),), int(requests[et][1]), dtype=torch.long) for et, d in zip(ets, dst)])
+        # one draw for every relation of the hop: per-call overhead paid once, not once per relation
+        owner, off = sample_segments(deg, fan, gen)
+        bounds = torch.tensor([0] + [len(d) for d in dst]).cumsum(0)
+        cut = torch.searchsorted(owner, bounds)
+        out = {}
+        for i, et in enumerate(ets):
+            own = owner[cut[i]:cut[i + 1]]
+            e = start[own] + off[cut[i]:cut[i + 1]]
+            attr = self.edge_attr[et].index_select(0, e).numpy() if et in self.edge_attr else None
+            # int32 positions: a shard's relation holds < 2^31 edges; smaller replies cross the object store faster
+            out[et] = ((own - bounds[i]).to(torch.int32).numpy(), self.row[et][e].long().numpy(),
+                       e.to(torch.int32).numpy(), attr)
+        return out
+
+    def fetch(self, requests: dict[tuple, np.ndarray]) -> dict:
+        """``{(node type, attr): local indices}`` -> rows of ``x`` (any type) or ``y`` (users). Edge features
+        travel with sampled edges (``sample``), never through here."""
+        out = {}
+        for (group, attr), local in requests.items():
+            idx = torch.as_tensor(local)
+            if attr == "x":
+                out[(group, attr)] = self.x[group].index_select(0, idx).numpy()
+            elif attr == "y":
+                out[(group, attr)] = self.y.index_select(0, idx).numpy()
+            else:
+                raise KeyError(f"shard {self.part} has no attribute {attr!r} for {group!r}")
+        return out
+
+    def labelled(self, split: str) -> np.ndarray:
+        """Global user indices of this part's users in ``split``."""
+        code = S.SPLITS.index(split)
+        return np.nonzero(self.split == code)[0] + self.node_offset["user"]
+
+
+def release_memory() -> None:
+    """Give freed heap back to the OS: Arrow's memory pool and glibc keep freed buffers for reuse, so a
+    long-lived process (a shard actor after loading its part, a reused Ray worker after a big task) would
+    otherwise hold its peak. Measured on a 10M-edge graph's part: 200 MiB of a 300 MiB peak returned."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    import pyarrow as pa
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    libc = ctypes.util.find_library("c")
+    if libc:
+        try:
+            ctypes.CDLL(libc).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+            return
+
+
+class GraphShard:
+    """Ray actor body (``shard_actor_class`` wraps it): owns one partition, serves sample/fetch."""
+
+    def __init__(self, url: str, options: StorageOptions, part: int):
+        import ray
+
+        t0 = time.perf_counter()
+        # requests are small and many actors share a node with trainers: intra-op threads only oversubscribe
+        torch.set_num_threads(1)
+        meta = PartitionMeta.open(url, options)
+        loaded = ShardData.load(meta, part)
+        # Publish once; serve from the shared copy so this node holds one copy for the actor and its trainer.
+        self._ref = ray.put(loaded.arrays)
+        self.data = ShardData(meta, part, ray.get(self._ref))
+        del loaded
+        release_memory()  # the parquet decode's buffers: ~1x the part, held for the actor's life otherwise
+        self.load_seconds = time.perf_counter() - t0
+        log.info("shard %d loaded from %s: %.1f MiB in %.1fs", part, url, self.data.resident_bytes() / 2**20,
+                 self.load_seconds)
+
+    def ready(self) -> dict:
+        import ray
+
+        return {"part": self.data.part, "node_id": ray.get_runtime_context().get_node_id(),
+                "resident_bytes": self.data.resident_bytes(), "shapes": self.data.array_shapes(),
+                "load_seconds": self.load_seconds}
+
+    def arrays_ref(self) -> list:
+        return [self._ref]  # wrapped: a bare ObjectRef return value would be resolved by the caller's ray.get
+
+    def sample(self, requests, seed):
+        return self.data.sample(requests, seed)
+
+    def fetch(self, requests):
+        return self.data.fetch(requests)
+
+    def labelled(self, split: str):
+        return self.data.labelled(split)
+
+    def take_rows(self, states: list, t: str, local: np.ndarray) -> np.ndarray:
+        """Rows ``local`` (this part's local indices) of node type ``t`` from a per-part states object of
+        layer-wise inference (``ripple.infer.embed``): served here, on the part's node, so only the
+        rows travel. ``states`` is ``[(users ref, other types ref)]``, wrapped so Ray does not resolve it."""
+        import ray
+
+        users_ref, others_ref = states[0]
+        arr = ray.get(users_ref) if t == "user" else ray.get(others_ref)[t]
+        return arr[local]
+
+
+def shard_name(key: str, part: int) -> str:
+    return f"ripple-shard-{key}-{part:05d}"
+
+
+def shard_key(parts_url: str, run: str) -> str:
+    """Names a run's shard actors: trainers of one run find each other's shards, other runs do not."""
+    return hashlib.sha1(f"{parts_url}|{run}".encode()).hexdigest()[:12]
+
+
+def start_shard(meta: PartitionMeta, key: str, part: int, max_restarts: int = 3, here: bool = True):
+    """Get or create shard ``part``'s actor (on this process's node when ``here``); returns its handle."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    opts = dict(name=shard_name(key, part), namespace=NAMESPACE, get_if_exists=True, num_cpus=0,
+                max_restarts=max_restarts, max_task_retries=max_restarts)
+    if here:
+        opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                                     soft=True)
+    return ray.remote(GraphShard).options(**opts).remote(meta.url, meta.options, part)
+
+
+def find_shards(meta: PartitionMeta, key: str, timeout_s: float = 600.0) -> list:
+    """Handles of all parts' actors, waiting for other processes to create theirs."""
+    import ray
+
+    handles, deadline = [], time.monotonic() + timeout_s
+    for p in range(meta.num_parts):
+        while True:
+            try:
+                handles.append(ray.get_actor(shard_name(key, p), namespace=NAMESPACE))
+                break
+            except ValueError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"shard actor {shard_name(key, p)} did not appear within {timeout_s:.0f}s; "
+                                       "is the trainer that owns it running?") from None
+                time.sleep(0.2)
+    ray.get([h.ready.remote() for h in handles])
+    return handles
+
+
+class ShardedGraph:
+    """A trainer's view of the sharded graph: local parts mapped in-process, the others behind actors."""
+
+    def __init__(self, meta: PartitionMeta, actors: list, local_parts: list[int],
+                 local: dict[int, ShardData] | None = None):
+        self.meta, self.actors = meta, actors
+        self.local: dict[int, ShardData] = dict(local or {})
+        if local_parts:
+            import ray
+
+            for p in local_parts:  # zero-copy views of the co-located actor's published arrays
+                (ref,) = ray.get(actors[p].arrays_ref.remote())
+                self.local[p] = ShardData(meta, p, ray.get(ref))
+        self.offsets = {t: meta.offsets(t) for t in S.NODE_TYPES}
+        self.edge_offsets = {et: meta.edge_offsets(et) for et in meta.edge_types}
+        self.remote_calls = 0
+
+    @classmethod
+    def in_process(cls, meta: PartitionMeta, parts: list[int] | None = None) -> "ShardedGraph":
+        """Parts loaded into this process, no Ray (tests, benchmarks, and single-machine tools)."""
+        parts = range(meta.num_parts) if parts is None else parts
+        return cls(meta, [None] * meta.num_parts, [], {p: ShardData.load(meta, p) for p in parts})
+
+    def resident_bytes(self) -> int:
+        return sum(s.resident_bytes() for s in self.local.values())
+
+    def _call(self, method: str, by_part: dict[int, tuple]) -> dict[int, object]:
+        """One call per part; remote ones all in flight while local ones are answered here."""
+        import ray
+
+        futures = {p: getattr(self.actors[p], method).remote(*args) for p, args in by_part.items()
+                   if p not in self.local}
+        self.remote_calls += len(futures)
+        out = {p: getattr(self.local[p], method)(*args) for p, args in by_part.items() if p in self.local}
+        if futures:
+            out.update(zip(futures, ray.get(list(futures.values()))))
+        return out
+
+    def sample(self, by_part: dict[int, tuple[dict, int]]) -> dict[int, dict]:
+        return self._call("sample", by_part)
+
+    def fetch(self, by_part: dict[int, dict]) -> dict[int, dict]:
+        return self._call("fetch", {p: (req,) for p, req in by_part.items()})
+
+    def gather(self, keys: list[tuple[object, str, Tensor]]) -> list[Tensor]:
+        """Rows for each ``(group, attr, global index)``, one ``fetch`` per part covering every key."""
+        by_part: dict[int, dict] = {}
+        places = []
+        for group, attr, glob in keys:
+            groups = group_by_part(self.offsets[group], glob.cpu())
+            places.append(groups)
+            for p, _, local in groups:
+                by_part.setdefault(p, {})[(group, attr)] = local.numpy()
+        answers = self.fetch(by_part)
+        out = []
+        for (group, attr, glob), groups in zip(keys, places):
+            parts = [(pos, _tensor(np.ascontiguousarray(answers[p][(group, attr)]))) for p, pos, _ in groups]
+            if not parts:
+                out.append(torch.empty((0, *self._trailing(group, attr))))
+                continue
+            first = parts[0][1]
+            res = torch.empty((len(glob), *first.shape[1:]), dtype=first.dtype)
+            for pos, rows in parts:
+                res[pos] = rows
+            out.append(res)
+        return out
+
+    def _trailing(self, group, attr) -> tuple[int, ...]:
+        if attr == "x":
+            return (int(self.meta.manifest["feature_dims"][group]),)
+        return ()
+
+
+class ShardedFeatureStore(FeatureStore):
+    """PyG ``FeatureStore`` over a ``ShardedGraph``: node ``x`` and ``y`` (users), looked up by global index (edge
+    features travel with the sampled edges). Read-only: the partitioner writes the data."""
+
+    def __init__(self, graph: ShardedGraph):
+        super().__init__()
+        self.graph = graph
+
+    def _put_tensor(self, tensor, attr):
+        raise TypeError("ShardedFeatureStore is read-only: features are written by `ripple partition`")
+
+    def _remove_tensor(self, attr):
+        raise TypeError("ShardedFeatureStore is read-only: features are written by `ripple partition`")
+
+    def _get_tensor(self, attr: TensorAttr) -> Tensor | None:
+        return self._multi_get_tensor([attr])[0]
+
+    def _multi_get_tensor(self, attrs: list[TensorAttr]) -> list[Tensor]:
+        for a in attrs:
+            if a.index is None:
+                raise ValueError(f"{a.group_name}.{a.attr_name}: a sharded feature store serves rows by index; "
+                                 "reading a whole tensor would materialise every shard in this process")
+        return self.graph.gather([(a.group_name, a.attr_name, torch.as_tensor(a.index)) for a in attrs])
+
+    def _get_tensor_size(self, attr: TensorAttr):
+        g = attr.group_name
+        if attr.attr_name == "y":
+            return (self.graph.meta.num_nodes(g),)
+        return (self.graph.meta.num_nodes(g), int(self.graph.meta.manifest["feature_dims"][g]))
+
+    def get_all_tensor_attrs(self) -> list[TensorAttr]:
+        out = [TensorAttr(group_name=t, attr_name="x") for t in S.NODE_TYPES]
+        out.append(TensorAttr(group_name="user", attr_name="y"))
+        return out
+
+
+class ShardedGraphStore(GraphStore):
+    """PyG ``GraphStore`` describing the sharded relations. Edge indices stay on the shards: samplers reach them
+    through ``ShardedGraph.sample``; asking for a whole edge index is refused."""
+
+    def __init__(self, meta: PartitionMeta):
+        super().__init__()
+        self.meta = meta
+
+    def _put_edge_index(self, edge_index, edge_attr):
+        raise TypeError("ShardedGraphStore is read-only: edges are written by `ripple partition`")
+
+    def _remove_edge_index(self, edge_attr):
+        raise TypeError("ShardedGraphStore is read-only: edges are written by `ripple partition`")
+
+    def _get_edge_index(self, edge_attr: EdgeAttr):
+        raise ValueError(f"{edge_attr.edge_type}: the edge index is sharded over {self.meta.num_parts} GraphShard "
+                         "actors; sample through DistributedNeighborSampler instead of reading it whole")
+
+    def get_all_edge_attrs(self) -> list[EdgeAttr]:
+        return [EdgeAttr(edge_type=et, layout="csc", is_sorted=True,
+                         size=(self.meta.num_nodes(et[0]), self.meta.num_nodes(et[2])))
+                for et in self.meta.edge_types]

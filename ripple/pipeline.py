@@ -1,0 +1,187 @@
+"""The end-to-end verbs behind the CLI, top to bottom: train (+ evaluate + write back), embed, seeds.
+
+Order matters for "bad input writes nothing": the dataset is validated before the run folder is touched.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+
+import pyarrow as pa
+
+from ripple.config import RippleConfig, from_dict, parse_yaml
+from ripple.data.dataset import Dataset
+from ripple.data.graph import load_local_graph
+from ripple.data.storage import StorageOptions, Store, absolute_url, join, read_committed, table_to_parquet_bytes
+from ripple.data.validate import require_valid
+from ripple.evaluate.compare import evaluate, evaluate_from_tables
+from ripple.graph.access import parts_of_rank
+from ripple.graph.partition import check_partition_files, partition
+from ripple.graph.shards import PartitionMeta
+from ripple.infer.embed import write_embeddings
+from ripple.influence.evaluate import evaluate_seeds
+from ripple.influence.select import select_seeds
+from ripple.run import (CONFIG_FILE, METRICS_FILE, PARTITIONS, SCORE, best_checkpoint, embeddings_store, is_partitioned,
+                        run_dir, run_path)
+from ripple.train.driver import fit
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(cfg: RippleConfig | None = None, log_to_driver: bool = True) -> None:
+    """Join ``scaling.address`` / ``RAY_ADDRESS``, or start a local cluster sized for the workers."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    # Workers import torch + PyG before they join the group; on a busy small machine that exceeds Ray's
+    # 60 s default and the whole group is torn down.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
+    address = (cfg.scaling.address if cfg else None) or os.environ.get("RAY_ADDRESS")
+    # The dashboard stays on: Ray Train's placement-group cleaner watches the controller through the state
+    # API, which the dashboard serves (without it, a warning every few seconds).
+    kwargs = {"log_to_driver": log_to_driver}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        workers = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker if cfg else 2
+        # address="local": always a new local cluster, never whatever `ray start` last recorded on this machine
+        # (a stale record of a stopped head would otherwise be joined, or refused with num_cpus)
+        ray.init(address="local", num_cpus=max(2, int(workers)), **kwargs)
+
+
+def resolve_paths(cfg: RippleConfig) -> RippleConfig:
+    """The config with local paths made absolute (workers do not share the driver's working directory)."""
+    return dataclasses.replace(cfg, data=absolute_url(cfg.data), storage_path=absolute_url(cfg.storage_path))
+
+
+def train(cfg: RippleConfig, stage=lambda name: None) -> dict:
+    """Validate -> train on Ray -> write embeddings -> evaluate -> ``metrics.json``. Returns the metrics."""
+    cfg = resolve_paths(cfg)
+    stage("validate")
+    sharded = is_partitioned(cfg.data, cfg.storage)
+    if sharded:  # partitioned by `ripple partition`, which validated its source
+        meta = PartitionMeta.open(cfg.data, cfg.storage)
+        check_partition_files(cfg.data, meta.manifest, cfg.storage)
+        source, num_parts = meta.manifest["source"], meta.num_parts
+    else:
+        require_valid(cfg.data, cfg.storage)
+        source, num_parts = cfg.data, cfg.partition.num_parts
+    if num_parts:
+        parts_of_rank(num_parts, cfg.scaling.num_workers, 0)  # every worker must own a part: refuse before Ray
+    run = Store(run_dir(cfg), cfg.storage)
+    if not sharded and cfg.partition.num_parts > 0:
+        stage("partition")
+        parts_url = run_path(cfg, PARTITIONS)
+        if not is_partitioned(parts_url, cfg.storage):  # a resumed run keeps its partitions
+            partition(cfg.data, parts_url, cfg.partition, cfg.storage)
+        cfg = dataclasses.replace(cfg, data=parts_url)
+        sharded = True
+    run.write_bytes(cfg.to_yaml().encode(), CONFIG_FILE)
+    init_ray(cfg)
+
+    stage("train")
+    t0 = time.perf_counter()
+    outcome = fit(cfg)
+    train_s = time.perf_counter() - t0
+
+    stage("embed")
+    manifest = write_embeddings(cfg, outcome.best_checkpoint)
+
+    stage("evaluate")
+    emb = read_committed(embeddings_store(cfg), columns=["user_id", "influence_score"])
+    ds = Dataset(source, cfg.storage)
+    whole_graph_ok = ds.manifest.rows.get("follows", 0) <= cfg.eval.baselines_max_edges
+    reliability, truth = label_oracles(ds)
+    if sharded and not whole_graph_ok:
+        # PageRank and the 2-hop features need the whole graph in one process: report what scales instead
+        metrics = evaluate_from_tables(ds.read("labels"), ds.read("user", ["id", "follower_count"]), emb,
+                                       reliability, truth)
+        metrics["baselines_skipped"] = (f"{ds.manifest.rows.get('follows')} follows edges > "
+                                        f"eval.baselines_max_edges={cfg.eval.baselines_max_edges}")
+    else:
+        metrics = evaluate(load_local_graph(ds), emb, seed=cfg.train.seed,
+                           lightgbm_threads=cfg.eval.lightgbm_threads, reliability=reliability, truth=truth)
+    last = outcome.last_metrics
+    metrics["throughput"] = {
+        "train_seeds_per_s": last.get("train_seeds_per_s"), "train_edges_per_s": last.get("train_edges_per_s"),
+        "train_seeds_per_s_per_rank": last.get("train_seeds_per_s_per_rank"),
+        "data_wait_fraction_per_rank": last.get("data_wait_fraction_per_rank"), "device": last.get("device"),
+        "train_wall_s": train_s, "embed_users_per_s": manifest["rows"] / max(manifest["seconds"], 1e-9),
+        "embedded_users": manifest["rows"],
+        "num_workers": cfg.scaling.num_workers,
+        "num_parts": num_parts or None,
+        "graph_resident_bytes_per_rank": last.get("graph_resident_bytes")}
+    metrics["kernel_backend"] = last.get("kernel_backend")
+    metrics["epochs"] = {"start": last.get("start_epoch"), "last": last.get("epoch"),
+                         "best": outcome.best_metrics.get("epoch")}
+    # fault tolerance: the epoch of the checkpoint the last worker group started from (None: from scratch), and
+    # how many worker groups of this run were lost and restarted from a checkpoint (``--max-failures``)
+    metrics["resumed_from_epoch"] = last.get("resumed_from_epoch")
+    metrics["restarts"] = last.get("restarts", 0)
+    metrics["best_epoch"] = outcome.best_metrics.get("epoch")
+    metrics[f"best_{SCORE}"] = outcome.best_metrics.get(SCORE)
+    metrics["best_val_spearman"] = outcome.best_metrics.get("val_spearman")
+    run.write_json(metrics, METRICS_FILE)
+    return metrics
+
+
+def label_oracles(ds: Dataset):
+    """(split-half reliability of the test labels, ``_truth/users`` id + expected_reach) of a dataset whose labels
+    ``ripple labels`` derived from a history; (None, None) for simulated labels, whose replicate is the ceiling."""
+    info = ds.manifest.labels
+    if not info:
+        return None, None
+    rel = ((info.get("reliability") or {}).get("test") or {}).get("spearman_brown")
+    truth = None
+    if ds.has("_truth/users"):  # synthetic data: the oracle, for evaluation only
+        t = ds.read("_truth/users")
+        if "expected_reach" in t.column_names:
+            truth = t.select(["id", "expected_reach"])
+    return (float("nan") if rel is None else float(rel)), truth
+
+
+def load_run_config(run_url: str, options: StorageOptions | None = None) -> RippleConfig:
+    store = Store(run_url, options)
+    if not store.exists(CONFIG_FILE):
+        raise ValueError(f"{run_url} is not a ripple run: no {CONFIG_FILE}; pass <storage-path>/<run-name>")
+    where = join(run_url, CONFIG_FILE)
+    raw = parse_yaml(store.read_bytes(CONFIG_FILE), where)
+    if options is not None and isinstance(raw.get("storage") or {}, dict):
+        raw["storage"] = {**(raw.get("storage") or {}), **{k: v for k, v in vars(options).items() if v}}
+    cfg = from_dict(raw, where)
+    base = absolute_url(run_url).rstrip("/")
+    cfg.storage_path, cfg.run_name = base.rsplit("/", 1)
+    return resolve_paths(cfg)
+
+
+def embed(run_url: str, options: StorageOptions | None = None) -> dict:
+    cfg = load_run_config(run_url, options)
+    init_ray(cfg)
+    return write_embeddings(cfg, best_checkpoint(cfg))
+
+
+# ------------------------------------------------------------------------------------------ influence maximization
+
+SEEDS_FILE = "seeds.parquet"
+
+
+def seeds(run_url: str, k: int, options: StorageOptions | None = None, candidates: int | None = None,
+          evaluate: bool = False, sims: int = 1000, eval_ks: tuple[int, ...] = (10, 50, 100)) -> dict:
+    """``ripple seeds``: write ``<run>/seeds.parquet`` (rank, user_id, score, marginal_gain) for K seeds, and with
+    ``evaluate`` the comparison table (``seeds_eval.json``, merged into ``metrics.json``)."""
+    cfg = load_run_config(run_url, options)
+    sel = select_seeds(cfg, k, candidates)
+    t = pa.table({"rank": pa.array(range(1, k + 1), pa.int32()), "user_id": pa.array(sel["user_id"], pa.int64()),
+                  "score": pa.array(sel["score"], pa.float32()),
+                  "marginal_gain": pa.array(sel["marginal_gain"], pa.float32())})
+    run = Store(run_dir(cfg), cfg.storage)
+    run.write_bytes(table_to_parquet_bytes(t), SEEDS_FILE)
+    out = {"seeds": t, "path": join(run_dir(cfg), SEEDS_FILE), "selection_s": sel["seconds"],
+           "candidates": sel["candidates"], "users": sel["users"]}
+    if evaluate:
+        ks = tuple(sorted({x for x in (*eval_ks, k) if x <= sel["users"]}))
+        out["evaluation"] = evaluate_seeds(cfg, ks, sims, candidates)
+    return out

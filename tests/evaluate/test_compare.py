@@ -1,0 +1,51 @@
+"""Evaluation against history labels: the manifest's split-half reliability, and Spearman vs the truth oracle."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from ripple.evaluate.compare import evaluate_from_tables, vs_truth
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _tables(n=50, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = np.arange(n, dtype=np.int64) * 7 + 3
+    truth = rng.lognormal(0, 1, n) + 1
+    observed = truth + rng.normal(0, 0.5, n).clip(-0.9, None)  # noisy future reach
+    labels = pa.table({"user_id": ids, "cascade_reach": observed.astype(np.float32),
+                       "cascade_reach_replicate": pa.array(np.where(np.arange(n) % 3, observed, np.nan),
+                                                           mask=np.arange(n) % 3 == 0, type=pa.float32()),
+                       "split": ["test"] * n})
+    users = pa.table({"id": ids[::-1].copy(), "follower_count": np.arange(n)[::-1].copy()})
+    emb = pa.table({"user_id": ids, "influence_score": (truth * 2).astype(np.float32)})
+    return labels, users, emb, pa.table({"id": ids, "expected_reach": truth.astype(np.float32)}), truth, observed
+
+
+def test_history_labels_report_the_given_reliability_and_truth():
+    labels, users, emb, truth_table, truth, observed = _tables()
+    m = evaluate_from_tables(labels, users, emb, reliability=0.61, truth=truth_table)
+    assert m["spearman"]["label_reliability"] == m["spearman"]["ceiling"] == 0.61
+    t = m["spearman_vs_truth"]
+    assert t["gnn"] == pytest.approx(1.0)  # the score is a monotone function of the truth
+    assert t["users"] == 50 and -1 <= t["follower_count"] <= 1
+    assert t["label"] < 1.0  # the observed labels are a noisy reading of the truth
+
+
+def test_simulated_labels_score_the_replicate_as_the_ceiling():
+    labels, users, emb, *_ = _tables()
+    labels = labels.set_column(2, "cascade_reach_replicate", labels["cascade_reach"])
+    m = evaluate_from_tables(labels, users, emb)
+    assert m["spearman"]["ceiling"] == m["spearman"]["label_reliability"] == pytest.approx(1.0)
+    assert m["kendall"]["label_reliability"] == pytest.approx(1.0)
+    assert "spearman_vs_truth" not in m
+
+
+def test_vs_truth_skips_users_the_oracle_did_not_simulate():
+    y = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    truth = np.array([1.0, np.nan, 3.0, 4.0, 5.0])
+    out = vs_truth(y, {"m": np.array([5.0, 0.0, 3.0, 2.0, 1.0])}, truth)
+    assert out["users"] == 4 and out["m"] == pytest.approx(-1.0) and out["label"] == pytest.approx(1.0)
+    assert vs_truth(y, {"m": y}, np.full(5, np.nan)) == {}
