@@ -58,8 +58,10 @@ class GraphAccess(Protocol):
         """This rank's training users for ``epoch``, shuffled per epoch; the same count on every rank (DDP
         needs equal step counts)."""
 
-    def eval_users(self, split: str) -> Tensor:
-        """This rank's share of the labelled users of ``split``; the ranks' shares together cover the split."""
+    def eval_users(self, split: str) -> tuple[Tensor, Tensor]:
+        """This rank's share of the labelled users of ``split`` (the ranks' shares together cover the split), and
+        their labels. Shapes: -> (users [V], log1p(reach) [V]). The labels come from here, never from the
+        feature store, which holds training labels only (NaN elsewhere), so no batch can carry another split's."""
 
     def users(self, part: int, num_parts: int) -> tuple[Tensor, np.ndarray]:
         """Slice ``part`` of ``num_parts`` of all users: (global indices [U], original ids [U])."""
@@ -76,8 +78,10 @@ class LocalAccess:
         where = torch.device(ctx.device) if cfg.sampling.on_device else torch.device("cpu")
         self.feature_store, self.graph_store = local_stores(graph, where)
         self.num_nodes = {t: graph.num_nodes(t) for t in S.NODE_TYPES}
+        # training labels only: a validation or test user's label never enters a batch
         y = torch.full((self.num_nodes["user"],), float("nan"))
-        y[torch.from_numpy(graph.label_index)] = torch.from_numpy(np.log1p(graph.reach))
+        train = graph.split == "train"
+        y[torch.from_numpy(graph.label_index[train])] = torch.from_numpy(np.log1p(graph.reach[train]))
         self.feature_store.put_tensor(y.to(where), group_name="user", attr_name="y", index=None)
         self.edge_attr = graph.edge_attr_tensors(where)
         self.backend = backends.select("native" if cfg.sampling.on_device else cfg.sampling.backend)
@@ -103,8 +107,10 @@ class LocalAccess:
         per = len(index) // world
         return perm[self.ctx.rank * per:(self.ctx.rank + 1) * per]
 
-    def eval_users(self, split: str) -> Tensor:
-        return torch.from_numpy(np.array_split(self.graph.split_index(split), self.ctx.world_size)[self.ctx.rank])
+    def eval_users(self, split: str) -> tuple[Tensor, Tensor]:
+        g, world, rank = self.graph, self.ctx.world_size, self.ctx.rank
+        mine = np.array_split(np.flatnonzero(g.split == split), world)[rank]  # positions in the label arrays
+        return torch.from_numpy(g.label_index[mine]), torch.from_numpy(np.log1p(g.reach[mine]))
 
     def users(self, part: int, num_parts: int) -> tuple[Tensor, np.ndarray]:
         users = np.array_split(np.arange(self.graph.num_nodes("user")), num_parts)[part]
@@ -170,8 +176,11 @@ class ShardedAccess:
         perm = torch.randperm(len(own), generator=g)[: self.train_per_rank]
         return torch.from_numpy(own)[perm]
 
-    def eval_users(self, split: str) -> Tensor:
-        return torch.from_numpy(self._labelled(split))
+    def eval_users(self, split: str) -> tuple[Tensor, Tensor]:
+        users = self._labelled(split)
+        parts = [self.graph.local[p] for p in self.parts]
+        y = np.concatenate([s.y.numpy()[s.labelled(split) - s.node_offset["user"]] for s in parts])
+        return torch.from_numpy(users), torch.from_numpy(y)
 
     def users(self, part: int, num_parts: int) -> tuple[Tensor, np.ndarray]:
         """All users of graph part ``part``, which this access must hold: the slices are the graph's parts."""

@@ -105,7 +105,8 @@ class ShardData:
     """One partition resident in this process.
 
     Shapes (n_t = nodes of type t in the part, E = in-edges of relation et into the part's nodes):
-        ids[t] [n_t] original ids; x[t] [n_t, F_t]; y [n_user] log1p(reach), NaN when unlabelled;
+        ids[t] [n_t] original ids; x[t] [n_t, F_t]; y [n_user] log1p(reach), NaN when unlabelled (``y_train``:
+        NaN except for training users);
         split [n_user] int8 code (-1 unlabelled); colptr[et] [n_dst + 1]; row[et] [E] global source indices
         (int32 while the source type has < 2^31 nodes, else int64);
         edge_attr[et] [E, D].
@@ -117,6 +118,9 @@ class ShardData:
         self.x = {t: _tensor(arrays[f"x/{t}"]) for t in S.NODE_TYPES}
         self.y = _tensor(arrays["y"])
         self.split = arrays["split"]
+        # what the feature store serves: training labels only, so no batch carries a validation or test label
+        self.y_train = torch.where(torch.from_numpy(self.split == S.SPLITS.index("train")), self.y,
+                                   torch.tensor(float("nan")))
         self.replicate = arrays["replicate"]
         self.colptr = {et: _tensor(arrays[f"colptr/{et[1]}"]) for et in meta.edge_types}
         self.row = {et: _tensor(arrays[f"row/{et[1]}"]) for et in meta.edge_types}
@@ -223,7 +227,7 @@ class ShardData:
             if attr == "x":
                 out[(group, attr)] = self.x[group].index_select(0, idx).numpy()
             elif attr == "y":
-                out[(group, attr)] = self.y.index_select(0, idx).numpy()
+                out[(group, attr)] = self.y_train.index_select(0, idx).numpy()
             else:
                 raise KeyError(f"shard {self.part} has no attribute {attr!r} for {group!r}")
         return out

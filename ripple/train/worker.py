@@ -50,8 +50,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     batch_size = max(1, cfg.sampling.batch_size // ctx.world_size)
     for epoch in state.epochs(cfg.train.epochs, cfg.train.patience):
         stats = train_epoch(model, opt, access, ctx, cfg, epoch, batch_size)
-        stats.val_pred, _, stats.val_y = predict(core, access, access.eval_users("val"), batch_size * 4, ctx.device,
-                                                 cfg.sampling.prefetch)
+        val_users, stats.val_y = access.eval_users("val")
+        stats.val_pred, _, _ = predict(core, access, val_users, batch_size * 4, ctx.device, cfg.sampling.prefetch)
         stats.rng = rng_state(access.sampler, ctx.device)
         ranks = ctx.all_gather(stats)
         metrics = epoch_metrics(ranks, epoch)
@@ -122,7 +122,8 @@ def epoch_metrics(ranks: list[RankEpoch], epoch: int) -> dict:
 
 @torch.no_grad()
 def predict(model, access: GraphAccess, users: torch.Tensor, batch_size: int, device, prefetch: int = -1):
-    """Shapes: users [U] user indices -> (pred [U] log1p reach, embedding [U, hidden], label [U] (NaN if none)).
+    """Shapes: users [U] user indices -> (pred [U] log1p reach, embedding [U, hidden], label [U] (the feature
+    store's: NaN except for training users)).
     ``prefetch``: ``sampling.prefetch`` (-1 = auto)."""
     model.eval()
     preds, embs, ys = [], [], []

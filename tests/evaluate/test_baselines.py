@@ -148,7 +148,7 @@ def test_run_baselines_two_hop_beats_flat():
     preds = run_baselines(**prob, seed=0, num_threads=1)
     test_mask = prob["split"] == "test"
     y_test = prob["reach"][test_mask]
-    assert list(preds) == list(BASELINE_NAMES)
+    assert list(preds) == [n for n in BASELINE_NAMES if n != "lightgbm_engineered"]  # no x_engineered given
     for name, p in preds.items():
         assert p.shape == y_test.shape, name
         assert np.all(np.isfinite(p)), name
@@ -178,3 +178,34 @@ def test_run_baselines_validation():
         run_baselines(**dict(prob, follower_count=np.where(np.arange(200) == 0, -1, prob["follower_count"])))
     with pytest.raises(ValueError, match=r"src indices must lie in \[0, 200\)"):
         run_baselines(**dict(prob, follows_src=prob["follows_src"] + 200))
+
+
+def test_engineered_features_hand_computed():
+    """Users 0..3; 1 and 2 follow 0, 3 follows 1 (src follows dst). Follower sums and means of the edge
+    features, the followers' shares, own-post reshares and 2-hop sums, checked by hand."""
+    from ripple.evaluate.baselines import ENGINEERED_NAMES, engineered_features
+
+    x = np.zeros((4, 3))
+    x[:, 1] = np.log1p([0.0, 1.0, 2.0, 3.0])  # log1p(10 x avg_engagement)
+    x = np.hstack([x, np.log1p([[0.0], [4.0], [9.0], [1.0]])])  # column 3: log1p(shares made)
+    src, dst = np.array([1, 2, 3]), np.array([0, 0, 1])
+    freq = np.array([3.0, 1.0, 7.0])
+    attr = np.stack([np.log1p(freq), np.array([1.0, 2.0, 0.5])], 1)
+    author, shares = np.array([0, 0, 1]), np.array([5.0, 1.0, 2.0])  # user 0 posted twice, user 1 once
+    f = engineered_features(x, src, dst, attr, author, shares)
+    assert f.shape == (4, x.shape[1] + len(ENGINEERED_NAMES))
+    col = {n: f[:, x.shape[1] + i] for i, n in enumerate(ENGINEERED_NAMES)}
+    assert np.allclose(f[:, :x.shape[1]], x)
+    assert np.allclose(col["log_followers"], np.log1p([2, 1, 0, 0]))
+    assert np.allclose(col["log_sum_interaction"], np.log1p([4.0, 7.0, 0, 0]))
+    assert np.allclose(col["mean_interaction"], [2.0, 7.0, 0, 0])
+    assert np.allclose(col["mean_tie_age"], [1.5, 0.5, 0, 0])
+    assert np.allclose(col["log_sum_follower_shares"], np.log1p([4.0 + 9.0, 1.0, 0, 0]))
+    assert np.allclose(col["log_sum_interaction_x_follower_shares"], np.log1p([3 * 4.0 + 1 * 9.0, 7 * 1.0, 0, 0]))
+    assert np.allclose(col["mean_follower_engagement"], [(np.log1p(1) + np.log1p(2)) / 2, np.log1p(3), 0, 0])
+    assert np.allclose(col["log_own_post_reshares"], np.log1p([6.0, 2.0, 0, 0]))
+    assert np.allclose(col["log_reshares_per_post"], np.log1p([3.0, 2.0, 0, 0]))
+    # 2 hops: user 0's followers are 1 (1 follower: 3) and 2 (none)
+    assert np.allclose(col["log_paths_2hop"], np.log1p([1.0, 0, 0, 0]))
+    assert np.allclose(col["log_sum_interaction_2hop"], np.log1p([3.0 * 7.0, 0, 0, 0]))
+    assert np.allclose(col["log_sum_follower_shares_2hop"], np.log1p([1.0, 0, 0, 0]))

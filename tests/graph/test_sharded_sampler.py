@@ -368,7 +368,9 @@ def test_loader_over_sharded_stores_joins_features_labels_and_edge_attr(world):
     seeds = torch.from_numpy(rng.permutation(train)[:90])
     loader = make_loader(fs, gs, sampler, seeds, batch_size=40)  # edge features come with the sampled edges
 
-    reach = {int(u): float(r) for u, r in zip(w.local.label_index, w.local.reach)}
+    # the store serves training labels only: a validation or test user's label never enters a batch
+    reach = {int(u): float(r) for u, r, sp in zip(w.local.label_index, w.local.reach, w.local.split)
+             if sp == "train"}
     local_x = {t: torch.from_numpy(w.local.x[t]) for t in S.NODE_TYPES}
     local_ea = torch.from_numpy(w.local.edge_attr[FOL])
     got_seeds, n_batches, fol_edges = [], 0, 0
@@ -380,7 +382,7 @@ def test_loader_over_sharded_stores_joins_features_labels_and_edge_attr(world):
         for t in S.NODE_TYPES:
             dense_t = torch.from_numpy(w.dense[t][batch[t].n_id.numpy()])
             assert torch.equal(batch[t].x, local_x[t][dense_t]), t
-        # labels: log1p(reach) for the seeds, NaN for users without a label
+        # labels: log1p(reach) for training users (every seed is one), NaN for every other user
         dense_u = w.dense["user"][n_id.numpy()]
         want = torch.tensor([math.log1p(reach[u]) if u in reach else math.nan for u in dense_u.tolist()],
                             dtype=torch.float32)
@@ -402,6 +404,18 @@ def test_loader_over_sharded_stores_joins_features_labels_and_edge_attr(world):
     assert n_batches == 3 and fol_edges > 0
     assert got_seeds == seeds.tolist()
     assert w.graph.remote_calls == 0
+
+
+def test_shards_serve_training_labels_only(world):
+    """A shard's ``y`` rows (what the sharded feature store serves) are NaN for val, test and unlabelled users."""
+    for p in range(P):
+        shard = world.graph.local[p]
+        local = np.arange(len(shard.ids["user"]))
+        served = shard.fetch({("user", "y"): local})[("user", "y")]
+        train = shard.split == S.SPLITS.index("train")
+        assert np.isfinite(served[train]).all() and np.isnan(served[~train]).all()
+        assert np.array_equal(served[train], shard.y.numpy()[train])
+        assert np.isfinite(shard.y.numpy()[shard.split >= 0]).all()  # validation still reads the true labels
 
 
 def test_sharded_stores_refuse_whole_tensor_reads(world):
