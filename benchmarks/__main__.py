@@ -19,6 +19,8 @@
                                                                                            (history_quality.py)
     python -m benchmarks labels    [--follows 1e6 1e7]    `ripple labels` time and peak PSS by history size and
                                                            chunk size                      (labels_scale.py)
+    python -m benchmarks ablation  [--users 20000] ...    GNN variants side by side with the baselines, 2 seeds
+                                                                                           (model_ablation.py)
 
 Each writes ``<name>.json`` and ``.png`` under ``--out`` (default ``benchmarks/results``); ``docs/benchmarks.md``
 holds the latest tables. ``python -m benchmarks NAME --help`` lists a benchmark's options.
@@ -31,7 +33,8 @@ import sys
 
 SCRIPTS = {"devices": "device_sampling", "train": "train_throughput", "scale": "pipeline_scale",
            "sharded": "sharded_sampling", "partition": "partition_memory",
-           "seeds": "influence_max", "history": "history_quality", "labels": "labels_scale"}
+           "seeds": "influence_max", "history": "history_quality", "labels": "labels_scale",
+           "ablation": "model_ablation"}
 
 
 def main() -> None:

@@ -34,6 +34,10 @@ class ModelConfig:
     heads: int = 4
     dropout: float = 0.1
     num_layers: int = 2
+    #: next to attention, a mean over each relation with edge features of messages made from the source's state
+    #: *and* the edge's features: GATv2 uses edge features only in its attention logits, where their level
+    #: (how strong a tie is) is normalised away by the softmax
+    edge_messages: bool = False
 
     def __post_init__(self):
         if self.hidden % self.heads:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn import GATv2Conv, HeteroConv, HeteroDictLinear
+from torch_geometric.utils import scatter
 
 from ripple.config import ModelConfig
 from ripple.data import features as FT
@@ -59,6 +60,12 @@ class InfluenceGNN(torch.nn.Module):
                 et: GATv2Conv(h, h // cfg.heads, heads=cfg.heads, add_self_loops=et[0] == et[2],
                               edge_dim=self.edge_dims.get(et), dropout=0.0)
                 for et in rels}, aggr="sum"))
+        # model.edge_messages: per layer and relation with edge features, mean_j W [h_j || e_ji] (see ModelConfig)
+        self.edge_msgs = torch.nn.ModuleList(
+            torch.nn.ModuleDict({et[1]: torch.nn.Linear(h + d, h) for et, d in self.edge_dims.items()
+                                 if et in self.edge_types and (layer < cfg.num_layers - 1 or et[2] == "user")}
+                                if cfg.edge_messages else {})
+            for layer in range(cfg.num_layers))
         self.norms = torch.nn.ModuleList(
             torch.nn.ModuleDict({t: torch.nn.LayerNorm(h) for t in (["user"] if layer == cfg.num_layers - 1
                                                                        else in_channels)})
@@ -76,13 +83,28 @@ class InfluenceGNN(torch.nn.Module):
         extra = {}
         if edge_attr_dict:
             extra["edge_attr_dict"] = {k: v for k, v in edge_attr_dict.items() if tuple(k) in self.edge_dims}
-        for conv, norms in zip(self.convs, self.norms):
+        for conv, msgs, norms in zip(self.convs, self.edge_msgs, self.norms):
             out = conv(h, edge_index_dict, **extra)
+            for et in self.edge_dims:
+                if et[1] in msgs and et in edge_index_dict and et[2] in out and et in extra["edge_attr_dict"]:
+                    out[et[2]] = out[et[2]] + edge_message_mean(msgs[et[1]], h[et[0]], edge_index_dict[et],
+                                                                edge_attr_dict[et], out[et[2]].size(0))
             h = {t: norms[t](F.elu(out[t]) + h[t]) if t in out and t in norms else h[t] for t in h}
             h = {t: F.dropout(v, self.cfg.dropout, self.training) for t, v in h.items()}
             states.append(h["user"])
         emb = h["user"]
         return self.head(torch.cat(states, dim=-1)).squeeze(-1), emb
+
+
+def edge_message_mean(lin: torch.nn.Linear, h_src: Tensor, edge_index: Tensor, edge_attr: Tensor,
+                      num_dst: int) -> Tensor:
+    """Mean over each destination's in-edges of ``lin([h_src[j] || e_ji])``: the edge's features enter the
+    message, not only the attention logit. A mean stays unbiased under uniform neighbour sampling, so training on
+    sampled neighbourhoods and layer-wise inference over whole ones agree; how many followers a user has reaches
+    the model through its own features. Shapes: h_src [N_src, H], edge_index [2, E], edge_attr [E, D] ->
+    [num_dst, H] (zeros where a destination has no in-edge)."""
+    msg = lin(torch.cat([h_src[edge_index[0]], edge_attr], dim=-1))
+    return scatter(msg, edge_index[1], dim=0, dim_size=num_dst, reduce="mean")
 
 
 def build_model(cfg) -> InfluenceGNN:

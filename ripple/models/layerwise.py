@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.utils import softmax
 
-from ripple.models.gnn import InfluenceGNN
+from ripple.models.gnn import InfluenceGNN, edge_message_mean
 
 EdgeType = tuple[str, str, str]
 #: (node type, global indices [K]) -> previous-layer states [K, hidden] of nodes this process does not own
@@ -167,6 +167,11 @@ def layer_states(model: InfluenceGNN, g: LayerwiseGraph, layer: int, h_prev: dic
                 x_j = torch.cat([x_j, xl_own[a:b]])
                 dst = torch.cat([dst, torch.arange(b - a, device=dev)])
             acc[a:b] += _gatv2(conv, x_j, conv.lin_r(h_prev[dst_t][a:b]), dst, ea, b - a)
+            if et[1] in model.edge_msgs[layer]:  # model.edge_messages: the mean of edge-aware messages
+                h_j, _ = _source_states(g, h_prev[src_t], src_t, row[e0:e1], gather, lambda rows: rows)
+                dst_all = torch.repeat_interleave(torch.arange(b - a, device=dev), deg[a:b])
+                acc[a:b] += edge_message_mean(model.edge_msgs[layer][et[1]], h_j, torch.stack(
+                    [torch.arange(e1 - e0, device=dev), dst_all]), g.edge_attr[et][e0:e1], b - a)
             a = b
         del xl_own
     for t, o in out.items():  # in place: one [n_t, hidden] buffer per updated type

@@ -1,0 +1,112 @@
+"""Model ablation (issue I): each change to the GNN against the same graphs, side by side, next to the baselines.
+
+For each generator seed: one graph of ``--users`` users (simulated labels), the baselines (follower count,
+PageRank, LightGBM flat / 2-hop / engineered) and every variant trained in this process with the worker loop's own
+steps (``ripple.train.local.fit_in_process``: same sampler, loss, early stopping), then test Spearman. Variants are
+config overrides of the default model, so a row says exactly what changed.
+
+    python -m benchmarks ablation --users 20000 --seeds 0 1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+
+import numpy as np
+
+#: name -> config overrides (dotted keys), applied to the default RippleConfig
+VARIANTS = {
+    "base": {},
+    "edge_messages": {"model.edge_messages": True},
+    "batch_64": {"sampling.batch_size": 64},
+    "edge_messages+batch_64": {"model.edge_messages": True, "sampling.batch_size": 64},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=20000)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--patience", type=int, default=4)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", default="/tmp/ripple-ablation")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    import torch
+
+    from ripple.config import from_dict
+    from ripple.data.dataset import Dataset
+    from ripple.data.generator import GeneratorConfig, generate
+    from ripple.data.graph import load_local_graph
+    from ripple.evaluate.baselines import run_baselines
+    from ripple.evaluate.compare import engineered_of
+    from ripple.evaluate.metrics import spearman
+    from ripple.train.local import fit_in_process
+
+    torch.set_num_threads(args.threads)
+    rows = []
+    for seed in args.seeds:
+        data = os.path.join(args.work, f"data-{args.users}-s{seed}")
+        if not os.path.exists(os.path.join(data, "manifest.json")):
+            generate(data, GeneratorConfig(users=args.users, seed=seed))
+        g = load_local_graph(Dataset(data))
+        y = g.reach[g.split == "test"].astype(np.float64)
+        src, dst = g.follows_coo()
+        fc = np.rint(np.expm1(g.x["user"][:, 0].astype(np.float64)))
+        t0 = time.perf_counter()
+        base = run_baselines(g.x["user"], fc, src, dst, g.label_index, g.reach, g.split, seed=seed,
+                             num_threads=args.threads, x_engineered=engineered_of(g))
+        row = {"seed": seed, "users": args.users, "test_users": int(len(y)),
+               "baselines_s": time.perf_counter() - t0,
+               **{k: spearman(y, v) for k, v in base.items()},
+               "label_reliability": spearman(y, g.replicate[g.split == "test"].astype(np.float64))}
+        for name in args.variants:
+            raw = {"train": {"epochs": args.epochs, "patience": args.patience}}
+            for key, value in VARIANTS[name].items():
+                section, field = key.split(".")
+                raw.setdefault(section, {})[field] = value
+            cfg = from_dict(raw, f"variant {name}")
+            t0 = time.perf_counter()
+            out = fit_in_process(g, cfg)
+            row[name] = spearman(y, out["test_pred"])
+            row[f"{name}_s"] = time.perf_counter() - t0
+            row[f"{name}_epochs"] = out["epochs"]
+            print(f"seed {seed} {name}: {row[name]:.3f} ({row[f'{name}_s']:.0f} s, {out['epochs']} epochs)",
+                  flush=True)
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+        rows.append(row)
+    os.makedirs(args.out, exist_ok=True)
+    result = {"args": vars(args), "variants": {k: VARIANTS[k] for k in args.variants}, "rows": rows}
+    with open(os.path.join(args.out, "model_ablation.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    _plot(rows, args, os.path.join(args.out, "model_ablation.png"))
+
+
+def _plot(rows, args, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["follower_count", "lightgbm_flat", "lightgbm_2hop", "lightgbm_engineered", *args.variants]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / len(rows)
+    for i, row in enumerate(rows):
+        ax.bar(np.arange(len(names)) + i * width, [row[n] for n in names], width, label=f"seed {row['seed']}")
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30, ha="right")
+    ax.set_ylabel("test Spearman")
+    ax.set_ylim(0.2, 0.9)
+    ax.set_title(f"model ablation: {args.users} users, {rows[0]['test_users']} test users per seed")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Training in this process, without Ray: the worker loop's own steps (``train_epoch``, ``predict``) on a
+``LocalAccess`` of rank 0 of 1. For model work that must compare variants side by side quickly (the ablation
+benchmark, the quality test); runs and their checkpoints go through ``ripple.train.driver``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+
+from ripple.config import RippleConfig
+from ripple.context import WorkerContext
+from ripple.data.graph import LocalGraph
+from ripple.graph.access import LocalAccess
+from ripple.models.gnn import build_model
+from ripple.train.checkpoint import TrainState
+from ripple.train.worker import predict, train_epoch
+
+log = logging.getLogger(__name__)
+
+
+def fit_in_process(graph: LocalGraph, cfg: RippleConfig, model: torch.nn.Module | None = None) -> dict:
+    """Train ``cfg``'s model (or ``model``) with early stopping on validation MSE, as the workers do; returns
+    ``{"test_pred": [T] log1p reach of the test users in label order (best epoch), "best_val_mse", "epochs"}``."""
+    ctx = WorkerContext()
+    torch.manual_seed(cfg.train.seed)
+    access = LocalAccess(graph, cfg, ctx, rng_seed=cfg.train.seed)
+    model = model if model is not None else build_model(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    state, best_pred, epochs = TrainState(), None, 0
+    val_users, val_y = access.eval_users("val")
+    test_users = torch.from_numpy(graph.split_index("test"))
+    for epoch in state.epochs(cfg.train.epochs, cfg.train.patience):
+        stats = train_epoch(model, opt, access, ctx, cfg, epoch, cfg.sampling.batch_size)
+        pred, _, _ = predict(model, access, val_users, 1024, ctx.device, cfg.sampling.prefetch)
+        mse = float(((pred - val_y) ** 2).mean()) if len(val_y) else math.inf
+        if mse < state.best:
+            best_pred = predict(model, access, test_users, 1024, ctx.device, cfg.sampling.prefetch)[0].numpy()
+        state.update(epoch, mse)
+        epochs += 1
+        log.info("epoch %d loss %.4f val_mse %.4f", epoch, stats.loss_sum / max(stats.users, 1), mse)
+    return {"test_pred": np.asarray(best_pred), "best_val_mse": state.best, "epochs": epochs}
