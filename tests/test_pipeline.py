@@ -43,7 +43,7 @@ def _check_run(cfg, options=None, num_parts=1):
     metrics = run.read_json("metrics.json")
     for metric in ("spearman", "kendall", "ndcg_at_100", "msle"):
         assert set(metrics[metric]) == {"gnn", "follower_count", "pagerank", "lightgbm_flat", "lightgbm_2hop",
-                                        "ceiling", "label_reliability"}
+                                        "lightgbm_engineered", "ceiling", "label_reliability"}
         assert all(np.isfinite(v) for v in metrics[metric].values())
     assert metrics["kernel_backend"] in ("pyg-lib", "torch-sparse", "native", "distributed")
     assert metrics["throughput"]["train_seeds_per_s"] > 0
@@ -144,10 +144,11 @@ def test_s3_history_labels_partitioned_in_three(ray_cluster, s3_server, s3_bucke
     metrics = pipeline.train(cfg)
     saved = Store(f"{s3_bucket}/runs/history-s3", options).read_json("metrics.json")
     assert saved["spearman"] == json.loads(json.dumps(metrics))["spearman"]
-    models = {"gnn", "follower_count", "pagerank", "lightgbm_flat", "lightgbm_2hop"}
-    assert models | {"label_reliability", "ceiling"} == set(saved["spearman"])
+    models = {"gnn", "follower_count", "pagerank", "lightgbm_flat", "lightgbm_2hop", "lightgbm_engineered"}
+    assert models | {"label_reliability", "ceiling", "oracle"} == set(saved["spearman"])
     assert saved["spearman"]["label_reliability"] == info["reliability"]["test"]["spearman_brown"]
     truth = saved["spearman_vs_truth"]
+    assert saved["spearman"]["oracle"] == truth["label"]  # the truth scored against the labels
     assert models | {"label", "users"} == set(truth) and truth["users"] > 20
     assert all(np.isfinite(v) for v in truth.values())
     assert saved["throughput"]["num_parts"] == 3 and saved["kernel_backend"] == "distributed"
