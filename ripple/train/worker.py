@@ -48,9 +48,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     # sampling.batch_size is the global batch: the same optimisation whatever the number of workers
     batch_size = max(1, cfg.sampling.batch_size // ctx.world_size)
+    val_users, val_y = access.eval_users("val")  # the same users every epoch
     for epoch in state.epochs(cfg.train.epochs, cfg.train.patience):
         stats = train_epoch(model, opt, access, ctx, cfg, epoch, batch_size)
-        val_users, stats.val_y = access.eval_users("val")
+        stats.val_y = val_y
         stats.val_pred, _, _ = predict(core, access, val_users, batch_size * 4, ctx.device, cfg.sampling.prefetch)
         stats.rng = rng_state(access.sampler, ctx.device)
         ranks = ctx.all_gather(stats)
