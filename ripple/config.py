@@ -34,16 +34,23 @@ class ModelConfig:
     heads: int = 4
     dropout: float = 0.1
     num_layers: int = 2
-    #: next to attention, a mean over each relation with edge features of messages made from the source's state
-    #: *and* the edge's features: GATv2 uses edge features only in its attention logits, where their level
-    #: (how strong a tie is) is normalised away by the softmax
-    edge_messages: bool = False
+    #: next to attention, on every relation into users, a mean of pairwise messages ELU(A h_j + B h_i + C e_ji):
+    #: non-linear in the follower *and* the followee (how receptive a follower is to this author's topics), where
+    #: GATv2's message is W h_j whatever the destination
+    sum_channel: bool = True
+    #: with ``sum_channel``: the mean also enters scaled by the destination's true log in-degree (PNA's
+    #: amplification scaler), so the model can add up what a mean normalises away: reach grows with how many
+    #: receptive followers there are, not only with how receptive they are on average
+    degree_scaler: bool = True
 
     def __post_init__(self):
         if self.hidden % self.heads:
             raise ValueError(f"model.hidden ({self.hidden}) must be divisible by model.heads ({self.heads})")
         if self.num_layers < 1:
             raise ValueError(f"model.num_layers must be >= 1 (got {self.num_layers})")
+        if self.degree_scaler and not self.sum_channel:
+            raise ValueError("model.degree_scaler scales the sum channel's mean; it needs model.sum_channel: true "
+                             "(or set degree_scaler: false too)")
 
 
 @dataclass

@@ -17,6 +17,12 @@ COMMUNITY_DIM = 2 + S.NUM_TOPICS
 NODE_DIMS = {"user": USER_DIM, "content": CONTENT_DIM, "community": COMMUNITY_DIM}
 #: follows carries (log1p interaction_freq, account age of the tie in years)
 EDGE_DIMS = {("user", "follows", "user"): 2}
+#: where a relation's true in-degree stands in its destination's features, as log1p: (user, follows, user) ends at
+#: the followee, whose ``log_follower_count`` counts its followers; the reverse content relations end at the user
+#: whose ``log_shared``/``log_created`` count them. A sampled batch holds at most ``fanout`` of a node's in-edges;
+#: these columns still hold how many it has (the model's degree scaler, ``model.degree_scaler``, reads them).
+IN_DEGREE_COLUMNS = {("user", "follows", "user"): 0, ("content", "rev_shared", "user"): 3,
+                     ("content", "rev_created", "user"): 4}
 _EPOCH_2020 = 1_577_836_800
 USER_FLAT_NAMES = ["log_follower_count", "avg_engagement", "log_following", "log_shared", "log_created",
                    *[f"topic_{i}" for i in range(S.NUM_TOPICS)]]

@@ -42,7 +42,7 @@ class InfluenceGNN(torch.nn.Module):
     """
 
     def __init__(self, in_channels: dict[str, int], edge_types: list[EdgeType], cfg: ModelConfig | None = None,
-                 edge_dims: dict[EdgeType, int] | None = None):
+                 edge_dims: dict[EdgeType, int] | None = None, degree_columns: dict[EdgeType, int] | None = None):
         super().__init__()
         cfg = cfg or ModelConfig()
         self.cfg = cfg
@@ -60,12 +60,13 @@ class InfluenceGNN(torch.nn.Module):
                 et: GATv2Conv(h, h // cfg.heads, heads=cfg.heads, add_self_loops=et[0] == et[2],
                               edge_dim=self.edge_dims.get(et), dropout=0.0)
                 for et in rels}, aggr="sum"))
-        # model.edge_messages: per layer and relation with edge features, mean_j W [h_j || e_ji] (see ModelConfig)
-        self.edge_msgs = torch.nn.ModuleList(
-            torch.nn.ModuleDict({et[1]: torch.nn.Linear(h + d, h) for et, d in self.edge_dims.items()
-                                 if et in self.edge_types and (layer < cfg.num_layers - 1 or et[2] == "user")}
-                                if cfg.edge_messages else {})
-            for layer in range(cfg.num_layers))
+        # model.sum_channel: per layer and relation into users (see SumChannel); the degree scaler where the
+        # destination's features say its true in-degree
+        self.degree_columns = {tuple(k): v for k, v in (degree_columns or {}).items()} if cfg.degree_scaler else {}
+        self.sums = torch.nn.ModuleList(
+            torch.nn.ModuleDict({et[1]: SumChannel(h, self.edge_dims.get(et, 0), et in self.degree_columns)
+                                 for et in self.edge_types if et[2] == "user"} if cfg.sum_channel else {})
+            for _ in range(cfg.num_layers))
         self.norms = torch.nn.ModuleList(
             torch.nn.ModuleDict({t: torch.nn.LayerNorm(h) for t in (["user"] if layer == cfg.num_layers - 1
                                                                        else in_channels)})
@@ -83,12 +84,16 @@ class InfluenceGNN(torch.nn.Module):
         extra = {}
         if edge_attr_dict:
             extra["edge_attr_dict"] = {k: v for k, v in edge_attr_dict.items() if tuple(k) in self.edge_dims}
-        for conv, msgs, norms in zip(self.convs, self.edge_msgs, self.norms):
+        for conv, sums, norms in zip(self.convs, self.sums, self.norms):
             out = conv(h, edge_index_dict, **extra)
-            for et in self.edge_dims:
-                if et[1] in msgs and et in edge_index_dict and et[2] in out and et in extra["edge_attr_dict"]:
-                    out[et[2]] = out[et[2]] + edge_message_mean(msgs[et[1]], h[et[0]], edge_index_dict[et],
-                                                                edge_attr_dict[et], out[et[2]].size(0))
+            for et, ei in edge_index_dict.items():
+                if et[1] in sums and et[2] in out:
+                    ch = sums[et[1]]
+                    col = self.degree_columns.get(et)
+                    out[et[2]] = out[et[2]] + ch(
+                        ch.src(h[et[0]])[ei[0]], ch.dst(h[et[2]]), ei[1],
+                        (edge_attr_dict or {}).get(et),
+                        x_dict[et[2]][:, col] if col is not None else None)
             h = {t: norms[t](F.elu(out[t]) + h[t]) if t in out and t in norms else h[t] for t in h}
             h = {t: F.dropout(v, self.cfg.dropout, self.training) for t, v in h.items()}
             states.append(h["user"])
@@ -96,17 +101,46 @@ class InfluenceGNN(torch.nn.Module):
         return self.head(torch.cat(states, dim=-1)).squeeze(-1), emb
 
 
-def edge_message_mean(lin: torch.nn.Linear, h_src: Tensor, edge_index: Tensor, edge_attr: Tensor,
-                      num_dst: int) -> Tensor:
-    """Mean over each destination's in-edges of ``lin([h_src[j] || e_ji])``: the edge's features enter the
-    message, not only the attention logit. A mean stays unbiased under uniform neighbour sampling, so training on
-    sampled neighbourhoods and layer-wise inference over whole ones agree; how many followers a user has reaches
-    the model through its own features. Shapes: h_src [N_src, H], edge_index [2, E], edge_attr [E, D] ->
-    [num_dst, H] (zeros where a destination has no in-edge)."""
-    msg = lin(torch.cat([h_src[edge_index[0]], edge_attr], dim=-1))
-    return scatter(msg, edge_index[1], dim=0, dim_size=num_dst, reduce="mean")
+class SumChannel(torch.nn.Module):
+    """A relation's second message channel, next to its GATv2 attention: what a softmax-weighted mean cannot do.
+
+    Every in-edge ``j -> i`` carries ``m_ji = ELU(A h_j + B h_i + C e_ji)``: non-linear in both ends and the edge,
+    so it can weigh a follower by how well it matches this author, not only by the follower alone (GATv2's
+    message is ``W h_j`` whatever ``i`` is). The channel returns ``W_o mean_j m_ji`` or, with a degree scaler,
+    ``W_o [mean_j m_ji || mean_j m_ji * log1p(d_i) / DELTA]`` where ``d_i`` is the destination's *true* in-degree
+    (read from its features, ``ripple.data.features.IN_DEGREE_COLUMNS``): PNA's amplification scaler, an estimate of
+    a sum that a mean normalises away. A mean over a uniform sample of in-edges is unbiased and ``d_i`` is the
+    graph's, so sampled training and layer-wise inference over every in-edge estimate the same quantity.
+
+    ``A h`` is projected per node, then gathered per edge (as GATv2 does), so an edge costs O(hidden).
+    """
+
+    #: about log1p of a typical in-degree: keeps the scaled mean at the mean's scale
+    DELTA = 3.0
+
+    def __init__(self, hidden: int, edge_dim: int, degree: bool):
+        super().__init__()
+        self.src = torch.nn.Linear(hidden, hidden, bias=False)
+        self.dst = torch.nn.Linear(hidden, hidden)
+        self.edge = torch.nn.Linear(edge_dim, hidden, bias=False) if edge_dim else None
+        self.degree = degree
+        self.out = torch.nn.Linear(hidden * (2 if degree else 1), hidden)
+
+    def forward(self, a_j: Tensor, b: Tensor, dst: Tensor, edge_attr: Tensor | None,
+                log_degree: Tensor | None) -> Tensor:
+        """Shapes: a_j [E, H] = ``src(h)`` of each edge's source; b [N_dst, H] = ``dst(h)`` of every destination;
+        dst [E] destination positions; edge_attr [E, D] or None; log_degree [N_dst] log1p true in-degree, or None
+        -> [N_dst, H] (the projected zero message where a destination has no in-edge)."""
+        m = a_j + b[dst]
+        if self.edge is not None and edge_attr is not None:  # like GATv2Conv: no edge term without edge features
+            m = m + self.edge(edge_attr)
+        mean = scatter(F.elu(m), dst, dim=0, dim_size=b.size(0), reduce="mean")
+        if self.degree:
+            mean = torch.cat([mean, mean * (log_degree / self.DELTA).unsqueeze(-1)], dim=-1)
+        return self.out(mean)
 
 
 def build_model(cfg) -> InfluenceGNN:
     """The model of a run's config (``RippleConfig``), sized for ripple's node and edge features."""
-    return InfluenceGNN(FT.NODE_DIMS, list(S.EDGE_TYPES), cfg.model, edge_dims=FT.EDGE_DIMS)
+    return InfluenceGNN(FT.NODE_DIMS, list(S.EDGE_TYPES), cfg.model, edge_dims=FT.EDGE_DIMS,
+                        degree_columns=FT.IN_DEGREE_COLUMNS)

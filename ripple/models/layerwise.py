@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.utils import softmax
 
-from ripple.models.gnn import InfluenceGNN, edge_message_mean
+from ripple.models.gnn import InfluenceGNN
 
 EdgeType = tuple[str, str, str]
 #: (node type, global indices [K]) -> previous-layer states [K, hidden] of nodes this process does not own
@@ -145,6 +145,11 @@ def layer_states(model: InfluenceGNN, g: LayerwiseGraph, layer: int, h_prev: dic
                            or [h_prev[src_t].new_zeros(0, conv.heads * conv.out_channels)])
         deg = colptr[1:] - colptr[:-1]
         dev = xl_own.device
+        sums = model.sums[layer][et[1]] if et[1] in model.sums[layer] else None
+        if sums is not None:  # model.sum_channel: A h_j of own sources, projected once per relation as lin_l is
+            a_own = torch.cat([sums.src(h_prev[src_t][lo:hi]) for lo, hi in _chunks(g.num_own(src_t), 1 << 16)]
+                              or [h_prev[src_t].new_zeros(0, model.cfg.hidden)])
+            col = model.degree_columns.get(et)
         a = 0
         while a < n_dst:  # destination chunks of about chunk_edges in-edges (at least one destination)
             b = max(a + 1, int(torch.searchsorted(colptr, colptr[a] + chunk_edges, right=True)) - 1)
@@ -167,11 +172,12 @@ def layer_states(model: InfluenceGNN, g: LayerwiseGraph, layer: int, h_prev: dic
                 x_j = torch.cat([x_j, xl_own[a:b]])
                 dst = torch.cat([dst, torch.arange(b - a, device=dev)])
             acc[a:b] += _gatv2(conv, x_j, conv.lin_r(h_prev[dst_t][a:b]), dst, ea, b - a)
-            if et[1] in model.edge_msgs[layer]:  # model.edge_messages: the mean of edge-aware messages
-                h_j, _ = _source_states(g, h_prev[src_t], src_t, row[e0:e1], gather, lambda rows: rows)
+            if sums is not None:
+                a_j, _ = _source_states(g, a_own, src_t, row[e0:e1], gather, sums.src)
                 dst_all = torch.repeat_interleave(torch.arange(b - a, device=dev), deg[a:b])
-                acc[a:b] += edge_message_mean(model.edge_msgs[layer][et[1]], h_j, torch.stack(
-                    [torch.arange(e1 - e0, device=dev), dst_all]), g.edge_attr[et][e0:e1], b - a)
+                acc[a:b] += sums(a_j, sums.dst(h_prev[dst_t][a:b]), dst_all,
+                                 g.edge_attr[et][e0:e1] if sums.edge is not None else None,
+                                 g.x[dst_t][a:b, col] if col is not None else None)
             a = b
         del xl_own
     for t, o in out.items():  # in place: one [n_t, hidden] buffer per updated type

@@ -1,7 +1,9 @@
-"""Which neighbour-sampling kernels exist here, in PyG's order of preference: pyg-lib, torch-sparse, native.
+"""Which neighbour-sampling kernels exist here, and which one ``auto`` picks: the fastest *exact* one installed.
 
-PyG's ``NeighborSampler`` dispatches to pyg-lib when it is importable and to torch-sparse otherwise; with neither
-it cannot sample, and ripple's own vectorized sampler (``ripple.sampling.native``) takes over. The choice is logged
+PyG's ``NeighborSampler`` dispatches to pyg-lib when it is importable and to torch-sparse otherwise. ``auto`` takes
+pyg-lib when it is there, else ripple's own vectorized sampler (``ripple.sampling.native``): it draws without
+replacement exactly and samples faster than torch-sparse on CPU (docs/benchmarks.md), whose draws were measured
+non-uniform. torch-sparse is used only when asked for (``sampling.backend: torch-sparse``). The choice is logged
 once and recorded in ``metrics.json`` as ``kernel_backend``.
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ def select(requested: str = "auto") -> str:
     """Resolve ``auto`` (the best available) or check that a named backend exists."""
     have = available()
     if requested == "auto":
-        choice = have[0]
+        choice = "pyg-lib" if "pyg-lib" in have else "native"
     elif requested not in BACKENDS:
         raise ValueError(f"sampling.backend must be one of auto, {', '.join(BACKENDS)}; got {requested!r}")
     elif requested not in have:

@@ -199,6 +199,8 @@ class NativeNeighborSampler(BaseSampler):
             for t, v in frontier.items():
                 num_sampled_nodes[t][hop + 1] = len(v)
         node = {t: s.finish() for t, s in sets.items()}
-        cat = lambda d: {k: torch.cat(v) for k, v in d.items()}  # noqa: E731
+        # every relation, as PyG's samplers return them: one with nothing to sample has empty tensors
+        empty = torch.empty(0, dtype=torch.long, device=self.device)
+        cat = lambda d: {et: torch.cat(d[et]) if et in d else empty for et in self.num_neighbors}  # noqa: E731
         return HeteroSamplerOutput(node=node, row=cat(rows), col=cat(cols), edge=cat(edges), batch=None,
                                    num_sampled_nodes=num_sampled_nodes, num_sampled_edges=num_sampled_edges)

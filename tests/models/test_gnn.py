@@ -187,3 +187,78 @@ def test_ignores_unknown_relations_and_one_layer_model():
     pred, emb = m(x, e, ea)
     assert pred.shape == (N["user"],) and emb.shape == (N["user"], 16)
     assert {tuple(k) for k in m.convs[0].convs.keys()} == {et for et in S.EDGE_TYPES if et[2] == "user"}
+
+
+def sum_model(degree_scaler: bool, hidden=16) -> InfluenceGNN:
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        cfg = ModelConfig(hidden=hidden, heads=4, dropout=0.0, num_layers=1, sum_channel=True,
+                          degree_scaler=degree_scaler)
+        return InfluenceGNN(FT.NODE_DIMS, list(S.EDGE_TYPES), cfg, FT.EDGE_DIMS, FT.IN_DEGREE_COLUMNS).eval()
+
+
+def test_the_degree_scaler_tells_apart_what_a_mean_cannot():
+    """Users 0 and 1 each have one sampled follower with the same state and the same tie; only their true follower
+    counts differ. Attention and the sum channel's mean see identical neighbourhoods, so without the degree
+    scaler the two users differ only through their own features; with it, through the scaled message too."""
+    x, _, _ = inputs()
+    x["user"][1] = x["user"][0]
+    e = {FOL: ei([(2, 0), (3, 1)])}
+    x["user"][3] = x["user"][2]
+    ea = {FOL: torch.ones(2, FT.EDGE_DIMS[FOL])}
+    col = FT.IN_DEGREE_COLUMNS[FOL]
+    for scaler in (False, True):
+        m = sum_model(scaler)
+        with torch.no_grad():
+            same = m(x, e, ea)[0]
+            assert torch.allclose(same[0], same[1])
+            ch = m.sums[0]["follows"]
+            h = {t: torch.nn.functional.elu(v) for t, v in m.input(x).items()}
+            msg = ch(ch.src(h["user"])[e[FOL][0]], ch.dst(h["user"]), e[FOL][1], ea[FOL], x["user"][:, col])
+            x2 = {t: v.clone() for t, v in x.items()}
+            x2["user"][1, col] += 2.0  # user 1 has many more followers than were sampled
+            msg2 = ch(ch.src(h["user"])[e[FOL][0]], ch.dst(h["user"]), e[FOL][1], ea[FOL], x2["user"][:, col])
+        assert torch.equal(msg[0], msg2[0])
+        assert torch.equal(msg[1], msg2[1]) != scaler  # only the scaled channel reads the true degree
+
+
+def test_sum_channel_messages_depend_on_both_ends():
+    """m_ji = ELU(A h_j + B h_i + C e): the same follower sends a different message to different followees."""
+    m = sum_model(False)
+    x, _, _ = inputs()
+    e = {FOL: ei([(2, 0), (2, 1)])}
+    ea = {FOL: torch.ones(2, FT.EDGE_DIMS[FOL])}
+    ch = m.sums[0]["follows"]
+    with torch.no_grad():
+        h = m.input(x)["user"]
+        a = ch.src(h)[e[FOL][0]]
+        base = ch(a, ch.dst(h), e[FOL][1], ea[FOL], None)
+        # make the two followees' projections equal: the messages (and outputs) then agree
+        hb = h.clone()
+        hb[1] = hb[0]
+        same = ch(a, ch.dst(hb), e[FOL][1], ea[FOL], None)
+    assert not torch.allclose(base[0], base[1])
+    torch.testing.assert_close(same[0], same[1])
+
+
+def test_degree_scaler_needs_the_sum_channel():
+    with pytest.raises(ValueError, match="degree_scaler.*sum_channel"):
+        ModelConfig(sum_channel=False)
+
+
+def test_in_degree_columns_hold_the_true_in_degree(tmp_path):
+    """The degree scaler trusts IN_DEGREE_COLUMNS: on a generated graph, column c of each relation's destination
+    features is log1p of its in-degree in that relation, as loaded for training."""
+    import numpy as np
+
+    from ripple.data.dataset import Dataset
+    from ripple.data.generator import GeneratorConfig, generate
+    from ripple.data.graph import load_local_graph
+
+    generate(str(tmp_path / "g"), GeneratorConfig(users=300, seed=3, label_sims=2))
+    g = load_local_graph(Dataset(str(tmp_path / "g")))
+    for et, col in FT.IN_DEGREE_COLUMNS.items():
+        colptr, _ = g.csc[et]
+        np.testing.assert_allclose(np.expm1(g.x[et[2]][:, col].astype(np.float64)), np.diff(colptr), atol=1e-3,
+                                   rtol=1e-5, err_msg=str(et))

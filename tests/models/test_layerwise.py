@@ -18,10 +18,16 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "sampling"))
 from test_loader import tiny_graph  # noqa: E402
 
 
-def _model(num_layers=2, hidden=16, heads=4, seed=0, edge_messages=False):
+#: model variants whose layer-wise inference must equal forward (model.* overrides)
+VARIANTS = {"attention": {"sum_channel": False, "degree_scaler": False}, "sum_channel": {"degree_scaler": False},
+            "sum_channel+degree_scaler": {}}
+
+
+def _model(num_layers=2, hidden=16, heads=4, seed=0, variant="attention"):
     cfg = RippleConfig()
     cfg.model.hidden, cfg.model.heads, cfg.model.num_layers = hidden, heads, num_layers
-    cfg.model.edge_messages = edge_messages
+    for key, value in VARIANTS[variant].items():
+        setattr(cfg.model, key, value)
     torch.manual_seed(seed)
     m = build_model(cfg)
     # non-trivial attention: PyG initialises att and biases small, which would hide a softmax bug
@@ -54,21 +60,21 @@ def _with_self_loop_and_isolated(g):
 FOL = ("user", "follows", "user")
 
 
-@pytest.mark.parametrize("edge_messages", [False, True])
+@pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
-def test_layerwise_equals_forward_on_the_whole_graph(num_layers, edge_messages):
+def test_layerwise_equals_forward_on_the_whole_graph(num_layers, variant):
     g = _with_self_loop_and_isolated(tiny_graph())
-    model = _model(num_layers=num_layers, edge_messages=edge_messages)
+    model = _model(num_layers=num_layers, variant=variant)
     pred, emb = _whole_forward(model, g)
     lp, le = infer_local(model, LayerwiseGraph.from_local(g), chunk_edges=3)  # tiny chunks: many destination chunks
     torch.testing.assert_close(le, emb, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(lp, pred, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("edge_messages", [False, True])
-def test_chunk_size_does_not_change_the_result(edge_messages):
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_chunk_size_does_not_change_the_result(variant):
     g = tiny_graph()
-    model = _model(edge_messages=edge_messages)
+    model = _model(variant=variant)
     a = infer_local(model, LayerwiseGraph.from_local(g), chunk_edges=1)
     b = infer_local(model, LayerwiseGraph.from_local(g), chunk_edges=1 << 20)
     torch.testing.assert_close(a[0], b[0])
@@ -91,11 +97,11 @@ def _split(lw: LayerwiseGraph, cut: dict[str, int], part: int) -> LayerwiseGraph
     return out
 
 
-@pytest.mark.parametrize("edge_messages", [False, True])
-def test_two_partitions_exchanging_states_equal_the_whole_graph(edge_messages):
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_two_partitions_exchanging_states_equal_the_whole_graph(variant):
     """The partitioned protocol: each part computes its own nodes, neighbours' states come from ``gather``."""
     g = tiny_graph()
-    model = _model(edge_messages=edge_messages)
+    model = _model(variant=variant)
     whole = infer_local(model, LayerwiseGraph.from_local(g))
     cut = {"user": 4, "content": 2, "community": 1}
     parts = [_split(LayerwiseGraph.from_local(g), cut, p) for p in (0, 1)]

@@ -412,6 +412,10 @@ def test_sampler_missing_relation_and_empty_frontier():
     assert out.num_sampled_edges[REV] == [2, 0]
     assert out.node["user"].tolist() == [2, 5]
     assert out.node["content"].tolist() == [1, 2]
+    # PyG's contract: every relation is in row/col/edge, with empty tensors where nothing was sampled
+    for d in (out.row, out.col, out.edge):
+        assert set(d) == set(nn)
+        assert d[other].numel() == 0 and d[FOL].numel() == 0 and d[other].dtype == torch.long
 
 
 def test_sample_from_nodes_metadata_and_edges_refused():
