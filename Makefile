@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.ripple-installed
 
-.PHONY: setup demo test test-fast test-gpu clean
+.PHONY: setup kernels demo test test-fast test-gpu clean
 
 # Third-party dependencies live in a venv cached outside the clone, keyed by a hash of pyproject.toml and the
 # constraints (what a CI dependency cache does): a fresh clone links it in and installs only ripple itself
@@ -16,19 +16,36 @@ DEPS_KEY := $(shell cat pyproject.toml constraints-cpu.txt | sha256sum | cut -c1
 DEPS_VENV ?= $(HOME)/.cache/ripple/deps-$(DEPS_KEY)
 DEPS_STAMP := $(DEPS_VENV)/.complete
 
+# The requirements of pyproject.toml: `$(call reqs,)` the core, `$(call reqs,test)` an extra's
+reqs = $(shell $(PY) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+	print(' '.join(repr(r) for r in (p['optional-dependencies']['$(1)'] if '$(1)' else p['dependencies'])))")
+
+# Wheels only (--only-binary): nothing the demo needs compiles.
 $(DEPS_STAMP):
 	rm -rf $(DEPS_VENV)
 	$(PY) -m venv $(DEPS_VENV)
 	$(DEPS_VENV)/bin/python -m pip install -q --upgrade pip setuptools
 	# CPU torch from this machine's disk first; clusters use the CUDA image (k8s/Dockerfile)
 	$(DEPS_VENV)/bin/python -m pip install -q -c constraints-cpu.txt torch
-	$(PY) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-		print('\n'.join(p['dependencies'] + p['optional-dependencies']['test']))" > $(DEPS_VENV)/requirements.txt
-	$(DEPS_VENV)/bin/python -m pip install -q -c constraints-cpu.txt -r $(DEPS_VENV)/requirements.txt
-	# torch-scatter/torch-sparse have no PyPI wheels: built once from source (~10 min), then cached by pip
-	MAX_JOBS=2 $(DEPS_VENV)/bin/python -m pip install -q -c constraints-cpu.txt --no-build-isolation \
-		'torch-scatter>=2.1' 'torch-sparse>=0.6.18'
+	$(DEPS_VENV)/bin/python -m pip install -q --only-binary=:all: -c constraints-cpu.txt $(call reqs,)
 	touch $(DEPS_STAMP)
+
+# The test extra (moto, kubectl, cynetdiff, ...): wheels too, added to the same cached venv, resolved together
+# with the core (boto3 alone would move botocore past the range s3fs's aiobotocore pins).
+TEST_STAMP := $(DEPS_VENV)/.test
+$(TEST_STAMP): $(DEPS_STAMP)
+	$(DEPS_VENV)/bin/python -m pip install -q --only-binary=:all: -c constraints-cpu.txt $(call reqs,) $(call reqs,test)
+	touch $(TEST_STAMP)
+
+# ripple[kernels]: torch-scatter/torch-sparse have no PyPI wheels, so they build from source (~20 min on 2 cores,
+# seconds once pip's wheel cache has them). Optional: `sampling.backend: torch-sparse`, the sampler benchmarks'
+# baseline and the tests that compare with PyG's own sampler, which CI runs (.ci/run builds them first).
+KERNELS_STAMP := $(DEPS_VENV)/.kernels
+$(KERNELS_STAMP): $(DEPS_STAMP)
+	MAX_JOBS=2 $(DEPS_VENV)/bin/python -m pip install -q -c constraints-cpu.txt --no-build-isolation $(call reqs,kernels)
+	touch $(KERNELS_STAMP)
+
+kernels: $(KERNELS_STAMP)
 
 $(STAMP): $(DEPS_STAMP)
 	rm -rf $(VENV)
@@ -47,13 +64,13 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/ripple demo --out ripple-demo
 
-test: $(STAMP)
+test: $(STAMP) $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test-gpu: $(STAMP)
+test-gpu: $(STAMP) $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -m gpu
 
 clean:

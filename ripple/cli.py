@@ -6,17 +6,20 @@ print the result. Every verb works without a config file; ``--config`` layers a 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
-import time
 
+from ripple.console import Console
 from ripple.data.storage import StorageOptions, StorageUnavailable, check_url
 
 log = logging.getLogger("ripple")
 
 EXIT_OK, EXIT_RUNTIME, EXIT_BAD_INPUT = 0, 1, 2
+#: the stages of ``ripple train`` (``ripple.pipeline.train``), as its console counts them
+TRAIN_STAGES = ["validate", "train", "embed", "evaluate"]
 
 
 class UsageError(ValueError):
@@ -154,30 +157,6 @@ def config_from_args(args):
     return load_config(args.config, overrides)
 
 
-class _Stages:
-    """A progress bar over pipeline stages (tqdm on a terminal, log lines otherwise)."""
-
-    def __init__(self, names: list[str]):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=len(names), desc="ripple", unit="stage", file=sys.stderr,
-                        bar_format="{desc}: {n_fmt}/{total_fmt} {bar} [{elapsed}] {postfix}")
-        self.started = False
-
-    def __call__(self, name: str) -> None:
-        if self.started:
-            self.bar.update(1)
-        self.started = True
-        self.bar.set_postfix_str(name)
-        log.info("stage: %s", name)
-
-    def close(self, done: bool = True):
-        """``done=False``: the current stage failed; end the bar's line so an error prints on its own line."""
-        if self.started and done:
-            self.bar.update(1)
-        self.bar.close()
-
-
 def _print_metrics(metrics: dict) -> None:
     from ripple.evaluate.compare import MODEL_ORDER
     from ripple.evaluate.metrics import METRIC_NAMES, format_table
@@ -188,17 +167,17 @@ def _print_metrics(metrics: dict) -> None:
     present = [m for m in MODEL_ORDER if any(m in col for col in table.values())]
     print(format_table(table, order=present))
     thr = metrics.get("throughput", {})
+    best = metrics.get("best_epoch")
     print(f"kernel backend: {metrics.get('kernel_backend')}; train {thr.get('train_seeds_per_s') or 0:.0f} "
-          f"seeds/s over {thr.get('num_workers')} workers; best epoch {metrics.get('best_epoch')}")
+          f"seeds/s over {thr.get('num_workers')} workers; best epoch {best + 1 if best is not None else None}")
 
 
 def cmd_generate(args) -> int:
     from ripple.data.generator import GeneratorConfig, generate
 
     cfg = GeneratorConfig(users=args.users, avg_follows=args.avg_follows, seed=args.seed)
-    stages = _Stages(["users", "follows", "content", "history", "communities", "labels"])
-    m = generate(args.out, cfg, _options(args), progress=stages)
-    stages.close()
+    console = Console(["users", "follows", "content", "history", "communities", "labels"])
+    m = generate(args.out, cfg, _options(args), progress=console.stage)
     print(json.dumps(m["rows"], indent=1))
     return EXIT_OK
 
@@ -249,15 +228,19 @@ def cmd_train(args) -> int:
     from ripple import pipeline
 
     cfg = config_from_args(args)
-    stages = _Stages(["validate", "train", "embed", "evaluate"])
-    try:
-        metrics = pipeline.train(cfg, stage=stages)
-    except BaseException:
-        stages.close(done=False)
-        raise
-    stages.close()
+    console = Console(TRAIN_STAGES, epochs=cfg.train.epochs)
+    metrics = pipeline.train(cfg, console, verbose=args.verbose)
     _print_metrics(metrics)
+    _print_outputs(cfg, metrics)
     return EXIT_OK
+
+
+def _print_outputs(cfg, metrics: dict) -> None:
+    from ripple.run import run_dir
+    from ripple.runlog import LOGS
+
+    where = run_dir(cfg)
+    print(f"outputs under {where}: metrics.json, {', '.join(metrics.get('pictures', []))}, embeddings/, {LOGS}/")
 
 
 def cmd_submit(args) -> int:
@@ -300,6 +283,10 @@ def cmd_seeds(args) -> int:
         raise UsageError(f"--candidates must be >= --k ({args.k}), got {args.candidates}")
     if args.sims < 1:
         raise UsageError(f"--sims must be >= 1, got {args.sims}")
+    if args.evaluate:  # before any work: say which extra is missing now, not after the selection
+        from ripple.influence.spread import require_cynetdiff
+
+        require_cynetdiff()
     out = pipeline.seeds(args.run, args.k, _options(args), candidates=args.candidates, evaluate=args.evaluate,
                          sims=args.sims)
     t = out["seeds"]
@@ -313,6 +300,7 @@ def cmd_seeds(args) -> int:
         for r in out["evaluation"]["table"]:
             print(f"{r['method']:<16} {r['k']:>4} {r['spread_mean']:>10.1f} +- {r['spread_se']:<5.1f} "
                   f"{r['selection_s']:>12.3f}")
+        print(f"spread vs K: {out['picture']}")
     return EXIT_OK
 
 
@@ -322,28 +310,28 @@ def cmd_demo(args) -> int:
     from ripple.data.generator import GeneratorConfig, generate
     from ripple.data.storage import join
 
-    t0 = time.perf_counter()
     data = join(args.out, "data")
-    stages = _Stages(["generate", *(["labels"] if args.history else []), "validate", "train", "embed", "evaluate"])
-    stages("generate")
+    run_name = f"demo-history-{args.seed}" if args.history else f"demo-{args.seed}"
+    cfg = load_config(None, {"storage_path": join(args.out, "runs"), "run_name": run_name,
+                             "scaling.num_workers": args.num_workers, "train.epochs": args.epochs})
+    console = Console(["generate", *(["labels"] if args.history else []), *TRAIN_STAGES], epochs=cfg.train.epochs)
+    console.stage("generate")
     gen = GeneratorConfig(users=args.users, seed=args.seed)
     generate(data, gen)
     if args.history:
         from ripple.data.labels import LabelSpec, derive_labels
 
-        stages("labels")
+        console.stage("labels")
         start, end = gen.history["start"], gen.history["end"]
         horizon = (end - start) // 4
         data_hist = join(args.out, "data-labelled")
         derive_labels(data, data_hist, LabelSpec(cutoff=end - 2 * horizon, horizon=horizon, split_seed=args.seed))
         data = data_hist
-    run_name = f"demo-history-{args.seed}" if args.history else f"demo-{args.seed}"
-    cfg = load_config(None, {"data": data, "storage_path": join(args.out, "runs"), "run_name": run_name,
-                             "scaling.num_workers": args.num_workers, "train.epochs": args.epochs})
-    metrics = pipeline.train(cfg, stage=stages)
-    stages.close()
+    cfg = dataclasses.replace(cfg, data=data)
+    metrics = pipeline.train(cfg, console, verbose=args.verbose)
     _print_metrics(metrics)
-    print(f"demo finished in {time.perf_counter() - t0:.0f}s; outputs under {args.out}/runs/{cfg.run_name}")
+    _print_outputs(cfg, metrics)
+    print(f"demo finished in {console.elapsed():.0f}s")
     return EXIT_OK
 
 
@@ -359,8 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(str(e), file=sys.stderr)
         return EXIT_BAD_INPUT
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # the console shows warnings (and, with -v, every record); a run's logs/ folder keeps INFO (ripple.runlog)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s" if args.verbose
+                                           else "%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[console])
     for noisy in ("botocore", "s3fs", "aiobotocore", "fsspec", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
@@ -377,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_RUNTIME
     except Exception as e:  # noqa: BLE001 — the CLI's job is to turn failures into an exit code
-        log.exception("ripple %s failed", args.verb)
+        # one error line; the traceback shows with -v, and a run's logs/ripple.log keeps it (ripple.runlog)
+        log.debug("ripple %s failed", args.verb, exc_info=True)
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_RUNTIME
 

@@ -16,7 +16,8 @@ from ripple.data.dataset import Dataset
 from ripple.data.graph import load_local_graph
 from ripple.data.storage import StorageOptions, Store, absolute_url, join, read_committed, table_to_parquet_bytes
 from ripple.data.validate import require_valid
-from ripple.evaluate.compare import evaluate, evaluate_from_tables
+from ripple.evaluate import plots
+from ripple.evaluate.compare import MODEL_ORDER, Evaluation, evaluate, evaluate_from_tables
 from ripple.graph.access import parts_of_rank
 from ripple.graph.partition import check_partition_files, partition
 from ripple.graph.shards import PartitionMeta
@@ -25,6 +26,7 @@ from ripple.influence.evaluate import evaluate_seeds
 from ripple.influence.select import select_seeds
 from ripple.run import (CONFIG_FILE, METRICS_FILE, PARTITIONS, SCORE, best_checkpoint, embeddings_store, is_partitioned,
                         run_dir, run_path)
+from ripple.runlog import RunLogs
 from ripple.train.driver import fit
 
 log = logging.getLogger(__name__)
@@ -57,10 +59,24 @@ def resolve_paths(cfg: RippleConfig) -> RippleConfig:
     return dataclasses.replace(cfg, data=absolute_url(cfg.data), storage_path=absolute_url(cfg.storage_path))
 
 
-def train(cfg: RippleConfig, stage=lambda name: None) -> dict:
-    """Validate -> train on Ray -> write embeddings -> evaluate -> ``metrics.json``. Returns the metrics."""
+class _Silent:
+    """The progress of a run nobody watches (tests, benchmarks, library callers): no per-epoch feed."""
+
+    epoch = None
+
+    def stage(self, name: str) -> None:
+        log.info("stage: %s", name)
+
+
+def train(cfg: RippleConfig, progress=None, verbose: bool = False) -> dict:
+    """Validate -> train on Ray -> write embeddings -> evaluate -> ``metrics.json`` and the run's pictures.
+    Returns the metrics.
+
+    ``progress``: a ``ripple.console.Console`` (``stage``, ``epoch``), or None; ``verbose``: Ray's and
+    the workers' logs on the console as well as in ``<run>/logs/``."""
+    progress = progress or _Silent()
     cfg = resolve_paths(cfg)
-    stage("validate")
+    progress.stage("validate")
     sharded = is_partitioned(cfg.data, cfg.storage)
     if sharded:  # partitioned by `ripple partition`, which validated its source
         meta = PartitionMeta.open(cfg.data, cfg.storage)
@@ -71,39 +87,45 @@ def train(cfg: RippleConfig, stage=lambda name: None) -> dict:
         source, num_parts = cfg.data, cfg.partition.num_parts
     if num_parts:
         parts_of_rank(num_parts, cfg.scaling.num_workers, 0)  # every worker must own a part: refuse before Ray
+    with RunLogs(run_dir(cfg), cfg.storage, verbose):  # the run folder exists from here on
+        return _train_valid(cfg, progress, verbose, sharded, source, num_parts)
+
+
+def _train_valid(cfg: RippleConfig, progress, verbose: bool, sharded: bool, source: str, num_parts: int) -> dict:
     run = Store(run_dir(cfg), cfg.storage)
     if not sharded and cfg.partition.num_parts > 0:
-        stage("partition")
+        progress.stage("partition")
         parts_url = run_path(cfg, PARTITIONS)
         if not is_partitioned(parts_url, cfg.storage):  # a resumed run keeps its partitions
             partition(cfg.data, parts_url, cfg.partition, cfg.storage)
         cfg = dataclasses.replace(cfg, data=parts_url)
         sharded = True
     run.write_bytes(cfg.to_yaml().encode(), CONFIG_FILE)
-    init_ray(cfg)
+    init_ray(cfg, log_to_driver=verbose)
 
-    stage("train")
+    progress.stage("train")
     t0 = time.perf_counter()
-    outcome = fit(cfg)
+    outcome = fit(cfg, on_epoch=progress.epoch)
     train_s = time.perf_counter() - t0
 
-    stage("embed")
+    progress.stage("embed")
     manifest = write_embeddings(cfg, outcome.best_checkpoint)
 
-    stage("evaluate")
+    progress.stage("evaluate")
     emb = read_committed(embeddings_store(cfg), columns=["user_id", "influence_score"])
     ds = Dataset(source, cfg.storage)
     whole_graph_ok = ds.manifest.rows.get("follows", 0) <= cfg.eval.baselines_max_edges
     reliability, truth = label_oracles(ds)
     if sharded and not whole_graph_ok:
         # PageRank and the 2-hop features need the whole graph in one process: report what scales instead
-        metrics = evaluate_from_tables(ds.read("labels"), ds.read("user", ["id", "follower_count"]), emb,
-                                       reliability, truth)
-        metrics["baselines_skipped"] = (f"{ds.manifest.rows.get('follows')} follows edges > "
-                                        f"eval.baselines_max_edges={cfg.eval.baselines_max_edges}")
+        result = evaluate_from_tables(ds.read("labels"), ds.read("user", ["id", "follower_count"]), emb,
+                                      reliability, truth)
+        result.metrics["baselines_skipped"] = (f"{ds.manifest.rows.get('follows')} follows edges > "
+                                               f"eval.baselines_max_edges={cfg.eval.baselines_max_edges}")
     else:
-        metrics = evaluate(load_local_graph(ds), emb, seed=cfg.train.seed,
-                           lightgbm_threads=cfg.eval.lightgbm_threads, reliability=reliability, truth=truth)
+        result = evaluate(load_local_graph(ds), emb, seed=cfg.train.seed,
+                          lightgbm_threads=cfg.eval.lightgbm_threads, reliability=reliability, truth=truth)
+    metrics = result.metrics
     last = outcome.last_metrics
     metrics["throughput"] = {
         "train_seeds_per_s": last.get("train_seeds_per_s"), "train_edges_per_s": last.get("train_edges_per_s"),
@@ -117,6 +139,7 @@ def train(cfg: RippleConfig, stage=lambda name: None) -> dict:
     metrics["kernel_backend"] = last.get("kernel_backend")
     metrics["epochs"] = {"start": last.get("start_epoch"), "last": last.get("epoch"),
                          "best": outcome.best_metrics.get("epoch")}
+    metrics["history"] = last.get("history", [])  # every epoch, resumed ones included: the training curve
     # fault tolerance: the epoch of the checkpoint the last worker group started from (None: from scratch), and
     # how many worker groups of this run were lost and restarted from a checkpoint (``--max-failures``)
     metrics["resumed_from_epoch"] = last.get("resumed_from_epoch")
@@ -124,8 +147,27 @@ def train(cfg: RippleConfig, stage=lambda name: None) -> dict:
     metrics["best_epoch"] = outcome.best_metrics.get("epoch")
     metrics[f"best_{SCORE}"] = outcome.best_metrics.get(SCORE)
     metrics["best_val_spearman"] = outcome.best_metrics.get("val_spearman")
+    metrics["pictures"] = write_pictures(run, result)
     run.write_json(metrics, METRICS_FILE)
     return metrics
+
+
+def write_pictures(run: Store, result: Evaluation) -> list[str]:
+    """The run's PNGs next to ``metrics.json``: the training curve and predicted vs observed reach on the test
+    users (every model's test Spearman in its legend). Returns their file names."""
+    m = result.metrics
+    pictures = {plots.PREDICTED_VS_OBSERVED: plots.predicted_vs_observed(result.observed, result.predicted,
+                                                                         _model_spearman(m["spearman"]))}
+    if m.get("history"):
+        pictures[plots.TRAINING_CURVE] = plots.training_curve(m["history"])
+    for name, png in pictures.items():
+        run.write_bytes(png, name)
+    return sorted(pictures)
+
+
+def _model_spearman(spearman: dict) -> dict:
+    """The models' and the oracle's test Spearman (the labels' own reliability left out), in table order."""
+    return {k: spearman[k] for k in MODEL_ORDER if k in spearman and k not in ("label_reliability", "label")}
 
 
 def label_oracles(ds: Dataset):
@@ -184,4 +226,6 @@ def seeds(run_url: str, k: int, options: StorageOptions | None = None, candidate
     if evaluate:
         ks = tuple(sorted({x for x in (*eval_ks, k) if x <= sel["users"]}))
         out["evaluation"] = evaluate_seeds(cfg, ks, sims, candidates)
+        run.write_bytes(plots.spread_vs_k(out["evaluation"]["table"]), plots.SPREAD_VS_K)
+        out["picture"] = join(run_dir(cfg), plots.SPREAD_VS_K)
     return out

@@ -4,7 +4,9 @@
                               checkpoints/     Ray Train checkpoints (the best by ``SCORE``)
                               partitions/      shards, when the run partitions its data (``partition.num_parts``)
                               embeddings/      committed parts + ``_manifest.json``
-                              metrics.json     evaluation, throughput, epochs
+                              metrics.json     evaluation, throughput, epochs, the per-epoch history
+                              *.png            the run's pictures (``ripple.evaluate.plots``)
+                              logs/            ripple's and Ray's logs (``ripple.runlog``)
 
 Everything that builds one of these paths, or picks a checkpoint, asks this module. It sits at the bottom with
 ``ripple.config``: it imports only the storage module.

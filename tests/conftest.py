@@ -29,7 +29,8 @@ def tiny_dataset(tmp_path) -> str:
 @pytest.fixture(scope="session")
 def s3_server():
     """moto's S3 over HTTP on 127.0.0.1 (free port), with dummy AWS credentials; yields the endpoint URL."""
-    server_mod = pytest.importorskip("moto.server")
+    import moto.server as server_mod
+
     with pytest.MonkeyPatch.context() as mp:
         for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                      "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():

@@ -10,6 +10,10 @@ graph.
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import re
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -17,8 +21,8 @@ import pytest
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = {"data": 0, "config": 1, "run": 1, "context": 1, "deploy": 2, "sampling": 2, "models": 3, "graph": 4,
-          "evaluate": 5, "train": 5, "infer": 6, "influence": 6, "pipeline": 7, "cli": 8}
+LAYERS = {"data": 0, "config": 1, "run": 1, "context": 1, "runlog": 1, "console": 1, "deploy": 2, "sampling": 2,
+          "models": 3, "graph": 4, "evaluate": 5, "train": 5, "infer": 6, "influence": 6, "pipeline": 7, "cli": 8}
 
 
 def _modules() -> dict[str, Path]:
@@ -103,3 +107,50 @@ def test_config_and_run_sit_on_storage_alone():
 def test_the_checker_sees_cycles_and_hidden_imports():
     assert cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
     assert "ripple.pipeline" in import_graph()["ripple.cli"]  # imported inside its verbs
+
+
+def third_party_imports() -> dict[str, set[str]]:
+    """Top-level name of every non-stdlib, non-ripple module ripple/ imports (anywhere) -> the files importing it."""
+    out: dict[str, set[str]] = {}
+    for m, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top != "ripple" and top not in sys.stdlib_module_names and top != "__future__":
+                    out.setdefault(top, set()).add(m)
+    return out
+
+
+def _dist_name(requirement: str) -> str:
+    return re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_every_import_is_a_declared_dependency_or_a_named_extra():
+    """A module ripple imports comes from a core dependency of pyproject.toml, or from an extra, and then the
+    importing module names that extra (``pip install 'ripple[<extra>]'``) in its error."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {_dist_name(r) for r in project["dependencies"]}
+    extras = {name: {_dist_name(r) for r in reqs} for name, reqs in project["optional-dependencies"].items()
+              if name != "test"}
+    dists = importlib.metadata.packages_distributions()
+    problems = []
+    for top, importers in sorted(third_party_imports().items()):
+        names = {d.lower().replace("_", "-") for d in dists.get(top, [])}
+        if not names:
+            problems.append(f"{top} (imported by {sorted(importers)}) is not installed from any distribution")
+        elif names & core:
+            continue
+        else:
+            extra = next((e for e, members in extras.items() if names & members), None)
+            unnamed = [m for m in importers if extra is None or f"ripple[{extra}]" not in
+                       _modules()[m].read_text()]
+            if unnamed:
+                problems.append(f"{top} ({sorted(names)}) is not a core dependency, and {unnamed} do not name "
+                                f"an extra that installs it" + (f" (ripple[{extra}])" if extra else ""))
+    assert problems == []

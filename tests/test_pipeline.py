@@ -14,6 +14,7 @@ from ripple.config import load_config
 from ripple.data.generator import GeneratorConfig, generate
 from ripple.data.storage import StorageOptions, Store, join, read_committed, read_manifest
 from ripple.run import best_checkpoint
+from images import assert_png
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +24,8 @@ USERS = 400
 @pytest.fixture(scope="module")
 def ray_cluster(s3_server):
     """One local Ray cluster for the module, started after the S3 credentials are in the environment."""
-    ray = pytest.importorskip("ray")
+    import ray
+
     pipeline.init_ray(None, log_to_driver=False)
     yield
     ray.shutdown()
@@ -41,6 +43,13 @@ def _check_run(cfg, options=None, num_parts=1):
     run = Store(join(cfg.storage_path, cfg.run_name), options)
     assert run.exists("config.yaml")
     metrics = run.read_json("metrics.json")
+    # the run's pictures next to metrics.json, valid PNGs; its logs, ripple's and Ray's session's
+    assert metrics["pictures"] == ["predicted_vs_observed.png", "training_curve.png"]
+    for name in metrics["pictures"]:
+        assert_png(run.read_bytes(name))
+    assert [h["epoch"] for h in metrics["history"]] == list(range(metrics["epochs"]["last"] + 1))
+    assert b"logs of this run go to" in run.read_bytes("logs", "ripple.log")
+    assert run.ls("logs", "ray"), "the Ray session's logs were not copied into the run"
     for metric in ("spearman", "kendall", "ndcg_at_100", "msle"):
         assert set(metrics[metric]) == {"gnn", "follower_count", "pagerank", "lightgbm_flat", "lightgbm_2hop",
                                         "lightgbm_engineered", "ceiling", "label_reliability"}

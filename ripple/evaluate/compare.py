@@ -16,6 +16,7 @@ What each reference number is, and what it bounds:
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +32,16 @@ MODEL_ORDER = ["gnn", "follower_count", "pagerank", "lightgbm_flat", "lightgbm_2
                "label_reliability", "oracle", "label"]
 CREATED = ("user", "created", "content")
 FOLLOWS = ("user", "follows", "user")
+
+
+@dataclass
+class Evaluation:
+    """A run's held-out evaluation: the metrics (``metrics.json``) and the test users' numbers behind them, for
+    the predicted-vs-observed picture."""
+
+    metrics: dict
+    observed: np.ndarray  # Shapes: [n] the test users' observed reach
+    predicted: np.ndarray  # Shapes: [n] the GNN's influence_score (predicted reach) of the same users
 
 
 def _reliability(metrics: dict, y, ceiling, reliability: float | None) -> dict:
@@ -94,8 +105,8 @@ def engineered_of(graph: LocalGraph) -> np.ndarray:
 
 
 def evaluate(graph: LocalGraph, embeddings: pa.Table, seed: int = 0, lightgbm_threads: int = 1,
-             reliability: float | None = None, truth: pa.Table | None = None) -> dict:
-    """Returns ``{"spearman": {model: v}, "kendall": ..., "ndcg_at_100": ..., "msle": ...}`` and, given the
+             reliability: float | None = None, truth: pa.Table | None = None) -> Evaluation:
+    """Metrics ``{"spearman": {model: v}, "kendall": ..., "ndcg_at_100": ..., "msle": ...}`` and, given the
     oracle's ``truth`` table, ``spearman_vs_truth``. ``reliability``: the labels' own split-half reliability
     (history labels); without it the replicate column is scored as the ceiling."""
     test = graph.split == "test"
@@ -111,11 +122,11 @@ def evaluate(graph: LocalGraph, embeddings: pa.Table, seed: int = 0, lightgbm_th
         test_ids = graph.ids["user"][graph.label_index[test]]
         metrics["spearman_vs_truth"] = vs_truth(y, preds, truth_of(graph.ids["user"], truth, test_ids))
         _oracle(metrics)
-    return metrics
+    return Evaluation(metrics, y, preds["gnn"])
 
 
 def evaluate_from_tables(labels: pa.Table, users: pa.Table, embeddings: pa.Table,
-                         reliability: float | None = None, truth: pa.Table | None = None) -> dict:
+                         reliability: float | None = None, truth: pa.Table | None = None) -> Evaluation:
     """The GNN, follower count and the ceiling from the labels and user tables alone (O(users) memory): what a
     sharded run reports when the graph is too large for the whole-graph baselines on one machine.
 
@@ -138,4 +149,4 @@ def evaluate_from_tables(labels: pa.Table, users: pa.Table, embeddings: pa.Table
     if truth is not None:
         metrics["spearman_vs_truth"] = vs_truth(y, preds, truth_of(ids, truth, labels["user_id"].to_numpy()[test]))
         _oracle(metrics)
-    return metrics
+    return Evaluation(metrics, y, gnn)

@@ -58,6 +58,17 @@ def _check_seed_list(seeds, n: int, name: str = "seeds") -> list[int]:
     return [int(x) for x in np.unique(s)]  # cynetdiff wants Python ints; repeats count once
 
 
+
+def require_cynetdiff():
+    """cynetdiff's IC model class, or an error naming the extra that installs it (only the evaluation of seed
+    sets simulates cascades, so it is not a core dependency)."""
+    try:
+        from cynetdiff.models import IndependentCascadeModel
+    except ImportError as e:
+        raise RuntimeError("`ripple seeds --evaluate` simulates cascades with cynetdiff, which is not installed: "
+                           "pip install 'ripple[eval]'") from e
+    return IndependentCascadeModel
+
 class SpreadOracle:
     """An IC model over fixed edges, built once, asked for the spread of many seed sets.
 
@@ -72,11 +83,7 @@ class SpreadOracle:
     """
 
     def __init__(self, src, dst, p, num_nodes: int, seed: int = 0):
-        try:
-            from cynetdiff.models import IndependentCascadeModel
-        except ImportError as e:  # an extra: only the evaluation of seed sets simulates cascades
-            raise RuntimeError("`ripple seeds --evaluate` simulates cascades with cynetdiff, which is not installed: "
-                               "pip install 'ripple[eval]'") from e
+        IndependentCascadeModel = require_cynetdiff()
 
         src, dst, p, n = _check_graph(src, dst, p, num_nodes)
         order = np.argsort(src, kind="stable")

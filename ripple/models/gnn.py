@@ -13,6 +13,8 @@ The model knows nothing about ranks, devices or process groups.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -56,10 +58,15 @@ class InfluenceGNN(torch.nn.Module):
             # (and unused parameters, which DDP rejects).
             last = layer == cfg.num_layers - 1
             rels = [et for et in self.edge_types if not last or et[2] == "user"]
-            self.convs.append(HeteroConv({
-                et: GATv2Conv(h, h // cfg.heads, heads=cfg.heads, add_self_loops=et[0] == et[2],
-                              edge_dim=self.edge_dims.get(et), dropout=0.0)
-                for et in rels}, aggr="sum"))
+            with warnings.catch_warnings():
+                # HeteroConv warns that content/community states are not updated by the last layer: by design
+                # here, as said above. Only that warning, only for this construction.
+                warnings.filterwarnings("ignore", message="There exist node types .* do not get updated",
+                                        category=UserWarning)
+                self.convs.append(HeteroConv({
+                    et: GATv2Conv(h, h // cfg.heads, heads=cfg.heads, add_self_loops=et[0] == et[2],
+                                  edge_dim=self.edge_dims.get(et), dropout=0.0)
+                    for et in rels}, aggr="sum"))
         # model.sum_channel: per layer and relation into users (see SumChannel); the degree scaler where the
         # destination's features say its true in-degree
         self.degree_columns = {tuple(k): v for k, v in (degree_columns or {}).items()} if cfg.degree_scaler else {}
@@ -80,10 +87,17 @@ class InfluenceGNN(torch.nn.Module):
                 edge_attr_dict: dict[EdgeType, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         h = {t: F.elu(v) for t, v in self.input(dict(x_dict)).items()}
         states = [h["user"]]
-        edge_index_dict = {k: v for k, v in edge_index_dict.items() if tuple(k) in self.edge_types}
+        # A relation with no edges in this batch is an empty one, not a missing one: every parameter then takes
+        # part in every step (a zero gradient), as data-parallel training needs.
+        some = next(iter(x_dict.values()))
+        edge_index_dict = {et: edge_index_dict.get(et, some.new_empty((2, 0), dtype=torch.long))
+                           for et in self.edge_types if et[0] in h and et[2] in h}
         extra = {}
-        if edge_attr_dict:
-            extra["edge_attr_dict"] = {k: v for k, v in edge_attr_dict.items() if tuple(k) in self.edge_dims}
+        if edge_attr_dict is not None:
+            edge_attr_dict = {**{et: some.new_empty((0, d)) for et, d in self.edge_dims.items()
+                                 if et in edge_index_dict and edge_index_dict[et].size(1) == 0},
+                              **{k: v for k, v in edge_attr_dict.items() if tuple(k) in self.edge_dims}}
+            extra["edge_attr_dict"] = edge_attr_dict
         for conv, sums, norms in zip(self.convs, self.sums, self.norms):
             out = conv(h, edge_index_dict, **extra)
             for et, ei in edge_index_dict.items():

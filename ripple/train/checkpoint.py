@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -25,6 +25,11 @@ CHECKPOINT_FILE = "state.pt"
 #: key of ``train_loop_config`` naming one ``fit`` call: a checkpoint written under the same id was written by a
 #: worker group of this call that was lost (restart), another id by an earlier run of the same name (resume)
 FIT_ID = "_fit_id"
+#: key of ``train_loop_config`` holding the driver's progress queue (a ``ray.util.queue.Queue`` or None): rank 0
+#: puts each epoch's history record there, for the console
+PROGRESS = "_progress"
+#: what the training curve keeps of each epoch (``TrainState.history``; ``metrics.json``'s ``history``)
+HISTORY_KEYS = ("epoch", "train_loss", "val_mse", "val_spearman", "train_seeds_per_s", "epoch_s")
 
 
 @dataclass
@@ -36,6 +41,7 @@ class TrainState:
     bad_epochs: int = 0  # epochs since it last improved
     resumed_from: int | None = None  # the checkpoint's epoch, if any
     restarts: int = 0  # worker groups of this fit lost and restarted from a checkpoint
+    history: list[dict] = field(default_factory=list)  # every epoch so far, resumed runs included (HISTORY_KEYS)
 
     def epochs(self, total: int, patience: int):
         """The epochs left to run: up to ``total``, and only while the validation MSE improved within
@@ -45,10 +51,14 @@ class TrainState:
             yield epoch
             epoch += 1
 
-    def update(self, epoch: int, val_mse: float) -> None:
+    def update(self, epoch: int, val_mse: float, metrics: dict | None = None) -> None:
+        """Record epoch ``epoch``: its validation MSE decides early stopping; ``metrics`` (the epoch's, with every
+        ``HISTORY_KEYS`` key) extends the history."""
         improved = val_mse < self.best
         self.best, self.bad_epochs = (val_mse, 0) if improved else (self.best, self.bad_epochs + 1)
         self.next_epoch = epoch + 1
+        if metrics is not None:
+            self.history.append({k: metrics[k] for k in HISTORY_KEYS})
 
 
 def load_state(checkpoint, map_location="cpu") -> dict:
@@ -88,7 +98,8 @@ def resume(checkpoint, model, opt, sampler, ctx: WorkerContext, fit_id: str | No
     opt.load_state_dict(state["optimizer"])
     restarted = fit_id is not None and state.get("fit_id") == fit_id
     out = TrainState(next_epoch=state["epoch"] + 1, best=state["best"], bad_epochs=state["bad_epochs"],
-                     resumed_from=state["epoch"], restarts=state.get("restarts", 0) + 1 if restarted else 0)
+                     resumed_from=state["epoch"], restarts=state.get("restarts", 0) + 1 if restarted else 0,
+                     history=list(state.get("history", [])))
     rng = state.get("rng") or []
     if len(rng) == ctx.world_size:
         set_rng_state(sampler, ctx.device, rng[ctx.rank])
@@ -112,6 +123,7 @@ def report(model, opt, cfg: RippleConfig, epoch: int, state: TrainState, rngs: l
         if ctx.is_primary:
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                         "best": state.best, "bad_epochs": state.bad_epochs, "config": cfg.to_dict(), "rng": rngs,
-                        "fit_id": fit_id, "restarts": state.restarts}, os.path.join(tmp, CHECKPOINT_FILE))
+                        "fit_id": fit_id, "restarts": state.restarts,
+                        "history": state.history}, os.path.join(tmp, CHECKPOINT_FILE))
             ckpt = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=ckpt)

@@ -6,13 +6,15 @@ of the training code itself is raised as it is.
 """
 from __future__ import annotations
 
+import threading
 import uuid
 from dataclasses import dataclass
+from typing import Callable
 
 from ripple.config import RippleConfig
 from ripple.data.storage import pyarrow_filesystem
 from ripple.run import CHECKPOINTS, SCORE, SCORE_MODE, best_of, run_dir, run_path
-from ripple.train.checkpoint import FIT_ID
+from ripple.train.checkpoint import FIT_ID, PROGRESS
 from ripple.train.worker import train_loop_per_worker
 
 
@@ -36,15 +38,59 @@ class FitOutcome:
     last_metrics: dict
 
 
-def fit(cfg: RippleConfig) -> FitOutcome:
-    """Run (or resume) the Ray Train job; checkpoints live under ``<storage>/<run>/checkpoints``."""
+class _EpochFeed:
+    """Rank 0's per-epoch records, from a queue actor to ``on_epoch`` in a driver thread while ``fit`` blocks
+    (Ray Train hands the driver only the final result)."""
+
+    def __init__(self, on_epoch: Callable[[dict], None] | None):
+        self.on_epoch, self.queue, self._thread = on_epoch, None, None
+        if on_epoch is None:
+            return
+        from ray.util.queue import Queue
+
+        self.queue = Queue(actor_options={"num_cpus": 0})  # never competes with the trainers for a CPU
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, name="ripple-epoch-feed", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        from ray.util.queue import Empty
+
+        while True:
+            try:
+                record = self.queue.get(timeout=0.5)
+            except Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            self.on_epoch(record)
+
+    def close(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self.queue.shutdown()
+
+
+def fit(cfg: RippleConfig, on_epoch: Callable[[dict], None] | None = None) -> FitOutcome:
+    """Run (or resume) the Ray Train job; checkpoints live under ``<storage>/<run>/checkpoints``. ``on_epoch``
+    is called in a driver thread with each epoch's record (``checkpoint.HISTORY_KEYS``) as rank 0 reports it."""
+    feed = _EpochFeed(on_epoch)
+    try:
+        return _fit(cfg, feed.queue)
+    finally:
+        feed.close()
+
+
+def _fit(cfg: RippleConfig, progress) -> FitOutcome:
     import ray.train
     from ray.train.torch import TorchTrainer
 
     path, pafs = pyarrow_filesystem(run_dir(cfg), cfg.storage)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg, FIT_ID: uuid.uuid4().hex},
+        train_loop_config={"cfg": cfg, FIT_ID: uuid.uuid4().hex, PROGRESS: progress},
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
             resources_per_worker={"CPU": cfg.scaling.cpus_per_worker,

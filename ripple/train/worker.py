@@ -21,7 +21,7 @@ from ripple.graph.access import GraphAccess, open_access
 from ripple.models.gnn import build_model
 from ripple.run import SCORE
 from ripple.sampling.prefetch import Prefetcher, prefetch_depth
-from ripple.train.checkpoint import FIT_ID, report, resume, rng_state
+from ripple.train.checkpoint import FIT_ID, PROGRESS, report, resume, rng_state
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     access = open_access(cfg, ctx, rng_seed=cfg.train.seed + 7919 * ctx.rank)  # one sampler stream per rank
     resident = ctx.all_gather(access.resident_bytes())
 
-    # A batch may lack a relation (no sampled replies, say): its parameters then get no gradient this step.
-    model = ray.train.torch.prepare_model(build_model(cfg),
-                                          parallel_strategy_kwargs={"find_unused_parameters": True})
+    # Every parameter takes part in every step (the model treats a relation a batch lacks as empty), so DDP
+    # needs no extra pass over the autograd graph to find unused ones.
+    model = ray.train.torch.prepare_model(build_model(cfg))
     core = model.module if hasattr(model, "module") else model
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     state = resume(ray.train.get_checkpoint(), core, opt, access.sampler, ctx, loop_config.get(FIT_ID))
@@ -56,11 +56,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
         stats.rng = rng_state(access.sampler, ctx.device)
         ranks = ctx.all_gather(stats)
         metrics = epoch_metrics(ranks, epoch)
-        state.update(epoch, metrics["val_mse"])
-        metrics.update({"best_" + SCORE: state.best, "kernel_backend": access.backend, "world_size": ctx.world_size,
+        state.update(epoch, metrics["val_mse"], metrics)
+        metrics.update({"history": state.history, "best_" + SCORE: state.best, "kernel_backend": access.backend, "world_size": ctx.world_size,
                         "start_epoch": start, "resumed_from_epoch": state.resumed_from, "restarts": state.restarts,
                         "device": str(ctx.device), "graph_resident_bytes": resident})
         report(core, opt, cfg, epoch, state, [r.rng for r in ranks], loop_config.get(FIT_ID), metrics, ctx)
+        if ctx.is_primary and loop_config.get(PROGRESS) is not None:  # the driver's console line of this epoch
+            loop_config[PROGRESS].put_nowait(state.history[-1])
 
 
 @dataclass
@@ -108,7 +110,7 @@ def epoch_metrics(ranks: list[RankEpoch], epoch: int) -> dict:
     users = sum(r.users for r in ranks)
     wall = max(sum(r.seconds for r in ranks) / len(ranks), 1e-9)  # mean per-rank epoch time
     metrics = {"epoch": epoch, "train_loss": sum(r.loss_sum for r in ranks) / max(users, 1), "val_mse": val_mse,
-               "val_spearman": val_rho, "train_seeds_per_s": users / wall,
+               "val_spearman": val_rho, "train_seeds_per_s": users / wall, "epoch_s": wall,
                "train_edges_per_s": sum(r.edges for r in ranks) / wall,
                # per worker: a slow rank (a straggler GPU, a remote shard) shows here, not in the mean
                "train_seeds_per_s_per_rank": [r.users / max(r.seconds, 1e-9) for r in ranks],

@@ -26,7 +26,7 @@ def _tables(n=50, seed=0):
 
 def test_history_labels_report_the_given_reliability_and_truth():
     labels, users, emb, truth_table, truth, observed = _tables()
-    m = evaluate_from_tables(labels, users, emb, reliability=0.61, truth=truth_table)
+    m = evaluate_from_tables(labels, users, emb, reliability=0.61, truth=truth_table).metrics
     assert m["spearman"]["label_reliability"] == m["spearman"]["ceiling"] == 0.61
     t = m["spearman_vs_truth"]
     assert t["gnn"] == pytest.approx(1.0)  # the score is a monotone function of the truth
@@ -37,7 +37,7 @@ def test_history_labels_report_the_given_reliability_and_truth():
 def test_simulated_labels_score_the_replicate_as_the_ceiling():
     labels, users, emb, *_ = _tables()
     labels = labels.set_column(2, "cascade_reach_replicate", labels["cascade_reach"])
-    m = evaluate_from_tables(labels, users, emb)
+    m = evaluate_from_tables(labels, users, emb).metrics
     assert m["spearman"]["ceiling"] == m["spearman"]["label_reliability"] == pytest.approx(1.0)
     assert m["kendall"]["label_reliability"] == pytest.approx(1.0)
     assert "spearman_vs_truth" not in m

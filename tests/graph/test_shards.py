@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import ray
 import torch
 from conftest import recorded_sample_calls, same_sampler_output
 
@@ -24,7 +25,6 @@ from ripple.graph.sharded_sampler import DistributedNeighborSampler
 from ripple.graph.shards import (PartitionMeta, ShardedFeatureStore, ShardedGraph, find_shards, owner_of, shard_key,
                                  start_shard)
 
-ray = pytest.importorskip("ray")
 
 P = 3
 NN = {et: [4, 3] for et in S.EDGE_TYPES}

@@ -9,10 +9,12 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
+import sys
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from images import assert_png
 from tiny_dataset import FOLLOWS, NUM_USERS, tiny_tables, write_tiny_dataset
 
 from ripple.cli import EXIT_BAD_INPUT, EXIT_OK, main
@@ -245,6 +247,7 @@ def test_cli_seeds_evaluate_on_the_tiny_truth(tmp_path):
         assert r["spread_mean"] >= 2.0 and r["spread_se"] >= 0 and r["selection_s"] >= 0
     metrics = json.loads(Store(run).read_bytes("metrics.json"))
     assert metrics["influence_maximization"]["table"] == table
+    assert_png(Store(run).read_bytes("seeds_spread.png"), min_side=100)  # the spread-vs-K picture
 
 
 def test_cli_seeds_on_partitioned_data_reads_the_source(tmp_path):
@@ -282,3 +285,14 @@ def test_tiny_truth_is_the_reversed_follows():
     # the evaluator's direction assumption, checked on the literal dataset: influencer = followee
     t = tiny_tables()["_truth/ic_edges"]
     assert list(zip(t["dst"].to_pylist(), t["src"].to_pylist())) == FOLLOWS
+
+
+def test_evaluate_without_the_eval_extra_names_it_before_any_work(tmp_path, monkeypatch, capsys):
+    """``ripple seeds --evaluate`` where cynetdiff is not installed: one error line naming the extra, at once."""
+    from ripple import cli
+
+    monkeypatch.setitem(sys.modules, "cynetdiff", None)  # what an interpreter without it sees: ImportError
+    monkeypatch.setitem(sys.modules, "cynetdiff.models", None)
+    assert cli.main(["seeds", str(tmp_path / "no-such-run"), "--k", "3", "--evaluate"]) == cli.EXIT_RUNTIME
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "pip install 'ripple[eval]'" in err[0], err

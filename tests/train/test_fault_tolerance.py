@@ -20,6 +20,7 @@ import uuid
 
 import numpy as np
 import pytest
+import ray
 import torch
 from conftest import same_sampler_output
 
@@ -29,7 +30,6 @@ from ripple.data import schema as S
 from ripple.data.generator import GeneratorConfig, generate
 from ripple.data.storage import Store, join, read_committed, read_manifest
 
-ray = pytest.importorskip("ray")
 
 USERS = 400
 EPOCHS = 6
