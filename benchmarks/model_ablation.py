@@ -27,6 +27,13 @@ VARIANTS = {
     "sum_channel+degree_scaler": {},
     # the training budget: 4x the optimizer steps per epoch
     "+batch_64": {"sampling.batch_size": 64},
+    # the product's own budget (ripple/config.py: 30 epochs, patience 8) rather than the ablation's 10 epochs
+    "+budget_30": {"train.epochs": 30, "train.patience": 8},
+    # a third hop: at branching 0.9 a cascade runs deeper than two hops, and reach is recursive (a follower's
+    # reshare reaches its own followers with its own persuasiveness)
+    "+3_layers": {"model.num_layers": 3, "sampling.fanouts": [15, 10, 5]},
+    "+3_layers+budget_30": {"model.num_layers": 3, "sampling.fanouts": [15, 10, 5], "train.epochs": 30,
+                            "train.patience": 8},
 }
 
 
@@ -42,6 +49,7 @@ def main() -> None:
     ap.add_argument("--backend", default="native", help="sampling.backend of every variant (native: exact draws)")
     ap.add_argument("--work", default="/tmp/ripple-ablation")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    ap.add_argument("--tag", default="", help="results go to model_ablation[_TAG].json|png (keeps earlier tables)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.jobs > 1:
@@ -54,9 +62,10 @@ def main() -> None:
         rows = [run_seed(seed, args) for seed in args.seeds]
     os.makedirs(args.out, exist_ok=True)
     result = {"args": vars(args), "variants": {k: VARIANTS[k] for k in args.variants}, "rows": rows}
-    with open(os.path.join(args.out, "model_ablation.json"), "w") as f:
+    stem = os.path.join(args.out, "model_ablation" + (f"_{args.tag}" if args.tag else ""))
+    with open(stem + ".json", "w") as f:
         json.dump(result, f, indent=1)
-    _plot(rows, args, os.path.join(args.out, "model_ablation.png"))
+    _plot(rows, args, stem + ".png")
 
 
 def run_seed(seed: int, args) -> dict:

@@ -314,6 +314,15 @@ class RippleConfig:
             raise ConfigError(f"run_name must be a non-empty name without '/', got {self.run_name!r}")
         for key in ("data", "storage_path"):  # before the URL is echoed, written into config.yaml or rendered
             check_url(getattr(self, key), key)
+        # One sampled hop per layer: with fewer, the outer layer trains on neighbourhoods it never sees sampled but
+        # layer-wise inference gives it every neighbour (scores shift); with more, the extra hop is sampled for
+        # nothing.
+        hops = {"sampling.fanouts": self.sampling.fanouts,
+                **{f"sampling.per_relation.{k}": v for k, v in self.sampling.per_relation.items()}}
+        for key, fanouts in hops.items():
+            if len(fanouts) != self.model.num_layers:
+                raise ConfigError(f"{key} has {len(fanouts)} hops ({fanouts}) but model.num_layers is "
+                                  f"{self.model.num_layers}: give one fanout per layer")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

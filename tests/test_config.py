@@ -117,10 +117,19 @@ def test_wrong_type_in_file_names_key_and_value(tmp_path):
     ({"sampling": {"fanouts": []}}, "fanouts"),
     ({"run_name": "a/b"}, "run_name"),
     ({"run_name": ""}, "run_name"),
+    # one sampled hop per layer
+    ({"model": {"num_layers": 3}}, "sampling.fanouts has 2 hops"),
+    ({"sampling": {"fanouts": [5]}}, "model.num_layers is 2"),
+    ({"sampling": {"per_relation": {"follows": [4, 3, 2]}}}, "sampling.per_relation.follows has 3 hops"),
 ])
 def test_invalid_values(raw, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         from_dict(raw)
+
+
+def test_three_layers_take_three_fanouts():
+    cfg = from_dict({"model": {"num_layers": 3}, "sampling": {"fanouts": [15, 10, 5]}})
+    assert cfg.model.num_layers == len(cfg.sampling.fanouts) == 3
 
 
 def test_epochs_zero_via_override():
