@@ -32,8 +32,6 @@ VARIANTS = {
     # a third hop: at branching 0.9 a cascade runs deeper than two hops, and reach is recursive (a follower's
     # reshare reaches its own followers with its own persuasiveness)
     "+3_layers": {"model.num_layers": 3, "sampling.fanouts": [15, 10, 5]},
-    "+3_layers+budget_30": {"model.num_layers": 3, "sampling.fanouts": [15, 10, 5], "train.epochs": 30,
-                            "train.patience": 8},
 }
 
 

@@ -57,9 +57,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         ranks = ctx.all_gather(stats)
         metrics = epoch_metrics(ranks, epoch)
         state.update(epoch, metrics["val_mse"], metrics)
-        metrics.update({"history": state.history, "best_" + SCORE: state.best, "kernel_backend": access.backend, "world_size": ctx.world_size,
-                        "start_epoch": start, "resumed_from_epoch": state.resumed_from, "restarts": state.restarts,
-                        "device": str(ctx.device), "graph_resident_bytes": resident})
+        metrics.update({"history": state.history, "best_" + SCORE: state.best, "kernel_backend": access.backend,
+                        "world_size": ctx.world_size, "start_epoch": start, "resumed_from_epoch": state.resumed_from,
+                        "restarts": state.restarts, "device": str(ctx.device), "graph_resident_bytes": resident})
         report(core, opt, cfg, epoch, state, [r.rng for r in ranks], loop_config.get(FIT_ID), metrics, ctx)
         if ctx.is_primary and loop_config.get(PROGRESS) is not None:  # the driver's console line of this epoch
             loop_config[PROGRESS].put_nowait(state.history[-1])
