@@ -52,7 +52,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ripple", description="Distributed GNN training of cascade reach on social graphs.")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="logs live on the console (see each verb's -v)")
     sub = p.add_subparsers(dest="verb", required=True, parser_class=_Parser)
 
     g = sub.add_parser("generate", help="write a synthetic dataset")
@@ -137,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--history", action="store_true",
                    help="learn from the generated post history: generate -> labels (cutoff mid-history, horizon "
                         "a quarter of it) -> train -> evaluate against the future and the truth oracle")
+    # -v after the verb too (`ripple train -v`), as people type it; SUPPRESS keeps a -v given before the verb
+    for verb in [*sub.choices.values(), *k8s_verbs.choices.values()]:
+        verb.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                          help="ripple's, Ray's and Ray Train's logs live on the console (they always go to "
+                               "<run>/logs/)")
     return p
 
 

@@ -32,3 +32,12 @@ def test_stage_and_epoch_lines():
 
 def test_durations():
     assert [_duration(s) for s in (0.4, 59, 61, 3599, 3600 * 2 + 60)] == ["0s", "59s", "1m01s", "59m59s", "2h01m"]
+
+
+def test_verbose_goes_before_or_after_the_verb():
+    from ripple.cli import build_parser
+
+    p = build_parser()
+    for argv, want in ((["train"], False), (["-v", "train"], True), (["train", "-v"], True),
+                       (["demo", "--verbose"], True), (["k8s", "render", "-v"], True), (["-v", "seeds", "r", "--k", "3"], True)):
+        assert p.parse_args(argv).verbose is want, argv
