@@ -21,6 +21,8 @@
                                                            chunk size                      (labels_scale.py)
     python -m benchmarks ablation  [--users 20000] ...    GNN variants side by side with the baselines, 2 seeds
                                                                                            (model_ablation.py)
+    python -m benchmarks multinode [--nodes 1 2 4] ...    simulated Ray nodes: per-node peak memory, cross-node
+                                                           bytes per epoch and per embed, embed time (multinode.py)
 
 Each writes ``<name>.json`` and ``.png`` under ``--out`` (default ``benchmarks/results``); ``docs/benchmarks.md``
 holds the latest tables. ``python -m benchmarks NAME --help`` lists a benchmark's options.
@@ -34,7 +36,7 @@ import sys
 SCRIPTS = {"devices": "device_sampling", "train": "train_throughput", "scale": "pipeline_scale",
            "sharded": "sharded_sampling", "partition": "partition_memory",
            "seeds": "influence_max", "history": "history_quality", "labels": "labels_scale",
-           "ablation": "model_ablation"}
+           "ablation": "model_ablation", "multinode": "multinode"}
 
 
 def main() -> None:

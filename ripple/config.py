@@ -250,6 +250,10 @@ class TrainConfig:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
 
 
+#: Ray's placement group strategies
+PLACEMENT_STRATEGIES = ("SPREAD", "PACK", "STRICT_SPREAD", "STRICT_PACK")
+
+
 @dataclass
 class ScalingConfig:
     num_workers: int = 2
@@ -260,8 +264,16 @@ class ScalingConfig:
     address: str | None = None
     #: restarts of a GraphShard actor (it reloads its partition from storage) before calls to it fail
     shard_max_restarts: int = 3
+    #: Ray Train's placement of the workers (``ScalingConfig.placement_strategy``). SPREAD puts them on as many
+    #: nodes as it can: each worker loads its graph parts on its own node, so spreading the workers spreads the
+    #: graph's memory, and each node's share falls with the number of nodes. PACK fills one node first (Ray's own
+    #: default); the STRICT_ variants refuse to start rather than fall back.
+    placement_strategy: str = "SPREAD"
 
     def __post_init__(self):
+        if self.placement_strategy not in PLACEMENT_STRATEGIES:
+            raise ConfigError(f"scaling.placement_strategy must be one of {list(PLACEMENT_STRATEGIES)}, got "
+                              f"{self.placement_strategy!r}")
         if self.num_workers < 1:
             raise ConfigError(f"scaling.num_workers (--num-workers) must be >= 1, got {self.num_workers}")
         if self.max_failures < -1:

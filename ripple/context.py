@@ -84,3 +84,12 @@ def setup_worker_logging(rank: int, level: int = logging.INFO) -> None:
         h.addFilter(RankFilter(rank))
         root.addHandler(h)
         root.propagate = False  # Ray's worker root handler would print every record a second time
+
+
+def is_lost_process(error: BaseException | None) -> bool:
+    """Whether a Ray error says that a process or a node was lost (a dead actor or worker, an object whose copy
+    went with its node), so that the work can be redone elsewhere, as opposed to an error the code raised."""
+    from ray import exceptions as rx
+
+    lost = (rx.RayActorError, rx.ObjectLostError, rx.WorkerCrashedError, rx.NodeDiedError)
+    return isinstance(error, lost) or isinstance(getattr(error, "cause", None), lost)

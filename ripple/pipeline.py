@@ -140,6 +140,10 @@ def _train_valid(cfg: RippleConfig, progress, verbose: bool, sharded: bool, sour
     metrics["epochs"] = {"start": last.get("start_epoch"), "last": last.get("epoch"),
                          "best": outcome.best_metrics.get("epoch")}
     metrics["history"] = last.get("history", [])  # every epoch, resumed ones included: the training curve
+    # where the graph lived (per rank: its node, the parts it mapped, the parts it called) and what a training
+    # epoch and the embedding moved between processes and across nodes
+    metrics["placement"] = last.get("placement")
+    metrics["traffic"] = {"train_epoch": last.get("traffic"), "embed": manifest.get("traffic")}
     # fault tolerance: the epoch of the checkpoint the last worker group started from (None: from scratch), and
     # how many worker groups of this run were lost and restarted from a checkpoint (``--max-failures``)
     metrics["resumed_from_epoch"] = last.get("resumed_from_epoch")

@@ -1,7 +1,12 @@
-"""Shared fixtures: a tiny literal dataset on local disk, and a moto S3 server over real HTTP."""
+"""Shared fixtures: a tiny literal dataset on local disk, a moto S3 server over real HTTP; helpers for tests on a real
+Ray cluster (the state API's live actors, an action taken once a run's first checkpoint is registered)."""
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import threading
+import time
 import uuid
 
 import pytest
@@ -101,3 +106,52 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(900 if item.get_closest_marker("slow") else 300))
+
+
+def alive_actors(class_name: str, address: str) -> list:
+    """The ALIVE actors of a class, from Ray's state API (pid, node_id, ...)."""
+    from ray.util.state import list_actors
+
+    return list_actors(address=address, filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")],
+                       raise_on_missing_output=False)
+
+
+class AfterFirstCheckpoint(threading.Thread):
+    """Calls ``act(workers)`` once, as soon as Ray Train's controller has registered the run's first checkpoint
+    (its ``checkpoint_manager_snapshot.json`` under ``<run>/checkpoints`` names one, on local storage) and the
+    worker group's processes are known (``workers``: the state API's ALIVE RayTrainWorker actors). A failure that
+    comes after the registration makes the restarted group resume from that checkpoint, not from scratch.
+
+    ``done``: what ``act`` returned; ``checkpoint_epoch``: the registered checkpoint's epoch; ``error``: an
+    exception it raised (the test reports it)."""
+
+    def __init__(self, run_url: str, act, address: str, timeout_s: float = 300.0):
+        super().__init__(daemon=True)
+        self.snapshot = os.path.join(run_url, "checkpoints", "checkpoint_manager_snapshot.json")
+        self.act, self.address, self.timeout_s = act, address, timeout_s
+        self.done = self.checkpoint_epoch = self.error = None
+        self.stop = threading.Event()
+
+    def _registered_epoch(self):
+        try:
+            with open(self.snapshot) as f:
+                latest = json.load(f).get("latest_checkpoint_result")
+        except (OSError, ValueError):  # not written yet, or being written
+            return None
+        return latest["metrics"]["epoch"] if latest else None
+
+    def run(self):
+        try:
+            deadline = time.monotonic() + self.timeout_s
+            workers = []
+            # the group's processes first (the state API answers in a fraction of a second), then the checkpoint:
+            # the act follows the checkpoint's registration by one local file read
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                workers = workers or alive_actors("RayTrainWorker", self.address)
+                epoch = self._registered_epoch()
+                if workers and epoch is not None:
+                    self.done, self.checkpoint_epoch = self.act(workers), epoch
+                    return
+                time.sleep(0.05 if workers else 0.5)
+        except Exception as e:  # noqa: BLE001 — reported by the test
+            self.error = e

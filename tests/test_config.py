@@ -117,6 +117,7 @@ def test_wrong_type_in_file_names_key_and_value(tmp_path):
     ({"sampling": {"fanouts": []}}, "fanouts"),
     ({"run_name": "a/b"}, "run_name"),
     ({"run_name": ""}, "run_name"),
+    ({"scaling": {"placement_strategy": "spread"}}, "scaling.placement_strategy"),
     # one sampled hop per layer
     ({"model": {"num_layers": 3}}, "sampling.fanouts has 2 hops"),
     ({"sampling": {"fanouts": [5]}}, "model.num_layers is 2"),

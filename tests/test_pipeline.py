@@ -93,47 +93,6 @@ def test_local_two_workers_and_resume(ray_cluster, tmp_path, monkeypatch):
     assert m["rows"] == USERS
 
 
-def test_s3_sharded_data_and_run(ray_cluster, s3_server, s3_bucket):
-    """Dataset on S3, partitioned by the run (``partition.num_parts``) into 3 shards on S3; 2 trainers each map
-    only their own shards (rank 0: parts 0 and 2, rank 1: part 1); embeddings are written part by part."""
-    from ripple.graph.shards import PartitionMeta, ShardData
-
-    options = StorageOptions(endpoint_url=s3_server)
-    data = f"{s3_bucket}/data"
-    generate(data, GeneratorConfig(users=USERS, seed=4, label_sims=100), options)
-    cfg = _cfg(data, f"{s3_bucket}/runs", "e2e-s3", options, num_parts=3)
-    metrics = pipeline.train(cfg)
-    saved = _check_run(cfg, options, num_parts=3)
-    assert json.loads(json.dumps(metrics))["spearman"] == saved["spearman"]
-    assert Store(f"{s3_bucket}/runs/e2e-s3/checkpoints", options).ls()
-    assert saved["kernel_backend"] == "distributed" and saved["throughput"]["num_parts"] == 3
-
-    meta = PartitionMeta.open(f"{s3_bucket}/runs/e2e-s3/partitions", options)
-    part_bytes = [ShardData.load(meta, p).resident_bytes() for p in range(3)]
-    per_rank = saved["throughput"]["graph_resident_bytes_per_rank"]
-    assert per_rank == [part_bytes[0] + part_bytes[2], part_bytes[1]], (per_rank, part_bytes)
-
-    # Layer-wise inference over the 3 parts (states exchanged between parts' tasks) gives what the same model
-    # computes over the whole graph in one process: the distributed phases lose and duplicate nothing.
-    from ripple.data.dataset import Dataset
-    from ripple.data.graph import load_local_graph
-    from ripple.models.gnn import build_model
-    from ripple.models.layerwise import LayerwiseGraph, infer_local
-    from ripple.train.checkpoint import load_state
-
-    model = build_model(cfg)
-    model.load_state_dict(load_state(best_checkpoint(cfg))["model"])
-    graph = load_local_graph(Dataset(data, options))
-    pred, emb = infer_local(model.eval(), LayerwiseGraph.from_local(graph))
-    got = read_committed(Store(f"{s3_bucket}/runs/e2e-s3/embeddings", options))
-    order = np.argsort(got["user_id"].to_numpy())
-    assert np.array_equal(got["user_id"].to_numpy()[order], graph.ids["user"])
-    vecs = np.asarray(got["embedding"].to_pylist(), dtype=np.float32)[order]
-    np.testing.assert_allclose(vecs, emb.numpy(), atol=1e-4, rtol=1e-4)
-    scores = got["influence_score"].to_numpy()[order]
-    np.testing.assert_allclose(scores, np.expm1(np.clip(pred.numpy(), 0, None)), atol=1e-3, rtol=1e-4)
-
-
 def test_s3_history_labels_partitioned_in_three(ray_cluster, s3_server, s3_bucket):
     """The history path on S3: generate a post history, `ripple labels` cuts it (the CLI verb, on the moto
     server), the run partitions the labelled dataset into 3 shards and trains 2 workers; metrics score every model

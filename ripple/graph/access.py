@@ -66,6 +66,14 @@ class GraphAccess(Protocol):
     def users(self, part: int, num_parts: int) -> tuple[Tensor, np.ndarray]:
         """Slice ``part`` of ``num_parts`` of all users: (global indices [U], original ids [U])."""
 
+    def traffic(self) -> dict:
+        """Counters of what sampling and feature lookups moved through other processes so far
+        (``ripple.graph.shards.Traffic``; ``Traffic.since`` turns two of these into a report)."""
+
+    def placement(self) -> dict:
+        """Where this process's graph lives: its Ray node, the parts it maps in-process and the parts it reaches
+        through their actors, each with its actor's node."""
+
 
 class LocalAccess:
     """``GraphAccess`` over a graph held whole in this process: in-memory PyG stores and a kernel sampler."""
@@ -116,6 +124,18 @@ class LocalAccess:
         users = np.array_split(np.arange(self.graph.num_nodes("user")), num_parts)[part]
         return torch.from_numpy(users), self.graph.ids["user"][users]
 
+    def traffic(self) -> dict:
+        return {}  # the whole graph is in this process: nothing moves
+
+    def placement(self) -> dict:
+        return {"node": _this_node(), "whole_graph": True}
+
+
+def _this_node() -> str | None:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
 
 def parts_of_rank(num_parts: int, world_size: int, rank: int) -> list[int]:
     if world_size > num_parts:
@@ -126,7 +146,9 @@ def parts_of_rank(num_parts: int, world_size: int, rank: int) -> list[int]:
 
 
 class ShardedAccess:
-    """``GraphAccess`` over graph shards: this rank's parts mapped from their actors, the rest remote.
+    """``GraphAccess`` over graph shards: every part whose actor runs on this process's Ray node is mapped
+    zero-copy from that node's object store (the rank's own parts, and any other part co-located with it); only
+    parts on other nodes are reached through their actors.
 
     ``local_parts``/``key``: an inference task holds one given part of the shard actors started under ``key``
     (the driver's), instead of the rank's parts of the training run's actors."""
@@ -143,7 +165,18 @@ class ShardedAccess:
         # handles held for the access's lifetime: an unreferenced actor is destroyed, even a named one
         self._owned = [start_shard(self.meta, self.key, p, max_restarts=cfg.scaling.shard_max_restarts)
                        for p in mine]
-        self.graph = ShardedGraph(self.meta, find_shards(self.meta, self.key), mine)
+        actors, nodes = find_shards(self.meta, self.key)
+        here = _this_node()
+        # Mapping a part that lives in this node's object store costs no copy and no memory, and its samples
+        # then cost no actor round trip. A part of this rank's whose actor could not be placed here (its soft
+        # affinity fell back to another node) is still mapped, by copying it over: the rank's training users
+        # come from its own parts.
+        colocated = [p for p in range(self.meta.num_parts) if nodes[p] == here]
+        strays = [p for p in mine if nodes[p] != here]
+        if strays:
+            log.warning("parts %s of this rank run on other nodes (%s): copied into this node's object store",
+                        strays, [nodes[p] for p in strays])
+        self.graph = ShardedGraph(self.meta, actors, sorted({*mine, *colocated}), nodes=nodes, here=here)
         self.feature_store = ShardedFeatureStore(self.graph)
         self.graph_store = ShardedGraphStore(self.meta)
         self.sampler = DistributedNeighborSampler(self.graph, cfg.sampling.num_neighbors(self.meta.edge_types),
@@ -153,16 +186,27 @@ class ShardedAccess:
         counts = [sum(self.meta.label_count("train", p) for p in parts_of_rank(self.meta.num_parts, ctx.world_size, r))
                   for r in range(ctx.world_size)] if local_parts is None else [0]
         self.train_per_rank = min(counts)
-        log.info("sharded graph %s: %d parts, this rank holds %s (%.1f MiB resident)", cfg.data,
-                 self.meta.num_parts, mine, self.graph.resident_bytes() / 2**20)
+        log.info("sharded graph %s: %d parts, this rank owns %s and maps %s zero-copy (%.1f MiB); parts on "
+                 "other nodes: %s", cfg.data, self.meta.num_parts, mine, sorted(self.graph.local),
+                 self.graph.resident_bytes() / 2**20, sorted(set(range(self.meta.num_parts)) - set(self.graph.local)))
 
     def loader(self, users: Tensor, batch_size: int):
         # the sharded sampler returns edge features with the edges: no join from a store
         return make_loader(self.feature_store, self.graph_store, self.sampler, users, batch_size)
 
     def resident_bytes(self) -> int:
-        """Its own parts only: the others stay with their actors."""
-        return self.graph.resident_bytes()
+        """Its own parts' arrays: the rank's share of the graph. Co-located parts it also maps are other
+        actors' objects in the same node's object store, counted by those parts' owners."""
+        return sum(self.graph.local[p].resident_bytes() for p in self.parts)
+
+    def traffic(self) -> dict:
+        return self.graph.traffic.snapshot()
+
+    def placement(self) -> dict:
+        g = self.graph
+        return {"node": g.here, "owned": list(self.parts),
+                "mapped": {p: g.nodes[p] for p in sorted(g.local)},
+                "remote": {p: g.nodes[p] for p in range(self.meta.num_parts) if p not in g.local}}
 
     def _labelled(self, split: str) -> np.ndarray:
         return np.concatenate([self.graph.local[p].labelled(split) for p in self.parts])

@@ -130,7 +130,7 @@ class DistributedNeighborSampler(BaseSampler):
                     if et in answers[p]:
                         owner, s_glob, e, a = answers[p][et]
                         dst_pos.append(where[(p, et[2])][torch.as_tensor(owner).long()])
-                        src.append(torch.as_tensor(s_glob))
+                        src.append(torch.as_tensor(s_glob).long())
                         eid.append(torch.as_tensor(e).long() + self.graph.edge_offsets[et][p])
                         if a is not None:
                             attr.append(torch.as_tensor(a))

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import EdgeAttr, FeatureStore, GraphStore, TensorAttr
 
+from ripple.data import features as FT
 from ripple.data import schema as S
 from ripple.data.storage import StorageError, StorageOptions, Store, join, read_checked
 from ripple.graph.partition import part_dir, read_partition_manifest
@@ -195,7 +196,8 @@ class ShardData:
 
     def sample(self, requests: dict[EdgeType, tuple[np.ndarray, int]], seed: int) -> dict:
         """Per relation: ``(local destination indices [F], fanout)`` -> ``(owner [S] int32 position in the
-        request, source global indices [S] int64, local edge positions [S] int32, edge features [S, D] or None)``,
+        request, source global indices [S] int32 (int64 past 2^31 nodes), local edge positions [S] int32, edge
+        features [S, D] or None)``,
         without replacement, grouped by owner. Edge features travel with the edges: no second round trip.
         Global edge id = local edge position + ``edge_offset[et]``."""
         gen = torch.Generator().manual_seed(int(seed))
@@ -213,8 +215,9 @@ class ShardData:
             own = owner[cut[i]:cut[i + 1]]
             e = start[own] + off[cut[i]:cut[i + 1]]
             attr = self.edge_attr[et].index_select(0, e).numpy() if et in self.edge_attr else None
-            # int32 positions: a shard's relation holds < 2^31 edges; smaller replies cross the object store faster
-            out[et] = ((own - bounds[i]).to(torch.int32).numpy(), self.row[et][e].long().numpy(),
+            # int32 positions (a shard's relation holds < 2^31 edges) and sources as stored (int32 while the source
+            # type has < 2^31 nodes): 8 of the 12 bytes of indices per edge where int64 would take 24
+            out[et] = ((own - bounds[i]).to(torch.int32).numpy(), self.row[et][e].numpy(),
                        e.to(torch.int32).numpy(), attr)
         return out
 
@@ -231,6 +234,16 @@ class ShardData:
             else:
                 raise KeyError(f"shard {self.part} has no attribute {attr!r} for {group!r}")
         return out
+
+    def take_rows(self, states: list, t: str, local: np.ndarray) -> np.ndarray:
+        """Rows ``local`` (this part's local indices) of node type ``t`` from this part's states object of
+        layer-wise inference (``ripple.infer.embed``): served by the part's actor, on the part's node, so only
+        the rows travel. ``states`` is ``[(users ref, other types ref)]``, wrapped so Ray does not resolve it."""
+        import ray
+
+        users_ref, others_ref = states[0]
+        arr = ray.get(users_ref) if t == "user" else ray.get(others_ref)[t]
+        return arr[local]
 
     def labelled(self, split: str) -> np.ndarray:
         """Global user indices of this part's users in ``split``."""
@@ -292,20 +305,14 @@ class GraphShard:
         return self.data.sample(requests, seed)
 
     def fetch(self, requests):
-        return self.data.fetch(requests)
+        # feature rows leave the process packed (one-hot blocks as uint8 codes); ShardedGraph.fetch unpacks them
+        return {k: FT.pack_rows(k[0], v) if k[1] == "x" else v for k, v in self.data.fetch(requests).items()}
 
     def labelled(self, split: str):
         return self.data.labelled(split)
 
     def take_rows(self, states: list, t: str, local: np.ndarray) -> np.ndarray:
-        """Rows ``local`` (this part's local indices) of node type ``t`` from a per-part states object of
-        layer-wise inference (``ripple.infer.embed``): served here, on the part's node, so only the
-        rows travel. ``states`` is ``[(users ref, other types ref)]``, wrapped so Ray does not resolve it."""
-        import ray
-
-        users_ref, others_ref = states[0]
-        arr = ray.get(users_ref) if t == "user" else ray.get(others_ref)[t]
-        return arr[local]
+        return self.data.take_rows(states, t, local)
 
 
 def shard_name(key: str, part: int) -> str:
@@ -318,20 +325,26 @@ def shard_key(parts_url: str, run: str) -> str:
 
 
 def start_shard(meta: PartitionMeta, key: str, part: int, max_restarts: int = 3, here: bool = True):
-    """Get or create shard ``part``'s actor (on this process's node when ``here``); returns its handle."""
+    """Get or create shard ``part``'s actor (on this process's node when ``here``, else spread over the nodes);
+    returns its handle."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    # not here: SPREAD over the nodes (a 0-CPU actor would otherwise be packed onto one node, with its memory)
     opts = dict(name=shard_name(key, part), namespace=NAMESPACE, get_if_exists=True, num_cpus=0,
-                max_restarts=max_restarts, max_task_retries=max_restarts)
+                max_restarts=max_restarts, max_task_retries=max_restarts, scheduling_strategy="SPREAD")
     if here:
+        # hard affinity: Ray 2.60 does not honour a soft one for 0-CPU actors (measured on a 3-node cluster: 2 of 3
+        # landed elsewhere). Hard costs nothing here: a trainer's shards share its fate (it owns them), so a lost
+        # node takes both, and the restarted worker group starts them anew next to its new trainers.
         opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
-                                                                     soft=True)
+                                                                     soft=False)
     return ray.remote(GraphShard).options(**opts).remote(meta.url, meta.options, part)
 
 
-def find_shards(meta: PartitionMeta, key: str, timeout_s: float = 600.0) -> list:
-    """Handles of all parts' actors, waiting for other processes to create theirs."""
+def find_shards(meta: PartitionMeta, key: str, timeout_s: float = 600.0) -> tuple[list, list[str]]:
+    """Handles of all parts' actors, waiting for other processes to create theirs and for every part to be
+    loaded, and the id of the Ray node each actor runs on."""
     import ray
 
     handles, deadline = [], time.monotonic() + timeout_s
@@ -345,16 +358,74 @@ def find_shards(meta: PartitionMeta, key: str, timeout_s: float = 600.0) -> list
                     raise RuntimeError(f"shard actor {shard_name(key, p)} did not appear within {timeout_s:.0f}s; "
                                        "is the trainer that owns it running?") from None
                 time.sleep(0.2)
-    ray.get([h.ready.remote() for h in handles])
-    return handles
+    infos = ray.get([h.ready.remote() for h in handles])
+    return handles, [info["node_id"] for info in infos]
+
+
+def payload_bytes(obj) -> int:
+    """Bytes of the arrays in a request or a reply (nested dicts, tuples and lists of numpy arrays): what a call
+    moves, less Ray's framing."""
+    if isinstance(obj, np.ndarray):
+        return int(obj.nbytes)
+    if isinstance(obj, dict):
+        return sum(payload_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(payload_bytes(v) for v in obj)
+    return 0
+
+
+class Traffic:
+    """What this process moved through shard actors: calls and bytes, by method (``sample``: edges and their
+    features; ``fetch``: feature rows; ``take_rows``: layer-wise halo states) and by where the actor runs
+    (``cross_node``: another Ray node, over the network; ``same_node``: this node's object store, no network)."""
+
+    FIELDS = ("calls", "request_bytes", "reply_bytes")
+
+    def __init__(self):
+        self.counts: dict[tuple[str, str, str], int] = {}
+
+    def add(self, where: str, method: str, calls: int = 0, request_bytes: int = 0, reply_bytes: int = 0) -> None:
+        for name, value in zip(self.FIELDS, (calls, request_bytes, reply_bytes)):
+            key = (where, method, name)
+            self.counts[key] = self.counts.get(key, 0) + int(value)
+
+    def snapshot(self) -> dict[tuple[str, str, str], int]:
+        return dict(self.counts)
+
+    @staticmethod
+    def since(now: dict, before: dict) -> dict:
+        """The counts moved between two snapshots."""
+        return {k: v - before.get(k, 0) for k, v in now.items() if v != before.get(k, 0)}
+
+    @staticmethod
+    def total(counts: list[dict]) -> dict:
+        out: dict = {}
+        for c in counts:
+            for k, v in c.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    @staticmethod
+    def report(counts: dict) -> dict:
+        """``{"cross_node_bytes": n, "same_node_bytes": n, where: {method: {field: n}}}`` (JSON-ready)."""
+        out: dict = {"cross_node_bytes": 0, "same_node_bytes": 0}
+        for (where, method, name), value in sorted(counts.items()):
+            out.setdefault(where, {}).setdefault(method, {})[name] = value
+            if name != "calls":
+                out[f"{where}_bytes"] = out.get(f"{where}_bytes", 0) + value
+        return out
 
 
 class ShardedGraph:
     """A trainer's view of the sharded graph: local parts mapped in-process, the others behind actors."""
 
     def __init__(self, meta: PartitionMeta, actors: list, local_parts: list[int],
-                 local: dict[int, ShardData] | None = None):
+                 local: dict[int, ShardData] | None = None, nodes: list[str] | None = None, here: str | None = None):
+        """``nodes``: the Ray node of each part's actor, ``here``: this process's node; calls to actors on
+        another node are counted as ``cross_node`` traffic (``Traffic``)."""
         self.meta, self.actors = meta, actors
+        self.nodes, self.here = nodes or [None] * meta.num_parts, here
+        self.traffic = Traffic()
         self.local: dict[int, ShardData] = dict(local or {})
         if local_parts:
             import ray
@@ -366,6 +437,11 @@ class ShardedGraph:
         self.edge_offsets = {et: meta.edge_offsets(et) for et in meta.edge_types}
         self.remote_calls = 0
 
+    def where(self, part: int) -> str:
+        """``cross_node`` when part ``part``'s actor runs on another Ray node than this process, else
+        ``same_node``."""
+        return "cross_node" if self.nodes[part] != self.here else "same_node"
+
     @classmethod
     def in_process(cls, meta: PartitionMeta, parts: list[int] | None = None) -> "ShardedGraph":
         """Parts loaded into this process, no Ray (tests, benchmarks, and single-machine tools)."""
@@ -375,7 +451,7 @@ class ShardedGraph:
     def resident_bytes(self) -> int:
         return sum(s.resident_bytes() for s in self.local.values())
 
-    def _call(self, method: str, by_part: dict[int, tuple]) -> dict[int, object]:
+    def call(self, method: str, by_part: dict[int, tuple]) -> dict[int, object]:
         """One call per part; remote ones all in flight while local ones are answered here."""
         import ray
 
@@ -384,14 +460,21 @@ class ShardedGraph:
         self.remote_calls += len(futures)
         out = {p: getattr(self.local[p], method)(*args) for p, args in by_part.items() if p in self.local}
         if futures:
-            out.update(zip(futures, ray.get(list(futures.values()))))
+            replies = dict(zip(futures, ray.get(list(futures.values()))))
+            for p, reply in replies.items():
+                self.traffic.add(self.where(p), method, calls=1, request_bytes=payload_bytes(by_part[p]),
+                                 reply_bytes=payload_bytes(reply))
+            out.update(replies)
         return out
 
     def sample(self, by_part: dict[int, tuple[dict, int]]) -> dict[int, dict]:
-        return self._call("sample", by_part)
+        return self.call("sample", by_part)
 
     def fetch(self, by_part: dict[int, dict]) -> dict[int, dict]:
-        return self._call("fetch", {p: (req,) for p, req in by_part.items()})
+        """``{part: {(node type, attr): local indices}}`` -> ``{part: {(node type, attr): rows}}``."""
+        answers = self.call("fetch", {p: (req,) for p, req in by_part.items()})
+        return {p: {k: FT.unpack_rows(k[0], v) if k[1] == "x" else v for k, v in a.items()}
+                for p, a in answers.items()}
 
     def gather(self, keys: list[tuple[object, str, Tensor]]) -> list[Tensor]:
         """Rows for each ``(group, attr, global index)``, one ``fetch`` per part covering every key."""
@@ -452,10 +535,14 @@ class ShardedFeatureStore(FeatureStore):
             return (self.graph.meta.num_nodes(g),)
         return (self.graph.meta.num_nodes(g), int(self.graph.meta.manifest["feature_dims"][g]))
 
+    #: attributes a batch needs for its seed nodes only: a batch's labels are its seeds' (the loss reads no other),
+    #: and the seeds are this rank's own users, so no label is ever fetched from another process
+    #: (``ripple.sampling.loader``'s sharded loader reads these for the seeds)
+    seed_attrs = [TensorAttr(group_name="user", attr_name="y")]
+
     def get_all_tensor_attrs(self) -> list[TensorAttr]:
-        out = [TensorAttr(group_name=t, attr_name="x") for t in S.NODE_TYPES]
-        out.append(TensorAttr(group_name="user", attr_name="y"))
-        return out
+        """What NodeLoader joins for every sampled node: the features (``seed_attrs`` are joined for the seeds)."""
+        return [TensorAttr(group_name=t, attr_name="x") for t in S.NODE_TYPES]
 
 
 class ShardedGraphStore(GraphStore):

@@ -1,34 +1,38 @@
 """Distributed inference and atomic write-back of embeddings and influence scores.
 
 Layer-wise (default, ``ripple.models.layerwise``): every layer is computed once for every node from its whole
-in-neighbourhood. A partitioned graph runs one Ray task per part per layer, placed on the node of that part's
-``GraphShard`` actor: phase -1 projects each part's node features, phase l computes layer l of the part's own
-nodes, fetching previous-layer states of neighbours owned by other parts from those parts' shard actors, on
-*their* nodes: only the rows it needs travel, and no process ever holds every part's states. States live in Ray's object
-store between phases, owned by the driver, and each is released as soon as the next phase no longer needs it.
-The last phase applies the head and writes the part. ``inference.mode: sampled`` predicts from sampled
-mini-batches with the training fanouts instead (one task per slice or part).
+in-neighbourhood. A partitioned graph gets shard actors spread over the nodes and, next to them, warm
+``LayerwiseWorker`` actors (as many per node as its CPUs and memory hold), each computing some of its node's
+parts: phase 0 projects each part's node features, phase l computes layer l of the part's own nodes, fetching
+previous-layer states of neighbours owned by other parts from those parts' shard actors, on *their* nodes: only
+the rows it needs travel, and no process ever holds every part's states. States live in Ray's object store
+between phases, owned by the driver, and each is released as soon as the next phase no longer needs it. The last
+phase applies the head and writes the part. A lost node or process costs a fresh pass (``_embed_shards``).
+``inference.mode: sampled`` predicts from sampled mini-batches with the training fanouts instead (one task per
+slice or part).
 
-Each part is written by its own task; the driver commits the manifest once every part is written
+Each part is written by its own worker; the driver commits the manifest once every part is written
 (``ripple.data.storage`` commit protocol), so readers see all users or nothing.
 """
 from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 import torch
 
 from ripple.config import RippleConfig
-from ripple.context import WorkerContext
+from ripple.context import WorkerContext, is_lost_process
+from ripple.data import schema as S
 from ripple.data.dataset import Dataset
 from ripple.data.graph import load_local_graph
 from ripple.data.storage import PartInfo, begin, commit, write_part
 from ripple.graph.access import ShardedAccess, open_access
-from ripple.graph.shards import (PartitionMeta, ShardedGraph, _tensor, find_shards, group_by_part, release_memory,
-                                 start_shard)
+from ripple.graph.shards import (PartitionMeta, ShardedGraph, Traffic, _tensor, find_shards, group_by_part,
+                                 release_memory, start_shard)
 from ripple.models import layerwise as LW
 from ripple.models.gnn import build_model
 from ripple.models.layerwise import LayerwiseGraph, infer_local
@@ -82,11 +86,14 @@ def infer_part(cfg: RippleConfig, state: dict, part: int, num_parts: int, key: s
     return _write_part(cfg, ids, emb, pred, part)
 
 
-def write_embeddings(cfg, checkpoint, num_parts: int | None = None) -> dict:
-    """Run inference over all users on Ray and commit ``<run>/embeddings``; returns the manifest.
+def write_embeddings(cfg, checkpoint, num_parts: int | None = None,
+                     on_layer: Callable[[int, int], None] | None = None) -> dict:
+    """Run inference over all users on Ray and commit ``<run>/embeddings``; returns the manifest (with
+    ``seconds``, ``traffic`` and, for a partitioned graph, ``attempts``: passes it took).
 
-    A partitioned graph is embedded part by part: one task per graph part, placed on the node of that part's
-    shard actor, writes that part's users; the manifest is committed once every part is written."""
+    A partitioned graph is embedded part by part, next to shard actors spread over the nodes; the manifest is
+    committed once every part is written. ``on_layer(layer, attempt)``: called in the driver when every part has
+    finished layer-wise layer ``layer`` (not after the last) of pass ``attempt``."""
     import ray
 
     state = load_state(checkpoint)
@@ -94,8 +101,10 @@ def write_embeddings(cfg, checkpoint, num_parts: int | None = None) -> dict:
     begin(store)
     t0 = time.perf_counter()
     state_ref = ray.put(state)
+    traffic: dict = {}
+    attempts = None
     if is_partitioned(cfg.data, cfg.storage):
-        parts = _embed_shards(cfg, state_ref)
+        parts, traffic, attempts = _embed_shards(cfg, state_ref, on_layer)
     elif cfg.inference.mode == "layerwise":
         # one process, every layer once over the whole graph: all the CPUs one node can give it
         cpus = min(cfg.scaling.cpus_per_worker * cfg.scaling.num_workers, _largest_node_cpus())
@@ -110,10 +119,19 @@ def write_embeddings(cfg, checkpoint, num_parts: int | None = None) -> dict:
     log.info("wrote %d embeddings in %d parts to %s (%.1fs)", manifest["rows"], len(parts), store.url,
              time.perf_counter() - t0)
     manifest["seconds"] = time.perf_counter() - t0
+    # what the embedding moved between processes (halo rows, feature rows) and over the network
+    manifest["traffic"] = Traffic.report(traffic)
+    if attempts is not None:
+        manifest["attempts"] = attempts
     return manifest
 
 
-def _embed_shards(cfg: RippleConfig, state_ref) -> list[PartInfo]:
+def _embed_shards(cfg: RippleConfig, state_ref, on_layer=None) -> tuple[list[PartInfo], dict, int]:
+    """Embed a partitioned graph part by part, next to shard actors started for it and spread over the nodes.
+    A process or node lost on the way (a worker, a shard actor, the objects on a lost node) costs a fresh pass,
+    up to ``scaling.shard_max_restarts`` times: the shard actors restart on the nodes left and reload their parts
+    from storage, and every part is computed and written again (nothing is committed until every part is).
+    Returns the parts written, the traffic of the pass that succeeded and the number of passes."""
     import uuid
 
     import ray
@@ -121,15 +139,27 @@ def _embed_shards(cfg: RippleConfig, state_ref) -> list[PartInfo]:
 
     meta = PartitionMeta.open(cfg.data, cfg.storage)
     key = f"embed-{uuid.uuid4().hex[:8]}"
+    # SPREAD: the parts' memory over every node, as the trainers' shards are
     actors = [start_shard(meta, key, p, max_restarts=cfg.scaling.shard_max_restarts, here=False)
               for p in range(meta.num_parts)]
     try:
-        nodes = [r["node_id"] for r in ray.get([a.ready.remote() for a in actors])]
-        if cfg.inference.mode == "layerwise":
-            return _layerwise_phases(cfg, state_ref, key, nodes)
-        task = ray.remote(**_task_resources(cfg))(infer_part)
-        return ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[p], soft=True))
-                        .remote(cfg, state_ref, p, meta.num_parts, key) for p in range(meta.num_parts)])
+        for attempt in range(cfg.scaling.shard_max_restarts + 1):
+            try:
+                _, nodes = find_shards(meta, key)
+                if cfg.inference.mode == "layerwise":
+                    hook = (lambda layer, a=attempt: on_layer(layer, a)) if on_layer else None
+                    return (*_layerwise_phases(cfg, state_ref, key, nodes, hook), attempt + 1)
+                task = ray.remote(**_task_resources(cfg))(infer_part)
+                return ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[p], soft=False))
+                                .remote(cfg, state_ref, p, meta.num_parts, key) for p in range(meta.num_parts)]), \
+                    {}, attempt + 1
+            except Exception as e:  # noqa: BLE001 — only a lost process is retried; anything else is raised
+                if not is_lost_process(e) or attempt == cfg.scaling.shard_max_restarts:
+                    raise
+                log.warning("embedding lost a process or node (%s: %s); again from layer 0 on the nodes left "
+                            "(attempt %d of %d)", type(e).__name__, str(e).splitlines()[0] if str(e) else "",
+                            attempt + 2, cfg.scaling.shard_max_restarts + 1)
+        raise AssertionError("unreachable")
     finally:
         for a in actors:
             ray.kill(a)
@@ -151,58 +181,74 @@ def infer_whole_layerwise(cfg: RippleConfig, state: dict) -> PartInfo:
     return _write_part(cfg, graph.ids["user"], emb, pred, 0)
 
 
-def layerwise_phase(cfg: RippleConfig, state: dict, part: int, key: str, layer: int, refs: list):
-    """One part's share of conv layer ``layer`` of layer-wise inference (runs next to the part's shard actor).
+class LayerwiseWorker:
+    """A warm process of layer-wise inference (a Ray actor, ``ray.remote(LayerwiseWorker)``), on the node of the
+    parts it computes: it builds the model and maps those parts' arrays from their shard actors once, then runs
+    every layer's phase of them. Phases used to be one Ray task each; each paid a worker process's start, the
+    imports, the model and the shard lookups, and that fixed cost dominated small and medium graphs.
 
-    Layer 0 reads input projections, recomputed from node features (cheaper to fetch and project than to keep
-    ``hidden``-wide states of every node): the part's own, and other parts' feature rows from their shard actors.
-    Layer l > 0 reads the previous layer's states (``refs[0]["prev"]``: per part, (users ref, other types ref));
-    other parts' rows come from their shard actors (``GraphShard.take_rows``). Returns (user states [n_user, h],
-    {other type: states}) as two objects, except after the last layer, where it applies the head to the user
-    states of every layer (the input projection again, then ``refs[0]["users"]``: this part's middle layers),
-    writes the part and returns its ``PartInfo``. Shapes: states are [n_t, hidden] float32 rows of own nodes."""
-    import ray
+    A phase of part p (``phase``) computes conv layer ``layer`` for p's own nodes. Layer 0 reads input
+    projections, recomputed from node features (cheaper to fetch and project than to keep ``hidden``-wide states
+    of every node): the part's own, and other parts' feature rows from their shard actors. Layer l > 0 reads the
+    previous layer's states (``prev``: per part, (users ref, other types ref)); other parts' rows are served by
+    their shard actors (``GraphShard.take_rows``) on *their* nodes, so only the rows it needs travel, and no
+    process ever holds every part's states."""
 
-    _, model = _task_setup(cfg, state, on_device=False)
-    meta = PartitionMeta.open(cfg.data, cfg.storage)
-    actors = find_shards(meta, key)
-    shard = ShardedGraph(meta, actors, local_parts=[part]).local[part]
-    lw = shard.layerwise()
-    spec = refs[0]
-    prev = spec["prev"]
-    offsets = {t: meta.offsets(t) for t in lw.x}
+    def __init__(self, cfg: RippleConfig, state: dict, key: str, parts: list[int]):
+        import ray
 
-    def gather(t: str, glob: torch.Tensor) -> torch.Tensor:
-        # each part's shard actor serves its rows: no new worker processes, and only the rows travel
-        groups = [(q, pos, local.numpy()) for q, pos, local in group_by_part(offsets[t], glob) if q != part]
-        if layer == 0:  # feature rows, projected here
-            got = ray.get([actors[q].fetch.remote({(t, "x"): loc}) for q, _, loc in groups])
-            got = [LW.input_states(model, _features(lw, t, _tensor(np.ascontiguousarray(g[(t, "x")]))))[t]
-                   for g in got]
+        self.cfg = cfg
+        _, self.model = _task_setup(cfg, state, on_device=False)
+        self.meta = PartitionMeta.open(cfg.data, cfg.storage)
+        actors, nodes = find_shards(self.meta, key)
+        self.graph = ShardedGraph(self.meta, actors, local_parts=parts, nodes=nodes,
+                                  here=ray.get_runtime_context().get_node_id())
+        self.lw = {p: self.graph.local[p].layerwise() for p in parts}
+        self.offsets = {t: self.meta.offsets(t) for t in S.NODE_TYPES}
+
+    def traffic(self) -> dict:
+        return self.graph.traffic.snapshot()
+
+    def phase(self, part: int, layer: int, refs: list):
+        """Layer ``layer`` of part ``part``. ``refs[0]``: {"prev": per part (users ref, other types ref) of layer
+        ``layer - 1``, "users": this part's user-state refs of the middle layers}, wrapped so Ray does not resolve
+        it. Returns (user states [n_user, h], {other type: states}) as two objects, except after the last layer,
+        where it applies the head to the user states of every layer, writes the part and returns its
+        ``PartInfo``. Shapes: states are [n_t, hidden] float32 rows of own nodes."""
+        import ray
+
+        model, lw, prev = self.model, self.lw[part], refs[0]["prev"]
+
+        def gather(t: str, glob: torch.Tensor) -> torch.Tensor:
+            groups = [(q, pos, local.numpy()) for q, pos, local in group_by_part(self.offsets[t], glob) if q != part]
+            if layer == 0:  # feature rows, projected here
+                got = self.graph.fetch({q: {(t, "x"): loc} for q, _, loc in groups})
+                rows = {q: LW.input_states(model, _features(lw, t, _tensor(np.ascontiguousarray(g[(t, "x")]))))[t]
+                        for q, g in got.items()}
+            else:
+                got = self.graph.call("take_rows", {q: ([prev[q]], t, loc) for q, _, loc in groups})
+                rows = {q: _tensor(np.ascontiguousarray(g)) for q, g in got.items()}
+            out = torch.empty(len(glob), self.cfg.model.hidden)
+            for q, pos, _ in groups:
+                out[pos] = rows[q]
+            return out
+
+        h0 = LW.input_states(model, lw) if layer == 0 else None
+        if layer == 0:
+            h_prev = h0
         else:
-            got = [_tensor(np.ascontiguousarray(g))
-                   for g in ray.get([actors[q].take_rows.remote([prev[q]], t, loc) for q, _, loc in groups])]
-        rows = torch.empty(len(glob), cfg.model.hidden)
-        for (_, pos, _), r in zip(groups, got):
-            rows[pos] = r
-        return rows
-
-    h0 = LW.input_states(model, lw) if layer == 0 else None
-    if layer == 0:
-        h_prev = h0
-    else:
-        users_ref, others_ref = prev[part]
-        h_prev = {"user": _tensor(ray.get(users_ref)), **{t: _tensor(v) for t, v in ray.get(others_ref).items()}}
-    h = LW.layer_states(model, lw, layer, h_prev, gather, cfg.inference.chunk_edges)
-    del h_prev
-    if layer < len(model.convs) - 1:
-        out = h.pop("user").numpy(), {t: v.numpy() for t, v in h.items()}
-        del h, h0
-        release_memory()  # Ray reuses this worker process for the next phase: do not keep this one's peak
-        return out
-    h0_user = h0["user"] if h0 is not None else LW.input_states(model, _features(lw, "user"))["user"]
-    pred = LW.head(model, [h0_user] + [_tensor(ray.get(r)) for r in spec["users"]] + [h["user"]])
-    return _write_part(cfg, shard.ids["user"], h["user"], pred, part)
+            users_ref, others_ref = prev[part]
+            h_prev = {"user": _tensor(ray.get(users_ref)), **{t: _tensor(v) for t, v in ray.get(others_ref).items()}}
+        h = LW.layer_states(model, lw, layer, h_prev, gather, self.cfg.inference.chunk_edges)
+        del h_prev
+        if layer < len(model.convs) - 1:
+            out = h.pop("user").numpy(), {t: v.numpy() for t, v in h.items()}
+            del h, h0
+            release_memory()  # the next phase's peak should not sit on this one's
+            return out
+        h0_user = h0["user"] if h0 is not None else LW.input_states(model, _features(lw, "user"))["user"]
+        pred = LW.head(model, [h0_user] + [_tensor(ray.get(r)) for r in refs[0]["users"]] + [h["user"]])
+        return _write_part(self.cfg, self.graph.local[part].ids["user"], h["user"], pred, part)
 
 
 def _features(lw, t: str, x=None):
@@ -215,8 +261,8 @@ def _features(lw, t: str, x=None):
 
 def phase_memory_bytes(node_counts: dict[str, list[int]], part: int, hidden: int, chunk_edges: int,
                        node_memory: float | None = None) -> int:
-    """Heap one ``layerwise_phase`` task of part ``part`` needs, requested from Ray as its ``memory`` so a node
-    runs only as many phases at once as fit (Ray's memory monitor kills tasks of an oversubscribed node).
+    """Heap one phase of part ``part`` needs: its ``LayerwiseWorker`` requests it from Ray as ``memory``, so a node
+    runs only as many workers as fit (Ray's memory monitor kills the processes of an oversubscribed node).
 
     Per own node of every type: previous states, this layer's output, and one relation's source projection
     (4 x hidden floats); per chunk: about 8 per-edge [chunk_edges, hidden] temporaries; plus the interpreter,
@@ -228,34 +274,74 @@ def phase_memory_bytes(node_counts: dict[str, list[int]], part: int, hidden: int
     return int(min(need, node_memory)) if node_memory else int(need)
 
 
-def _layerwise_phases(cfg: RippleConfig, state_ref, key: str, nodes: list[str]) -> list[PartInfo]:
-    """Drive ``layerwise_phase`` over every part, layer by layer (a barrier between layers). The driver holds
-    refs, never states: each layer's states are released once the next layer has read them, and only the user
-    states of middle layers (for the head) live longer."""
+def _layerwise_workers(cfg: RippleConfig, state_ref, key: str, nodes: list[str]) -> tuple[list, list[int]]:
+    """Start the ``LayerwiseWorker`` actors: on each node, as many as its CPUs and memory hold at once (at
+    least one), each taking some of that node's parts. Returns (workers, the worker of each part).
+
+    Every worker of a node must be able to run at the same time: a worker waiting for resources that its
+    node's other workers hold until the end would never compute its parts, and layer 0 would never finish."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    P, L = len(nodes), cfg.model.num_layers
     meta = PartitionMeta.open(cfg.data, cfg.storage)
-    node_memory = min(n["Resources"].get("memory", 0.0) for n in ray.nodes() if n.get("Alive")) or None
-    mem = [phase_memory_bytes(meta.manifest["node_counts"], p, cfg.model.hidden, cfg.inference.chunk_edges,
-                              node_memory) for p in range(P)]
-    phase = ray.remote(**_task_resources(cfg))(layerwise_phase)
-    here = lambda p: NodeAffinitySchedulingStrategy(nodes[p], soft=True)  # noqa: E731
-    t0 = time.perf_counter()
-    prev: list = [None] * P
-    users: list[list] = [[] for _ in range(P)]  # per part: user-state refs of the middle layers (the head's)
-    for layer in range(L):
-        last = layer == L - 1
-        if layer:
-            # ray.wait without fetching: a barrier that never pulls a part's states into the driver
-            ray.wait([r for pr in prev for r in pr], num_returns=2 * P, fetch_local=False)
-            log.info("layer-wise inference: layer %d of %d parts done (%.1fs)", layer - 1, P, time.perf_counter() - t0)
-        out = [phase.options(num_returns=1 if last else 2, scheduling_strategy=here(p), memory=mem[p])
-               .remote(cfg, state_ref, p, key, layer, [{"prev": prev, "users": list(users[p])}]) for p in range(P)]
-        if last:
-            return ray.get(out)
-        prev = [tuple(o) for o in out]  # the previous layer's states are released here
-        for p in range(P):
-            users[p].append(prev[p][0])
-    raise AssertionError("unreachable: model.num_layers >= 1")
+    alive = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n.get("Alive")}
+    res = _task_resources(cfg)
+    by_node: dict[str, list[int]] = {}
+    for p, node in enumerate(nodes):
+        by_node.setdefault(node, []).append(p)
+    workers, worker_of = [], [0] * len(nodes)
+    for node, parts in by_node.items():
+        have = alive.get(node, {})
+        mem = max(phase_memory_bytes(meta.manifest["node_counts"], p, cfg.model.hidden, cfg.inference.chunk_edges,
+                                     have.get("memory") or None) for p in parts)
+        fit = [len(parts), int(have.get("CPU", 0) // max(res["num_cpus"], 1e-9)), int(have.get("memory", 0) // mem)]
+        if res["num_gpus"]:
+            fit.append(int(have.get("GPU", 0) // res["num_gpus"]))
+        count = max(1, min(fit))
+        for i in range(count):
+            mine = parts[i::count]
+            for p in mine:
+                worker_of[p] = len(workers)
+            workers.append(ray.remote(LayerwiseWorker).options(
+                **res, memory=mem, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+                .remote(cfg, state_ref, key, mine))
+    return workers, worker_of
+
+
+def _layerwise_phases(cfg: RippleConfig, state_ref, key: str, nodes: list[str],
+                      on_layer: Callable[[int], None] | None = None) -> tuple[list[PartInfo], dict]:
+    """Drive the workers' phases over every part, layer by layer (a barrier between layers). The driver holds
+    refs, never states: each layer's states are released once the next layer has read them, and only the user
+    states of middle layers (for the head) live longer. Returns the parts written and the traffic counts."""
+    import ray
+
+    P, L = len(nodes), cfg.model.num_layers
+    workers, worker_of = _layerwise_workers(cfg, state_ref, key, nodes)
+    try:
+        t0 = time.perf_counter()
+        prev: list = [None] * P
+        users: list[list] = [[] for _ in range(P)]  # per part: user-state refs of the middle layers (the head's)
+        for layer in range(L):
+            last = layer == L - 1
+            if layer:
+                # ray.wait without fetching: a barrier that never pulls a part's states into the driver (a lost
+                # worker's or node's error surfaces with the last layer's results)
+                ray.wait([r for pr in prev for r in pr], num_returns=2 * P, fetch_local=False)
+                log.info("layer-wise inference: layer %d of %d parts done (%.1fs)", layer - 1, P,
+                         time.perf_counter() - t0)
+                if on_layer is not None:
+                    on_layer(layer - 1)
+            out = [workers[worker_of[p]].phase.options(num_returns=1 if last else 2)
+                   .remote(p, layer, [{"prev": prev, "users": list(users[p])}]) for p in range(P)]
+            if last:
+                parts = ray.get(out)
+                traffic = Traffic.total(ray.get([w.traffic.remote() for w in workers]))
+                return parts, traffic
+            prev = [tuple(o) for o in out]  # the previous layer's states are released here
+            for p in range(P):
+                users[p].append(prev[p][0])
+        raise AssertionError("unreachable: model.num_layers >= 1")
+    finally:
+        for w in workers:
+            ray.kill(w)
+

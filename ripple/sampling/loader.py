@@ -49,13 +49,20 @@ def make_sampler(feature_store, graph_store, num_nodes: dict[str, int], cfg: Sam
 
 class _EdgeAttrFromSamplerLoader(NodeLoader):
     """``NodeLoader`` for samplers that return edge features with the edges (``metadata[2]``: relation ->
-    [E, D] rows in ``e_id`` order), so no second lookup is needed."""
+    [E, D] rows in ``e_id`` order), so no second lookup is needed. A feature store's ``seed_attrs`` (a sharded
+    store's labels) are joined for the batch's seeds only: ``batch[group][attr]`` has ``batch_size`` rows."""
 
     def filter_fn(self, out):
         data = super().filter_fn(out)
         for et, attr in out.metadata[2].items():
             if et in data.edge_types:
                 data[et].edge_attr = attr
+        # attributes the store serves for the seeds only (``seed_attrs``: the labels): [batch_size] rows
+        store = self.data[0]
+        for a in getattr(store, "seed_attrs", []):
+            seeds = data[a.group_name].n_id[:data[a.group_name].batch_size]
+            data[a.group_name][a.attr_name] = store.get_tensor(group_name=a.group_name, attr_name=a.attr_name,
+                                                               index=seeds)
         return data
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ripple.config import RippleConfig
+from ripple.context import is_lost_process
 from ripple.data.storage import pyarrow_filesystem
 from ripple.run import CHECKPOINTS, SCORE, SCORE_MODE, best_of, run_dir, run_path
 from ripple.train.checkpoint import FIT_ID, PROGRESS
@@ -21,12 +22,10 @@ from ripple.train.worker import train_loop_per_worker
 def lost_ranks(error) -> list[int]:
     """Ranks of a ``WorkerGroupError`` whose process was lost (it died, or stopped answering Ray's health checks),
     as opposed to ranks whose training code raised."""
-    from ray.exceptions import RayActorError
-
     lost = []
     for rank, err in (getattr(error, "worker_failures", None) or {}).items():
         cause = getattr(err, "health_check_failure", err)  # Ray Train's WorkerHealthCheckFailedError wraps it
-        if isinstance(cause, RayActorError) or type(err).__name__ == "WorkerHealthCheckTimeoutError":
+        if is_lost_process(cause) or type(err).__name__ == "WorkerHealthCheckTimeoutError":
             lost.append(int(rank))
     return sorted(lost)
 
@@ -94,7 +93,8 @@ def _fit(cfg: RippleConfig, progress) -> FitOutcome:
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
             resources_per_worker={"CPU": cfg.scaling.cpus_per_worker,
-                                  **({"GPU": 1} if cfg.scaling.use_gpu else {})}),
+                                  **({"GPU": 1} if cfg.scaling.use_gpu else {})},
+            placement_strategy=cfg.scaling.placement_strategy),
         run_config=ray.train.RunConfig(
             name=CHECKPOINTS, storage_path=path, storage_filesystem=pafs,
             failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),

@@ -8,7 +8,6 @@ import copy
 import logging
 import math
 
-import numpy as np
 import torch
 
 from ripple.config import RippleConfig

@@ -18,6 +18,7 @@ from ripple.config import RippleConfig
 from ripple.context import WorkerContext, setup_worker_logging
 from ripple.evaluate.metrics import spearman
 from ripple.graph.access import GraphAccess, open_access
+from ripple.graph.shards import Traffic
 from ripple.models.gnn import build_model
 from ripple.run import SCORE
 from ripple.sampling.prefetch import Prefetcher, prefetch_depth
@@ -37,6 +38,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
     access = open_access(cfg, ctx, rng_seed=cfg.train.seed + 7919 * ctx.rank)  # one sampler stream per rank
     resident = ctx.all_gather(access.resident_bytes())
+    placement = ctx.all_gather(access.placement())
 
     # Every parameter takes part in every step (the model treats a relation a batch lacks as empty), so DDP
     # needs no extra pass over the autograd graph to find unused ones.
@@ -59,7 +61,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         state.update(epoch, metrics["val_mse"], metrics)
         metrics.update({"history": state.history, "best_" + SCORE: state.best, "kernel_backend": access.backend,
                         "world_size": ctx.world_size, "start_epoch": start, "resumed_from_epoch": state.resumed_from,
-                        "restarts": state.restarts, "device": str(ctx.device), "graph_resident_bytes": resident})
+                        "restarts": state.restarts, "device": str(ctx.device), "graph_resident_bytes": resident,
+                        "placement": placement})
         report(core, opt, cfg, epoch, state, [r.rng for r in ranks], loop_config.get(FIT_ID), metrics, ctx)
         if ctx.is_primary and loop_config.get(PROGRESS) is not None:  # the driver's console line of this epoch
             loop_config[PROGRESS].put_nowait(state.history[-1])
@@ -74,6 +77,7 @@ class RankEpoch:
     edges: int  # sampled edges the model passed messages over
     seconds: float
     wait_s: float  # time the model waited on sampling and the host-to-device copy
+    traffic: dict  # what sampling and feature lookups moved through shard actors (``Traffic`` counts)
     val_pred: torch.Tensor | None = None  # Shapes: [V] log1p reach of this rank's validation users
     val_y: torch.Tensor | None = None  # Shapes: [V]
     rng: dict | None = None  # this rank's random streams after the epoch, for the checkpoint
@@ -82,6 +86,7 @@ class RankEpoch:
 def train_epoch(model, opt, access: GraphAccess, ctx: WorkerContext, cfg: RippleConfig, epoch: int,
                 batch_size: int) -> RankEpoch:
     model.train()
+    before = access.traffic()
     # sampling (and the host-to-device copy) runs ahead in a background thread
     batches = Prefetcher(access.loader(access.train_users(epoch), batch_size), ctx.device,
                          prefetch_depth(cfg.sampling.prefetch, ctx.device, access.remote_sampling))
@@ -98,7 +103,8 @@ def train_epoch(model, opt, access: GraphAccess, ctx: WorkerContext, cfg: Ripple
         users += n
         edges += sum(int(v.size(1)) for v in inp.edge_index.values())
     loss_sum = float(loss_sum)  # waits for the device's queue: the epoch's time below is honest
-    return RankEpoch(loss_sum, users, edges, time.perf_counter() - t0, batches.wait_s)
+    return RankEpoch(loss_sum, users, edges, time.perf_counter() - t0, batches.wait_s,
+                     Traffic.since(access.traffic(), before))
 
 
 def epoch_metrics(ranks: list[RankEpoch], epoch: int) -> dict:
@@ -115,6 +121,13 @@ def epoch_metrics(ranks: list[RankEpoch], epoch: int) -> dict:
                # per worker: a slow rank (a straggler GPU, a remote shard) shows here, not in the mean
                "train_seeds_per_s_per_rank": [r.users / max(r.seconds, 1e-9) for r in ranks],
                "data_wait_fraction_per_rank": [r.wait_s / max(r.seconds, 1e-9) for r in ranks]}
+    # what the epoch's training batches moved between processes, and over the network (other Ray nodes)
+    traffic = Traffic.report(Traffic.total([r.traffic for r in ranks]))
+    edges = sum(r.edges for r in ranks)
+    traffic["sampled_edges"] = edges
+    traffic["cross_node_bytes_per_sampled_edge"] = traffic["cross_node_bytes"] / max(edges, 1)
+    traffic["cross_node_bytes_per_rank"] = [Traffic.report(r.traffic)["cross_node_bytes"] for r in ranks]
+    metrics["traffic"] = traffic
     log.info("epoch %d per-worker seeds/s %s, waiting on data %s", epoch,
              [round(v, 1) for v in metrics["train_seeds_per_s_per_rank"]],
              [f"{v:.0%}" for v in metrics["data_wait_fraction_per_rank"]])

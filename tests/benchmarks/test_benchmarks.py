@@ -28,7 +28,8 @@ def test_growth_exponents_recover_known_powers():
     assert pipeline_scale.fit_exponents(_rows([1e6], [1.0], [1.0])) == {}
 
 
-@pytest.mark.parametrize("name", ["devices", "train", "scale", "sharded", "partition", "seeds"])
+@pytest.mark.parametrize("name", ["devices", "train", "scale", "sharded", "partition", "seeds", "history", "labels",
+                                  "ablation", "multinode"])
 def test_runner_dispatches_every_benchmark(name):
     out = subprocess.run([sys.executable, "-m", "benchmarks", name, "--help"], cwd=BENCH.parent,
                          capture_output=True, text=True, timeout=120)

@@ -509,8 +509,9 @@ def test_partition_rejects_zero_parts(tiny_dataset, tmp_path):
     assert not out.exists()
 
 
-def test_shards_hold_int32_sources_and_serve_int64(tiny_dataset, tmp_path):
-    """Resident source indices are int32 (4 bytes per edge saved); what ``sample`` returns is int64 as before."""
+def test_shards_hold_and_serve_int32_sources(tiny_dataset, tmp_path):
+    """Resident source indices are int32 (4 bytes per edge saved), and so are the ones ``sample`` returns (4 bytes
+    per sampled edge less to send); the sampler widens them on arrival."""
     out = str(tmp_path / "parts")
     partition(tiny_dataset, out, PartitionConfig(num_parts=2))
     meta = PartitionMeta.open(out)
@@ -520,7 +521,7 @@ def test_shards_hold_int32_sources_and_serve_int64(tiny_dataset, tmp_path):
     et = ("user", "follows", "user")
     dst = np.nonzero(np.diff(shard.colptr[et].numpy()) > 0)[0][:3]
     _, src, _, _ = shard.sample({et: (dst, 2)}, seed=0)[et]
-    assert src.dtype == np.int64 and len(src) > 0
+    assert src.dtype == np.int32 and len(src) > 0
 
 
 @pytest.mark.parametrize("ids", [np.arange(100, 10_100), np.sort(np.random.default_rng(0).choice(10**9, 10_000,

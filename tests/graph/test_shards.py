@@ -47,7 +47,7 @@ def cluster(ray_cluster, tmp_path_factory):
     key = shard_key(parts, f"test-{uuid.uuid4().hex[:8]}")
     # the creating handles stay referenced for the module: an unreferenced actor is destroyed, even a named one
     owned = [start_shard(meta, key, p, here=True) for p in range(P)]
-    actors = find_shards(meta, key, timeout_s=120)
+    actors, _ = find_shards(meta, key, timeout_s=120)
     graph = ShardedGraph(meta, actors, local_parts=[0])
     reference = ShardedGraph.in_process(meta)  # every part loaded here, no Ray
     yield SimpleNamespace(meta=meta, key=key, owned=owned, actors=actors, graph=graph, ref=reference)
@@ -182,4 +182,4 @@ def test_killed_shard_actor_restarts_and_reloads_its_part(cluster):
     again = DistributedNeighborSampler(c.graph, NN, seed=9).sample("user", seeds)
     assert same_sampler_output(again, before)
     # the name still resolves to the restarted actor
-    assert len(find_shards(c.meta, c.key, timeout_s=30)) == P
+    assert len(find_shards(c.meta, c.key, timeout_s=30)[0]) == P

@@ -11,10 +11,8 @@ One local cluster (2 CPUs, with the dashboard: the state API finds the processes
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
-import threading
 import time
 import uuid
 
@@ -22,7 +20,7 @@ import numpy as np
 import pytest
 import ray
 import torch
-from conftest import same_sampler_output
+from conftest import AfterFirstCheckpoint, same_sampler_output
 
 from ripple import pipeline
 from ripple.config import load_config
@@ -48,13 +46,6 @@ def state_address() -> str:
     return ray.get_runtime_context().gcs_address
 
 
-def alive_actors(class_name: str, address: str) -> list:
-    from ray.util.state import list_actors
-
-    return list_actors(address=address, filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")],
-                       raise_on_missing_output=False)
-
-
 # ----------------------------------------------------------------------------------------------- Ray Train workers
 
 
@@ -65,43 +56,16 @@ def _cfg(data, runs, run_name, max_failures):
         "model.hidden": 32, "model.heads": 2, "sampling.batch_size": 64, "sampling.fanouts": [5, 5]})
 
 
-class WorkerKiller(threading.Thread):
-    """SIGKILLs one Ray Train worker process once the controller has registered the run's first checkpoint
-    (its ``checkpoint_manager_snapshot.json`` names one): the workers are then in the next epoch."""
+def WorkerKiller(run_url: str, timeout_s: float = 300.0) -> AfterFirstCheckpoint:
+    """SIGKILLs one Ray Train worker process once the controller has registered the run's first checkpoint: the
+    workers are then in the next epoch. ``.done`` is the killed pid."""
 
-    def __init__(self, run_url: str, timeout_s: float = 300.0):
-        super().__init__(daemon=True)
-        self.snapshot = os.path.join(run_url, "checkpoints", "checkpoint_manager_snapshot.json")
-        self.timeout_s = timeout_s
-        self.address = state_address()
-        self.killed_pid = self.checkpoint_epoch = self.error = None
-        self.stop = threading.Event()
+    def kill(workers):
+        victim = max(workers, key=lambda a: a.pid)  # any one of the group
+        os.kill(victim.pid, signal.SIGKILL)
+        return victim.pid
 
-    def _registered_epoch(self):
-        try:
-            with open(self.snapshot) as f:
-                latest = json.load(f).get("latest_checkpoint_result")
-        except (OSError, ValueError):  # not written yet, or being written
-            return None
-        return latest["metrics"]["epoch"] if latest else None
-
-    def run(self):
-        try:
-            deadline = time.monotonic() + self.timeout_s
-            workers = []
-            # the group's processes first (the state API answers in a fraction of a second), then the checkpoint:
-            # the kill follows the checkpoint's registration by one local file read
-            while not self.stop.is_set() and time.monotonic() < deadline:
-                workers = workers or alive_actors("RayTrainWorker", self.address)
-                epoch = self._registered_epoch()
-                if workers and epoch is not None:
-                    victim = max(workers, key=lambda a: a.pid)  # any one of the group
-                    os.kill(victim.pid, signal.SIGKILL)
-                    self.killed_pid, self.checkpoint_epoch = victim.pid, epoch
-                    return
-                time.sleep(0.05 if workers else 0.5)
-        except Exception as e:  # noqa: BLE001 — reported by the test
-            self.error = e
+    return AfterFirstCheckpoint(run_url, kill, state_address(), timeout_s)
 
 
 def test_lost_ranks_tells_a_lost_process_from_an_error_of_the_training_code():
@@ -127,7 +91,7 @@ def _train_with_kill(cfg):
         killer.stop.set()
         killer.join()
     assert killer.error is None, killer.error
-    assert killer.killed_pid is not None, "no Ray Train worker was killed: the run ended first"
+    assert killer.done is not None, "no Ray Train worker was killed: the run ended first"
     return metrics, killer
 
 
@@ -172,7 +136,7 @@ def test_killed_train_worker_restarts_from_last_checkpoint(ray_cluster, tmp_path
     assert np.array_equal(emb["user_id"].to_numpy()[order], base_emb["user_id"].to_numpy()[base_order])
     base_vecs = np.asarray(base_emb["embedding"].to_pylist(), dtype=np.float32)
     np.testing.assert_allclose(vecs[order], base_vecs[base_order], atol=1e-4, rtol=1e-4)
-    print(f"\nworker kill: pid {killer.killed_pid} after checkpoint of epoch {killer.checkpoint_epoch}; resumed from "
+    print(f"\nworker kill: pid {killer.done} after checkpoint of epoch {killer.checkpoint_epoch}; resumed from "
           f"epoch {resumed}; test spearman {rho:.4f} vs uninterrupted {rho_base:.4f}; {emb.num_rows} rows; "
           f"train {t_killed:.0f}s vs {t_base:.0f}s uninterrupted")
 
@@ -194,7 +158,7 @@ def test_killed_train_worker_without_failure_budget_fails_with_exit_1(ray_cluste
     finally:
         killer.stop.set()
         killer.join()
-    assert killer.killed_pid is not None, "no Ray Train worker was killed: the run ended first"
+    assert killer.done is not None, "no Ray Train worker was killed: the run ended first"
     assert code == EXIT_RUNTIME
     err = capsys.readouterr().err
     print("\n" + next(line for line in err.splitlines() if line.startswith("error:")))
@@ -225,7 +189,7 @@ def test_sigkilled_shard_actor_restarts_reloads_its_part_and_sampling_continues(
     key = shard_key(parts, f"fault-{uuid.uuid4().hex[:8]}")
     owned = [start_shard(meta, key, p, max_restarts=2) for p in range(P)]
     try:
-        actors = find_shards(meta, key, timeout_s=120)
+        actors, _ = find_shards(meta, key, timeout_s=120)
         # as a trainer holds it: part 0 mapped zero-copy from its co-located actor, parts 1 and 2 remote
         graph = ShardedGraph(meta, actors, local_parts=[0])
         reference = ShardedGraph.in_process(meta)
@@ -269,7 +233,7 @@ def test_sigkilled_shard_actor_restarts_reloads_its_part_and_sampling_continues(
             assert pid_of(actors[p]) == pids[p] and state.num_restarts == 0
         # a fresh sampler over the restarted shards: the same batches again, and the names still resolve
         assert all(same_sampler_output(a, b) for a, b in zip(batches(graph), want))
-        assert len(find_shards(meta, key, timeout_s=30)) == P
+        assert len(find_shards(meta, key, timeout_s=30)[0]) == P
     finally:
         for h in owned:
             ray.kill(h, no_restart=True)

@@ -14,9 +14,11 @@ trains in this process with the worker loop's own steps and is scored layer-wise
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
+import torch
 
 from ripple.config import RippleConfig
 from ripple.data.dataset import Dataset
@@ -30,9 +32,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 USERS, SEED, EPOCHS, BATCH = 10000, 0, 6, 128
 #: one run of this file's setup (test Spearman); the bars sit between the trained GNN and the best broken model
-MEASURED = {"gnn": 0.746, "no_message_passing": 0.690, "follower_count": 0.395, "lightgbm_flat": 0.702}
+MEASURED = {"gnn": 0.747, "no_message_passing": 0.690, "follower_count": 0.395, "lightgbm_flat": 0.702}
 MARGIN_OVER_FOLLOWER_COUNT = 0.25
-MARGIN_OVER_LIGHTGBM_FLAT = 0.02  # the GNN clears it by 0.024, the model without message passing misses by 0.032
+MARGIN_OVER_LIGHTGBM_FLAT = 0.02  # the GNN clears it by 0.025, the model without message passing misses by 0.032
 
 
 def without_edges(g: LocalGraph) -> LocalGraph:
@@ -43,7 +45,16 @@ def without_edges(g: LocalGraph) -> LocalGraph:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    data = str(tmp_path_factory.mktemp("quality") / "data")
+    # the machine's cores for this one (the session's tests run single-threaded): the tier's longest test
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(threads, os.cpu_count() or 1))
+    try:
+        yield _train(str(tmp_path_factory.mktemp("quality") / "data"))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(data: str) -> dict:
     generate(data, GeneratorConfig(users=USERS, seed=SEED))
     g = load_local_graph(Dataset(data))
     cfg = RippleConfig()
