@@ -132,6 +132,19 @@ class AfterFirstCheckpoint(threading.Thread):
         self.done = self.checkpoint_epoch = self.error = None
         self.stop = threading.Event()
 
+    def __enter__(self) -> "AfterFirstCheckpoint":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.join()
+
+    def check(self, what: str) -> None:
+        """Fails the test when ``act`` raised, or never ran (``what``: the act, for the message)."""
+        assert self.error is None, self.error
+        assert self.done is not None, f"{what}: the run ended first"
+
     def _registered_epoch(self):
         try:
             with open(self.snapshot) as f:

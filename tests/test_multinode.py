@@ -181,17 +181,14 @@ def test_losing_a_trainer_s_node_resumes_from_the_checkpoint(cluster, data, spre
         cluster.remove_node(nodes[victim])
         return victim
 
-    remover = AfterFirstCheckpoint(join(cfg.storage_path, cfg.run_name), remove_a_trainer_s_node, cluster.address)
-    remover.start()
     try:
-        m = pipeline.train(cfg)
+        with AfterFirstCheckpoint(join(cfg.storage_path, cfg.run_name), remove_a_trainer_s_node,
+                                  cluster.address) as remover:
+            m = pipeline.train(cfg)
     finally:
-        remover.stop.set()
-        remover.join()
         restore(cluster)
-    assert remover.error is None, remover.error
+    remover.check("no node was removed")
     lost = remover.done
-    assert lost is not None, "no node was removed: the run ended first"
     assert m["restarts"] >= 1 and m["resumed_from_epoch"] is not None, (m["restarts"], m["resumed_from_epoch"])
     assert remover.checkpoint_epoch <= m["resumed_from_epoch"] and m["epochs"]["last"] == EPOCHS - 1
     # the restarted group's shards run on the nodes left: they started anew there and loaded their parts from

@@ -29,8 +29,8 @@ from ripple.data.dataset import Dataset
 from ripple.data.graph import LocalGraph, load_local_graph
 from ripple.graph.local import local_stores
 from ripple.graph.sharded_sampler import DistributedNeighborSampler
-from ripple.graph.shards import (PartitionMeta, ShardedFeatureStore, ShardedGraph, ShardedGraphStore, find_shards,
-                                 shard_key, start_shard)
+from ripple.graph.shards import (PartitionMeta, ShardedFeatureStore, ShardedGraph, ShardedGraphStore, shard_key,
+                                 start_shard)
 from ripple.run import is_partitioned, run_dir
 from ripple.sampling import backends
 from ripple.sampling.loader import make_loader, make_sampler
@@ -165,18 +165,7 @@ class ShardedAccess:
         # handles held for the access's lifetime: an unreferenced actor is destroyed, even a named one
         self._owned = [start_shard(self.meta, self.key, p, max_restarts=cfg.scaling.shard_max_restarts)
                        for p in mine]
-        actors, nodes = find_shards(self.meta, self.key)
-        here = _this_node()
-        # Mapping a part that lives in this node's object store costs no copy and no memory, and its samples
-        # then cost no actor round trip. A part of this rank's whose actor could not be placed here (its soft
-        # affinity fell back to another node) is still mapped, by copying it over: the rank's training users
-        # come from its own parts.
-        colocated = [p for p in range(self.meta.num_parts) if nodes[p] == here]
-        strays = [p for p in mine if nodes[p] != here]
-        if strays:
-            log.warning("parts %s of this rank run on other nodes (%s): copied into this node's object store",
-                        strays, [nodes[p] for p in strays])
-        self.graph = ShardedGraph(self.meta, actors, sorted({*mine, *colocated}), nodes=nodes, here=here)
+        self.graph = ShardedGraph.connect(self.meta, self.key, mine)
         self.feature_store = ShardedFeatureStore(self.graph)
         self.graph_store = ShardedGraphStore(self.meta)
         self.sampler = DistributedNeighborSampler(self.graph, cfg.sampling.num_neighbors(self.meta.edge_types),

@@ -87,12 +87,13 @@ def owner_of(offsets: Tensor, glob: Tensor) -> Tensor:
 
 
 def group_by_part(offsets: Tensor, glob: Tensor) -> list[tuple[int, Tensor, Tensor]]:
-    """[(part, positions in ``glob``, local indices)] for each part that owns some of ``glob``."""
+    """[(part, positions in ``glob``, local indices)] for each part that owns some of ``glob``. Local indices are
+    int32 (a part holds < 2^31 nodes of a type): they are what requests to other processes carry."""
     own = owner_of(offsets, glob)
     out = []
     for p in torch.unique(own).tolist():
         pos = torch.nonzero(own == p).view(-1)
-        out.append((p, pos, glob[pos] - offsets[p]))
+        out.append((p, pos, (glob[pos] - offsets[p]).to(torch.int32)))
     return out
 
 
@@ -324,22 +325,30 @@ def shard_key(parts_url: str, run: str) -> str:
     return hashlib.sha1(f"{parts_url}|{run}".encode()).hexdigest()[:12]
 
 
-def start_shard(meta: PartitionMeta, key: str, part: int, max_restarts: int = 3, here: bool = True):
-    """Get or create shard ``part``'s actor (on this process's node when ``here``, else spread over the nodes);
-    returns its handle."""
+def start_shard(meta: PartitionMeta, key: str, part: int, max_restarts: int = 3, node: str | None = None):
+    """Get or create shard ``part``'s actor on Ray node ``node`` (default: this process's node); returns its
+    handle.
+
+    The affinity is *hard*: Ray 2.60 does not honour a soft one for 0-CPU actors, nor spread them (measured on a
+    3-node cluster: with a soft affinity 2 of 3 landed elsewhere; with SPREAD all four parts of a run once
+    landed on one node). Hard costs nothing where the shard shares its fate with its owner (a trainer's shards:
+    a lost node takes both, and the restarted worker group starts them anew next to its new trainers); other
+    owners place shards again after a lost node (``ripple.infer.embed``)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    # not here: SPREAD over the nodes (a 0-CPU actor would otherwise be packed onto one node, with its memory)
-    opts = dict(name=shard_name(key, part), namespace=NAMESPACE, get_if_exists=True, num_cpus=0,
-                max_restarts=max_restarts, max_task_retries=max_restarts, scheduling_strategy="SPREAD")
-    if here:
-        # hard affinity: Ray 2.60 does not honour a soft one for 0-CPU actors (measured on a 3-node cluster: 2 of 3
-        # landed elsewhere). Hard costs nothing here: a trainer's shards share its fate (it owns them), so a lost
-        # node takes both, and the restarted worker group starts them anew next to its new trainers.
-        opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
-                                                                     soft=False)
-    return ray.remote(GraphShard).options(**opts).remote(meta.url, meta.options, part)
+    node = node or ray.get_runtime_context().get_node_id()
+    return ray.remote(GraphShard).options(
+        name=shard_name(key, part), namespace=NAMESPACE, get_if_exists=True, num_cpus=0, max_restarts=max_restarts,
+        max_task_retries=max_restarts, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+    ).remote(meta.url, meta.options, part)
+
+
+def alive_nodes() -> list[str]:
+    """Ids of the Ray nodes alive with CPUs (where shards and their workers can run), in a stable order."""
+    import ray
+
+    return sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0)
 
 
 def find_shards(meta: PartitionMeta, key: str, timeout_s: float = 600.0) -> tuple[list, list[str]]:
@@ -441,6 +450,24 @@ class ShardedGraph:
         """``cross_node`` when part ``part``'s actor runs on another Ray node than this process, else
         ``same_node``."""
         return "cross_node" if self.nodes[part] != self.here else "same_node"
+
+    @classmethod
+    def connect(cls, meta: PartitionMeta, key: str, owned: list[int]) -> "ShardedGraph":
+        """A Ray process's view of the shard actors started under ``key``: every part whose actor runs on this
+        process's node is mapped zero-copy from the node's object store (mapping costs no copy and no memory,
+        and its samples then cost no actor round trip), the others are reached through their actors. ``owned``
+        parts are mapped wherever their actors run: a trainer's own users come from them (an actor found on
+        another node, one left from before a restart, is copied over, with a warning)."""
+        import ray
+
+        actors, nodes = find_shards(meta, key)
+        here = ray.get_runtime_context().get_node_id()
+        colocated = [p for p in range(meta.num_parts) if nodes[p] == here]
+        strays = [p for p in owned if nodes[p] != here]
+        if strays:
+            log.warning("parts %s run on other nodes (%s): copied into this node's object store",
+                        strays, [nodes[p] for p in strays])
+        return cls(meta, actors, sorted({*owned, *colocated}), nodes=nodes, here=here)
 
     @classmethod
     def in_process(cls, meta: PartitionMeta, parts: list[int] | None = None) -> "ShardedGraph":

@@ -31,8 +31,8 @@ from ripple.data.dataset import Dataset
 from ripple.data.graph import load_local_graph
 from ripple.data.storage import PartInfo, begin, commit, write_part
 from ripple.graph.access import ShardedAccess, open_access
-from ripple.graph.shards import (PartitionMeta, ShardedGraph, Traffic, _tensor, find_shards, group_by_part,
-                                 release_memory, start_shard)
+from ripple.graph.shards import (PartitionMeta, ShardedGraph, Traffic, _tensor, alive_nodes, find_shards,
+                                 group_by_part, release_memory, start_shard)
 from ripple.models import layerwise as LW
 from ripple.models.gnn import build_model
 from ripple.models.layerwise import LayerwiseGraph, infer_local
@@ -127,10 +127,11 @@ def write_embeddings(cfg, checkpoint, num_parts: int | None = None,
 
 
 def _embed_shards(cfg: RippleConfig, state_ref, on_layer=None) -> tuple[list[PartInfo], dict, int]:
-    """Embed a partitioned graph part by part, next to shard actors started for it and spread over the nodes.
-    A process or node lost on the way (a worker, a shard actor, the objects on a lost node) costs a fresh pass,
-    up to ``scaling.shard_max_restarts`` times: the shard actors restart on the nodes left and reload their parts
-    from storage, and every part is computed and written again (nothing is committed until every part is).
+    """Embed a partitioned graph part by part, next to shard actors started for it round-robin over the nodes
+    alive (the parts' memory spread as the trainers' is). A process or node lost on the way (a worker, a shard
+    actor, the objects on a lost node) costs a fresh pass, up to ``scaling.shard_max_restarts`` times: the shard
+    actors are started again over the nodes left and reload their parts from storage, and every part is computed
+    and written again (nothing is committed until every part is).
     Returns the parts written, the traffic of the pass that succeeded and the number of passes."""
     import uuid
 
@@ -138,31 +139,33 @@ def _embed_shards(cfg: RippleConfig, state_ref, on_layer=None) -> tuple[list[Par
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     meta = PartitionMeta.open(cfg.data, cfg.storage)
-    key = f"embed-{uuid.uuid4().hex[:8]}"
-    # SPREAD: the parts' memory over every node, as the trainers' shards are
-    actors = [start_shard(meta, key, p, max_restarts=cfg.scaling.shard_max_restarts, here=False)
-              for p in range(meta.num_parts)]
-    try:
-        for attempt in range(cfg.scaling.shard_max_restarts + 1):
-            try:
-                _, nodes = find_shards(meta, key)
-                if cfg.inference.mode == "layerwise":
-                    hook = (lambda layer, a=attempt: on_layer(layer, a)) if on_layer else None
-                    return (*_layerwise_phases(cfg, state_ref, key, nodes, hook), attempt + 1)
-                task = ray.remote(**_task_resources(cfg))(infer_part)
-                return ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[p], soft=False))
-                                .remote(cfg, state_ref, p, meta.num_parts, key) for p in range(meta.num_parts)]), \
-                    {}, attempt + 1
-            except Exception as e:  # noqa: BLE001 — only a lost process is retried; anything else is raised
-                if not is_lost_process(e) or attempt == cfg.scaling.shard_max_restarts:
-                    raise
-                log.warning("embedding lost a process or node (%s: %s); again from layer 0 on the nodes left "
-                            "(attempt %d of %d)", type(e).__name__, str(e).splitlines()[0] if str(e) else "",
-                            attempt + 2, cfg.scaling.shard_max_restarts + 1)
-        raise AssertionError("unreachable")
-    finally:
-        for a in actors:
-            ray.kill(a)
+    run = uuid.uuid4().hex[:8]
+    for attempt in range(cfg.scaling.shard_max_restarts + 1):
+        key, hosts = f"embed-{run}-{attempt}", alive_nodes()
+        if not hosts:
+            raise RuntimeError("no Ray node with CPUs is alive to embed on; add a worker node (or give the head "
+                               "CPUs) and rerun")
+        actors = [start_shard(meta, key, p, max_restarts=cfg.scaling.shard_max_restarts, node=hosts[p % len(hosts)])
+                  for p in range(meta.num_parts)]
+        try:
+            _, nodes = find_shards(meta, key)
+            if cfg.inference.mode == "layerwise":
+                hook = (lambda layer, a=attempt: on_layer(layer, a)) if on_layer else None
+                return (*_layerwise_phases(cfg, state_ref, key, nodes, hook), attempt + 1)
+            task = ray.remote(**_task_resources(cfg))(infer_part)
+            return ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[p], soft=False))
+                            .remote(cfg, state_ref, p, meta.num_parts, key) for p in range(meta.num_parts)]), \
+                {}, attempt + 1
+        except Exception as e:  # noqa: BLE001 — only a lost process is retried; anything else is raised
+            if not is_lost_process(e) or attempt == cfg.scaling.shard_max_restarts:
+                raise
+            log.warning("embedding lost a process or node (%s: %s); again from layer 0 on the nodes left "
+                        "(attempt %d of %d)", type(e).__name__, str(e).splitlines()[0] if str(e) else "",
+                        attempt + 2, cfg.scaling.shard_max_restarts + 1)
+        finally:
+            for a in actors:
+                ray.kill(a)
+    raise AssertionError("unreachable")
 
 
 def _largest_node_cpus() -> float:

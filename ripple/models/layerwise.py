@@ -81,22 +81,30 @@ def input_states(model: InfluenceGNN, g: LayerwiseGraph, chunk_rows: int = 1 << 
     return out
 
 
-def _source_states(g: LayerwiseGraph, xl_own: Tensor, src_t: str, rows: Tensor, gather: Gather, project
-                   ) -> tuple[Tensor, Tensor]:
-    """Projected source states of one chunk of edges, one row per edge, and which edges start at own nodes.
+class _ChunkSources:
+    """The sources of one chunk of edges: which start at own nodes, and the previous-layer states of the chunk's
+    distinct other sources, gathered (``gather``) once for every projection the layer applies to them (GATv2's
+    ``lin_l`` and the sum channel's), so a halo row crosses processes once per chunk, not once per projection.
+    Memory follows the chunk, not the partition's whole halo.
+    Shapes: rows [E_c] global indices; own [E_c] bool; halo states [n_halo, hidden]."""
 
-    Own sources index ``xl_own``; the chunk's distinct other sources are gathered (``gather``) and projected
-    (``project``) here, so memory follows the chunk, not the partition's whole halo.
-    Shapes: xl_own [n_own, H*C]; rows [E_c] global indices -> (x_j [E_c, H*C], own [E_c] bool)."""
-    local = rows - g.node_offset[src_t]
-    own = (local >= 0) & (local < g.num_own(src_t))
-    if bool(own.all()):
-        return xl_own[local], own
-    x_j = xl_own.new_empty(len(rows), xl_own.size(1))
-    x_j[own] = xl_own[local[own]]
-    halo, inv = torch.unique(rows[~own], return_inverse=True)
-    x_j[~own] = project(gather(src_t, halo.long()))[inv]
-    return x_j, own
+    def __init__(self, g: LayerwiseGraph, src_t: str, rows: Tensor, gather: Gather):
+        self.local = rows - g.node_offset[src_t]
+        self.own = (self.local >= 0) & (self.local < g.num_own(src_t))
+        self.all_own = bool(self.own.all())
+        if not self.all_own:
+            halo, self.inv = torch.unique(rows[~self.own], return_inverse=True)
+            self.halo_states = gather(src_t, halo.long())
+
+    def per_edge(self, projected_own: Tensor, project) -> Tensor:
+        """One row per edge: own sources from ``projected_own``, the others' states projected here.
+        Shapes: projected_own [n_own, K] -> [E_c, K]."""
+        if self.all_own:
+            return projected_own[self.local]
+        out = projected_own.new_empty(len(self.local), projected_own.size(1))
+        out[self.own] = projected_own[self.local[self.own]]
+        out[~self.own] = project(self.halo_states)[self.inv]
+        return out
 
 
 def _gatv2(conv, x_j: Tensor, x_i: Tensor, dst: Tensor, edge_attr: Tensor | None, n_dst: int) -> Tensor:
@@ -155,7 +163,8 @@ def layer_states(model: InfluenceGNN, g: LayerwiseGraph, layer: int, h_prev: dic
             b = max(a + 1, int(torch.searchsorted(colptr, colptr[a] + chunk_edges, right=True)) - 1)
             b = min(b, n_dst)
             e0, e1 = int(colptr[a]), int(colptr[b])
-            x_j, own = _source_states(g, xl_own, src_t, row[e0:e1], gather, conv.lin_l)
+            sources = _ChunkSources(g, src_t, row[e0:e1], gather)
+            x_j, own = sources.per_edge(xl_own, conv.lin_l), sources.own
             dst = torch.repeat_interleave(torch.arange(b - a, device=dev), deg[a:b])
             ea = attr[e0:e1] if attr is not None else None
             if conv.add_self_loops:  # PyG: drop existing self-loops, add one per destination (mean in-edge feature)
@@ -173,7 +182,7 @@ def layer_states(model: InfluenceGNN, g: LayerwiseGraph, layer: int, h_prev: dic
                 dst = torch.cat([dst, torch.arange(b - a, device=dev)])
             acc[a:b] += _gatv2(conv, x_j, conv.lin_r(h_prev[dst_t][a:b]), dst, ea, b - a)
             if sums is not None:
-                a_j, _ = _source_states(g, a_own, src_t, row[e0:e1], gather, sums.src)
+                a_j = sources.per_edge(a_own, sums.src)
                 dst_all = torch.repeat_interleave(torch.arange(b - a, device=dev), deg[a:b])
                 acc[a:b] += sums(a_j, sums.dst(h_prev[dst_t][a:b]), dst_all,
                                  g.edge_attr[et][e0:e1] if sums.edge is not None else None,

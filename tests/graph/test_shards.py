@@ -46,7 +46,7 @@ def cluster(ray_cluster, tmp_path_factory):
     meta = PartitionMeta.open(parts)
     key = shard_key(parts, f"test-{uuid.uuid4().hex[:8]}")
     # the creating handles stay referenced for the module: an unreferenced actor is destroyed, even a named one
-    owned = [start_shard(meta, key, p, here=True) for p in range(P)]
+    owned = [start_shard(meta, key, p) for p in range(P)]
     actors, _ = find_shards(meta, key, timeout_s=120)
     graph = ShardedGraph(meta, actors, local_parts=[0])
     reference = ShardedGraph.in_process(meta)  # every part loaded here, no Ray

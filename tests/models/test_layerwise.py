@@ -107,8 +107,11 @@ def test_two_partitions_exchanging_states_equal_the_whole_graph(variant):
     parts = [_split(LayerwiseGraph.from_local(g), cut, p) for p in (0, 1)]
     h = [input_states(model, p) for p in parts]
     users = [[hp["user"]] for hp in h]
+    requested = []  # every gathered id list: a halo row crosses processes once per chunk, whatever reads it
     for layer in range(len(model.convs)):
         def gather(t, glob, prev=h):
+            requested.append(glob)
+            assert len(torch.unique(glob)) == len(glob)
             rows = torch.empty(len(glob), model.cfg.hidden)
             for q, part in enumerate(parts):
                 local = glob - part.node_offset[t]
@@ -123,6 +126,23 @@ def test_two_partitions_exchanging_states_equal_the_whole_graph(variant):
     emb = torch.cat([hq["user"] for hq in h])
     torch.testing.assert_close(pred, whole[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(emb, whole[1], atol=1e-5, rtol=1e-5)
+    # one gather per (relation, destination chunk) with other parts' sources: the sum channel reads the rows
+    # GATv2 gathered, rather than requesting them again
+    chunks_with_halo = 0
+    for q, part in enumerate(parts):
+        for layer in range(len(model.convs)):
+            for et in model.convs[layer].convs.keys():
+                if et[2] not in model.norms[layer]:
+                    continue
+                colptr, row = part.colptr[et], part.row[et]
+                local = row - part.node_offset[et[0]]
+                other = (local < 0) | (local >= part.num_own(et[0]))
+                a, n = 0, part.num_own(et[2])
+                while a < n:  # the chunking of layer_states (chunk_edges=4)
+                    b = min(n, max(a + 1, int(torch.searchsorted(colptr, colptr[a] + 4, right=True)) - 1))
+                    chunks_with_halo += bool(other[int(colptr[a]):int(colptr[b])].any())
+                    a = b
+    assert len(requested) == chunks_with_halo > 0
 
 
 def test_a_part_without_its_neighbours_states_says_so():

@@ -83,15 +83,9 @@ def test_lost_ranks_tells_a_lost_process_from_an_error_of_the_training_code():
 
 
 def _train_with_kill(cfg):
-    killer = WorkerKiller(join(cfg.storage_path, cfg.run_name))
-    killer.start()
-    try:
+    with WorkerKiller(join(cfg.storage_path, cfg.run_name)) as killer:
         metrics = pipeline.train(cfg)
-    finally:
-        killer.stop.set()
-        killer.join()
-    assert killer.error is None, killer.error
-    assert killer.done is not None, "no Ray Train worker was killed: the run ended first"
+    killer.check("no Ray Train worker was killed")
     return metrics, killer
 
 
@@ -150,15 +144,10 @@ def test_killed_train_worker_without_failure_budget_fails_with_exit_1(ray_cluste
     config = tmp_path / "small.yaml"
     config.write_text("model: {hidden: 32, heads: 2}\nsampling: {batch_size: 64, fanouts: [5, 5]}\n"
                       "train: {patience: 0}\n")
-    killer = WorkerKiller(join(runs, "nobudget"))
-    killer.start()
-    try:
+    with WorkerKiller(join(runs, "nobudget")) as killer:
         code = main(["train", "--config", str(config), "--data", data, "--storage-path", runs, "--run-name",
                      "nobudget", "--num-workers", "2", "--max-failures", "0", "--epochs", str(EPOCHS)])
-    finally:
-        killer.stop.set()
-        killer.join()
-    assert killer.done is not None, "no Ray Train worker was killed: the run ended first"
+    killer.check("no Ray Train worker was killed")
     assert code == EXIT_RUNTIME
     err = capsys.readouterr().err
     print("\n" + next(line for line in err.splitlines() if line.startswith("error:")))
