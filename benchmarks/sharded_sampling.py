@@ -4,9 +4,11 @@ Side by side in one run, same graph, same fanouts, same seed batches:
   * ``pyg_whole``: PyG's ``NeighborSampler`` (pyg-lib or torch-sparse kernels) over the whole graph in this
     process: the single-machine reference;
   * ``native_whole``: ripple's native sampler over the whole graph in this process;
-  * ``distributed_P``: ``DistributedNeighborSampler`` as a trainer runs it: this process maps part 0 (its own
-    part, zero-copy from its GraphShard actor), the other P - 1 parts are GraphShard actors on the local Ray
-    cluster, and seeds are part 0's users.
+  * ``distributed_P``: ``DistributedNeighborSampler`` as a trainer runs it (``ShardedGraph.connect``): P GraphShard
+    actors on the local one-node Ray cluster, this process owning part 0 (its seeds are part 0's users) and
+    mapping zero-copy every part whose actor is on its node: here all of them, so no sample or feature row
+    costs an actor round trip. ``--own-only`` maps part 0 alone and reaches the others through their actors (the
+    trainer before co-located parts were mapped; what parts on other nodes cost, less the network).
 Each mode also runs whole ``NodeLoader`` batches (sampling + feature and edge-feature joins), the number the
 training loop sees. Results: ``benchmarks/results/sharded_sampling.json`` and ``.png``.
 
@@ -59,6 +61,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="measured rounds, modes interleaved; medians reported")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--parts", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--own-only", action="store_true", help="map part 0 only; the other parts through their actors")
+    ap.add_argument("--tag", default="", help="suffix of the results' file names")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -87,7 +91,7 @@ def main() -> None:
     num_nodes = {t: graph.num_nodes(t) for t in S.NODE_TYPES}
     backend = backends.select("auto")
     rng = np.random.default_rng(0)
-    results: dict = {"modes": {}, "config": {"users": args.users, "edges": int(sum(len(r) for _, r in graph.csc.values())),
+    results: dict = {"modes": {}, "config": {"own_only": args.own_only, "users": args.users, "edges": int(sum(len(r) for _, r in graph.csc.values())),
                                              "fanouts": scfg.fanouts, "batch_size": args.batch_size,
                                              "batches": args.batches, "pyg_backend": backend,
                                              "cpu": platform.processor() or platform.machine(),
@@ -111,7 +115,8 @@ def main() -> None:
         meta = PartitionMeta.open(parts)
         key = f"bench-{P}"
         keep += [start_shard(meta, key, p) for p in range(P)]
-        sg = ShardedGraph(meta, find_shards(meta, key), local_parts=[0])
+        sg = (ShardedGraph(meta, find_shards(meta, key)[0], local_parts=[0]) if args.own_only else
+              ShardedGraph.connect(meta, key, [0]))
         sfs, sgs = ShardedFeatureStore(sg), ShardedGraphStore(meta)
         sampler = DistributedNeighborSampler(sg, scfg.num_neighbors(meta.edge_types), seed=0)
         pool = np.arange(meta.manifest["node_counts"]["user"][0])  # part 0's users: a trainer's own seeds
@@ -120,7 +125,8 @@ def main() -> None:
                                      lambda s, bs, sfs=sfs, sgs=sgs, sampler=sampler:
                                      make_loader(sfs, sgs, sampler, s, bs, sfs), pool)
         extra[f"distributed_{P}"] = {"graph": sg, "edge_cut_follows": m["edge_cut"]["follows"],
-                                     "trainer_resident_bytes": sg.resident_bytes()}
+                                     "mapped_parts": sorted(sg.local),
+                                     "trainer_resident_bytes": sg.local[0].resident_bytes()}
 
     n_batches = min(args.batches, len(own0) // args.batch_size)
     runs: dict[str, dict[str, list]] = {name: {"sampler": [], "loader": []} for name in modes}
@@ -157,9 +163,10 @@ def main() -> None:
         r["loader_ratio_vs_pyg"] = r["loader"]["edges_per_s"] / ref["loader"]["edges_per_s"]
     results["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "sharded_sampling.json"), "w") as f:
+    stem = os.path.join(args.out, "sharded_sampling" + (f"_{args.tag}" if args.tag else ""))
+    with open(stem + ".json", "w") as f:
         json.dump(results, f, indent=2)
-    _plot(results, os.path.join(args.out, "sharded_sampling.png"))
+    _plot(results, stem + ".png")
     for name, r in results["modes"].items():
         print(f"{name:16s} sampler {r['sampler']['edges_per_s']:>10.0f} edges/s ({r['sampler_ratio_vs_pyg']:.2f}x pyg)"
               f"  loader {r['loader']['edges_per_s']:>10.0f} edges/s ({r['loader_ratio_vs_pyg']:.2f}x)")

@@ -2,7 +2,7 @@
 
 Each hop groups the frontier of every relation by the part that owns the destination node and makes one
 batched call per part (``ShardedGraph.sample``: remote parts concurrently, local parts in-process). The shards
-run ripple's exact without-replacement CSC sampler (``ripple.sampling.native.sample_csc``) on their own edges,
+run ripple's exact without-replacement CSC sampler (``ripple.sampling.native.sample_segments``) on their own edges,
 so the semantics are NeighborLoader's: per-hop, per-relation fanouts, seeds first, nodes appended in order of
 first appearance, sampled edges reported by global edge id (for the edge-feature join).
 
@@ -59,6 +59,15 @@ class _BatchNodes:
             self.nodes.append(new)
         return loc[inv], new
 
+    def add_seeds(self, seeds: Tensor) -> None:
+        """The batch's seeds, every position kept as PyG keeps them (``n_id[:batch_size]`` is the input, repeats
+        included): seed i is local id i; a global id seeded twice maps to its first position."""
+        self.keys, inv = torch.unique(seeds, return_inverse=True)
+        self.vals = torch.full((len(self.keys),), len(seeds), dtype=torch.long)
+        self.vals.scatter_reduce_(0, inv, torch.arange(len(seeds)), reduce="amin")
+        self.count = len(seeds)
+        self.nodes.append(seeds)
+
     def finish(self) -> Tensor:
         return torch.cat(self.nodes) if self.nodes else torch.empty(0, dtype=torch.long)
 
@@ -101,11 +110,13 @@ class DistributedNeighborSampler(BaseSampler):
         """Shapes: seeds [B] global ids -> node dict (global ids), row/col (batch-local), edge (global edge ids)."""
         types = {t for et in self.num_neighbors for t in (et[0], et[2])} | {input_type}
         sets = {t: _BatchNodes() for t in types}
-        _, new = sets[input_type].add(seeds.long())
-        # a frontier's nodes were appended together, so frontier[t][i] has batch-local id base[t] + i
-        frontier, base = {input_type: new}, {input_type: 0}
+        seeds = seeds.long()
+        sets[input_type].add_seeds(seeds)
+        # a frontier's nodes were appended together, so frontier[t][i] has batch-local id base[t] + i (a repeated
+        # seed is sampled at each of its positions, as PyG does)
+        frontier, base = {input_type: seeds}, {input_type: 0}
         num_sampled_nodes = {t: [0] * (self.num_hops + 1) for t in types}
-        num_sampled_nodes[input_type][0] = len(new)
+        num_sampled_nodes[input_type][0] = len(seeds)
         num_sampled_edges = {et: [] for et in self.num_neighbors}
         rows, cols, edges, attrs = {}, {}, {}, {}
         self.last_calls = {}
@@ -155,8 +166,14 @@ class DistributedNeighborSampler(BaseSampler):
             for t, v in frontier.items():
                 num_sampled_nodes[t][hop + 1] = len(v)
         node = {t: s.finish() for t, s in sets.items()}
-        cat = lambda d: {k: torch.cat(v) for k, v in d.items()}  # noqa: E731
+        # every relation, as PyG's samplers return them: one with nothing to sample has empty tensors (and empty
+        # edge features where the relation has them)
+        empty = torch.empty(0, dtype=torch.long)
+        cat = lambda d: {et: torch.cat(d[et]) if et in d else empty for et in self.num_neighbors}  # noqa: E731
+        dims = self.graph.meta.edge_dims
+        attr = {et: torch.cat(attrs[et]) if et in attrs else torch.empty(0, dims[et])
+                for et in self.num_neighbors if et in attrs or et in dims}
         return HeteroSamplerOutput(node=node, row=cat(rows), col=cat(cols), edge=cat(edges), batch=None,
                                    num_sampled_nodes=num_sampled_nodes, num_sampled_edges=num_sampled_edges,
-                                   metadata=cat(attrs))
+                                   metadata=attr)
 

@@ -12,7 +12,7 @@ also without a sort, so a hop costs O(sampled edges) and the same code runs as a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -115,6 +115,16 @@ class _NodeSet:
         self.nodes.append(new)
         return self.assoc[glob], new
 
+    def add_seeds(self, seeds: Tensor) -> None:
+        """The batch's seeds, every position kept as PyG keeps them (``n_id[:batch_size]`` is the input, repeats
+        included): seed i is local id i; a global id seeded twice maps to its first position."""
+        pos = torch.arange(len(seeds), device=seeds.device)
+        self.first.scatter_reduce_(0, seeds, pos, reduce="amin")
+        self.assoc[seeds] = self.first[seeds]
+        self.first[seeds] = _NO_POS
+        self.count = len(seeds)
+        self.nodes.append(seeds)
+
     def finish(self) -> Tensor:
         out = torch.cat(self.nodes) if self.nodes else torch.empty(0, dtype=torch.long, device=self.assoc.device)
         self.assoc[out] = -1  # reset only touched entries; the table is reused across batches
@@ -126,17 +136,20 @@ _NO_POS = torch.iinfo(torch.long).max
 
 @dataclass
 class CSCGraph:
-    """Per relation (colptr, row) tensors and node counts, on the sampling device."""
+    """Per relation (colptr, row) tensors and node counts, on the sampling device. ``perm[et]``: the store's edge
+    id of each CSC position, where the store was not already sorted by destination (``GraphStore.csc()``'s third
+    output); the sampler hands it to ``NodeLoader`` as ``edge_permutation``, as PyG's own sampler does."""
 
     colptr: dict[EdgeType, Tensor]
     row: dict[EdgeType, Tensor]
     num_nodes: dict[str, int]
+    perm: dict[EdgeType, Tensor] = field(default_factory=dict)
 
     @classmethod
     def from_graph_store(cls, graph_store, num_nodes: dict[str, int], device="cpu") -> "CSCGraph":
-        row, col, _ = graph_store.csc()
+        row, col, perm = graph_store.csc()
         return cls({k: v.to(device) for k, v in col.items()}, {k: v.to(device) for k, v in row.items()},
-                   dict(num_nodes))
+                   dict(num_nodes), {k: v.to(device) for k, v in (perm or {}).items() if v is not None})
 
 
 class NativeNeighborSampler(BaseSampler):
@@ -158,6 +171,39 @@ class NativeNeighborSampler(BaseSampler):
             self.generator.manual_seed(seed)
         self._sets = {t: _NodeSet(n, self.device) for t, n in graph.num_nodes.items()}
 
+    def _hop(self, hop: int, frontier: dict[str, Tensor], frontier_local: dict[str, Tensor]
+             ) -> dict[EdgeType, tuple[Tensor, Tensor]]:
+        """One hop for every relation at once: the frontiers' CSC segments of all relations go through one
+        ``sample_segments`` draw, so the per-kernel cost of a hop is paid once, not once per relation.
+        Returns, per relation with something sampled: (batch-local destination [S], CSC edge position [S]).
+        Shapes: frontier[t] [F_t] global ids, frontier_local[t] [F_t] their batch-local ids."""
+        active = [(et, fanouts[hop]) for et, fanouts in self.num_neighbors.items()
+                  if hop < len(fanouts) and len(frontier.get(et[2], ())) and et in self.graph.colptr]
+        if not active:
+            return {}
+        starts, degs, fans = [], [], []
+        for et, fanout in active:
+            f, colptr = frontier[et[2]], self.graph.colptr[et]
+            starts.append(colptr[f])
+            degs.append(colptr[f + 1] - starts[-1])
+            fans.append(torch.full((len(f),), int(fanout), dtype=torch.long, device=self.device))
+        owner, offset = sample_segments(torch.cat(degs), torch.cat(fans), self.generator)
+        sizes = [len(d) for d in degs]
+        bounds = torch.tensor([0, *sizes], device=self.device).cumsum(0)
+        cut = torch.searchsorted(owner, bounds).tolist()  # owners are grouped, in segment order
+        out = {}
+        for i, (et, _) in enumerate(active):
+            own = owner[cut[i]:cut[i + 1]] - bounds[i]
+            out[et] = (frontier_local[et[2]][own], starts[i][own] + offset[cut[i]:cut[i + 1]])
+        return out
+
+    @property
+    def edge_permutation(self) -> dict[EdgeType, Tensor] | None:
+        """CSC position -> the store's edge id, per relation whose store was not sorted by destination: ``edge``
+        holds CSC positions, and ``NodeLoader`` maps them through this to ``e_id`` (PyG's ``BaseSampler``
+        contract), so edge features join the edges they belong to."""
+        return self.graph.perm or None
+
     def sample_from_nodes(self, index: NodeSamplerInput, **kwargs) -> HeteroSamplerOutput:
         seeds = index.node.to(self.device)
         out = self.sample(index.input_type, seeds)
@@ -169,33 +215,37 @@ class NativeNeighborSampler(BaseSampler):
                         "prediction is not part of this sampler")
 
     def sample(self, input_type: str, seeds: Tensor) -> HeteroSamplerOutput:
-        """Shapes: seeds [B] global ids of ``input_type`` -> node dict of global ids, row/col local, edge CSC ids."""
+        """Shapes: seeds [B] global ids of ``input_type`` -> node dict of global ids (seeds first, at every position),
+        row/col local, edge CSC positions (``edge_permutation`` maps them to the store's edge ids)."""
         sets = self._sets
         for s in sets.values():
             s.nodes, s.count = [], 0
-        _, new = sets[input_type].add(seeds)
-        frontier = {input_type: new}
+        sets[input_type].add_seeds(seeds)
+        # a frontier's nodes and their batch-local ids (a repeated seed is sampled at each of its positions)
+        frontier = {input_type: seeds}
+        frontier_local = {input_type: torch.arange(len(seeds), device=self.device)}
         num_sampled_nodes = {t: [0] * (self.num_hops + 1) for t in sets}
-        num_sampled_nodes[input_type][0] = len(new)
+        num_sampled_nodes[input_type][0] = len(seeds)
         rows, cols, edges = {}, {}, {}
         num_sampled_edges = {et: [] for et in self.num_neighbors}
         for hop in range(self.num_hops):
-            nxt: dict[str, list[Tensor]] = {}
-            for et, fanouts in self.num_neighbors.items():
-                src_t, _, dst_t = et
-                f = frontier.get(dst_t)
-                if hop >= len(fanouts) or f is None or len(f) == 0 or et not in self.graph.colptr:
-                    num_sampled_edges[et].append(0)
-                    continue
-                owner, e = sample_csc(self.graph.colptr[et], f, fanouts[hop], self.generator)
-                src_glob = self.graph.row[et][e]
-                src_loc, new = sets[src_t].add(src_glob)
-                nxt.setdefault(src_t, []).append(new)
-                rows.setdefault(et, []).append(src_loc)
-                cols.setdefault(et, []).append(sets[dst_t].assoc[f[owner]])
-                edges.setdefault(et, []).append(e)
-                num_sampled_edges[et].append(len(e))
-            frontier = {t: torch.cat(v) for t, v in nxt.items()}
+            hop_edges = self._hop(hop, frontier, frontier_local)
+            nxt: dict[str, Tensor] = {}
+            by_src: dict[str, list] = {}
+            for et, (owner, e) in hop_edges.items():
+                by_src.setdefault(et[0], []).append((et, owner, e, self.graph.row[et][e]))
+            for src_t, items in by_src.items():
+                # one lookup per source type, over its relations in order: the same first-appearance order as
+                # adding relation by relation, in one pass over the type's table
+                src_loc, nxt[src_t] = sets[src_t].add(torch.cat([it[3] for it in items]))
+                for (et, owner, e, _), loc in zip(items, torch.split(src_loc, [len(it[2]) for it in items])):
+                    rows.setdefault(et, []).append(loc)
+                    cols.setdefault(et, []).append(owner)
+                    edges.setdefault(et, []).append(e)
+            for et in self.num_neighbors:
+                num_sampled_edges[et].append(len(hop_edges[et][1]) if et in hop_edges else 0)
+            frontier = nxt
+            frontier_local = {t: sets[t].assoc[v] for t, v in frontier.items()}
             for t, v in frontier.items():
                 num_sampled_nodes[t][hop + 1] = len(v)
         node = {t: s.finish() for t, s in sets.items()}

@@ -197,6 +197,38 @@ def test_seeds_first_in_given_order(world, outputs):
             assert len(torch.unique(nodes)) == len(nodes), t
 
 
+def test_repeated_seeds_keep_every_position_each_sampled_as_pyg_does(world):
+    w = world
+    first = spread_seeds(w, 8, seed=5)
+    seeds = torch.cat([first, first[:3]])  # three users seeded twice
+    out = sampler_of(w, {FOL: [3, 2]}, seed=0).sample("user", seeds)
+    assert torch.equal(out.node["user"][:len(seeds)], seeds) and out.num_sampled_nodes["user"][0] == len(seeds)
+    rest = out.node["user"][len(seeds):].tolist()
+    assert len(set(rest)) == len(rest) and not set(rest) & set(seeds.tolist())
+    # hop 0: every position, the repeated ones included, has min(3, in-degree) in-edges of its own
+    col = out.col[FOL][:out.num_sampled_edges[FOL][0]]
+    got = np.bincount(col.numpy(), minlength=len(seeds))
+    assert np.array_equal(got, np.minimum(w.indeg[FOL][seeds.numpy()], 3))
+    assert got[8:].sum() > 0
+
+
+def test_every_relation_is_in_the_output_even_with_nothing_to_sample(world):
+    """PyG's contract: row/col/edge hold every relation of ``num_neighbors``, empty where nothing was sampled;
+    edge features too (``metadata``), [0, D]."""
+    into_content = ("user", "shared", "content")
+    nn = {FOL: [3], into_content: [2]}  # one hop from users: nothing is ever sampled into content
+    out = sampler_of(world, nn, seed=0).sample("user", spread_seeds(world, 16))
+    for d in (out.row, out.col, out.edge):
+        assert set(d) == set(nn) and d[into_content].numel() == 0 and d[into_content].dtype == torch.long
+    assert out.num_sampled_edges[into_content] == [0] and out.num_sampled_edges[FOL][0] > 0
+    dims = world.meta.edge_dims
+    assert out.metadata[FOL].shape == (len(out.edge[FOL]), dims[FOL])
+    assert set(out.metadata) == {et for et in nn if et in dims}
+    # a relation with edge features and nothing sampled (fanout 0): empty features of the right width
+    out = sampler_of(world, {FOL: [0], REV_MEMBER_OF: [2]}, seed=0).sample("user", spread_seeds(world, 16))
+    assert out.edge[FOL].numel() == 0 and out.metadata[FOL].shape == (0, dims[FOL])
+
+
 def test_same_seed_same_batches_different_seed_different(world):
     seeds = [spread_seeds(world, 48, seed=s) for s in (1, 2, 3)]
 

@@ -238,13 +238,16 @@ def hop_slices(counts: list[int]) -> list[slice]:
 
 def check_output(graph: CSCGraph, num_neighbors, seeds: torch.Tensor, out, input_type="user"):
     """All structural invariants of one HeteroSamplerOutput."""
-    uniq_seeds = list(dict.fromkeys(seeds.tolist()))
-    # seeds first, in input order, duplicates dropped
-    assert out.node[input_type][:len(uniq_seeds)].tolist() == uniq_seeds
+    B = len(seeds)
+    # seeds first, at every position of the input (PyG: n_id[:batch_size] is the input, repeats included)
+    assert out.node[input_type][:B].tolist() == seeds.tolist()
     for t, nodes in out.node.items():
-        assert len(set(nodes.tolist())) == len(nodes), f"{t}: a node appears twice"
+        rest = nodes[B:] if t == input_type else nodes
+        assert len(set(rest.tolist())) == len(rest), f"{t}: a sampled node appears twice"
+        if t == input_type:
+            assert not set(rest.tolist()) & set(seeds.tolist()), "a seed was added again as a sampled node"
         assert sum(out.num_sampled_nodes[t]) == len(nodes)
-    assert out.num_sampled_nodes[input_type][0] == len(uniq_seeds)
+    assert out.num_sampled_nodes[input_type][0] == B
     num_hops = max(len(v) for v in num_neighbors.values())
     node_hops = {t: hop_slices(c) for t, c in out.num_sampled_nodes.items()}
     for t, c in out.num_sampled_nodes.items():
@@ -264,18 +267,22 @@ def check_output(graph: CSCGraph, num_neighbors, seeds: torch.Tensor, out, input
         # the edge exists: its source is row[e] and e lies in the destination's CSC range
         assert torch.equal(src_glob, row[e])
         assert bool(((e >= colptr[dst_glob]) & (e < colptr[dst_glob + 1])).all())
-        # per hop: destinations are exactly that hop's frontier of dst_t, with min(fanout, deg) distinct edges
+        # per hop: destinations are exactly that hop's frontier of dst_t (by batch position: a repeated seed is
+        # sampled at each of its positions), with min(fanout, deg) distinct edges each
         for hop, sl in enumerate(hop_slices(out.num_sampled_edges[et])):
-            e_h, d_h = e[sl], dst_glob[sl]
-            frontier = out.node[dst_t][node_hops[dst_t][hop]]
+            e_h, d_h = e[sl], out.col[et][sl]
+            positions = node_hops[dst_t][hop]
+            frontier = out.node[dst_t][positions]
             fanout = num_neighbors[et][hop] if hop < len(num_neighbors[et]) else 0
             deg = colptr[frontier + 1] - colptr[frontier]
             want = deg if fanout < 0 else torch.clamp(deg, max=fanout)
             got = Counter(d_h.tolist())
-            assert set(got) <= set(frontier.tolist())
-            for node, w in zip(frontier.tolist(), want.tolist()):
-                assert got.get(node, 0) == w, (et, hop, node, got.get(node, 0), w)
-            assert len(set(e_h.tolist())) == len(e_h), "an edge was drawn twice"
+            local = range(positions.start, positions.stop)
+            assert set(got) <= set(local)
+            for pos, w in zip(local, want.tolist()):
+                assert got.get(pos, 0) == w, (et, hop, pos, got.get(pos, 0), w)
+                drawn = e_h[d_h == pos]
+                assert len(set(drawn.tolist())) == len(drawn), "an edge was drawn twice for one destination"
         # sampled sources of hop h that were not seen before are the hop-(h+1) frontier: check they were added
         # to the source type's node list no later than this hop
         src_local = out.row[et]
@@ -317,15 +324,36 @@ def test_sampler_fanout_caps_per_relation():
         assert out.num_sampled_edges[SHR][1] == 0  # no fanout for hop 2 of shared
 
 
-def test_sampler_seeds_first_and_duplicates_dropped():
+def test_sampler_keeps_every_seed_position_as_pyg_does():
     g = tiny_hetero()
-    nn = {FOL: [2], SHR: [1], REV: [1]}
+    nn = {FOL: [-1], SHR: [1], REV: [1]}
     seeds = torch.tensor([4, 0, 4, 5, 0])
     out = NativeNeighborSampler(g, nn, seed=0).sample("user", seeds)
     check_output(g, nn, seeds, out)
-    # the code keeps the first occurrence of every seed, in input order
-    assert out.node["user"][:3].tolist() == [4, 0, 5]
-    assert out.num_sampled_nodes["user"][0] == 3
+    assert out.node["user"][:5].tolist() == [4, 0, 4, 5, 0]
+    assert out.num_sampled_nodes["user"][0] == 5
+    # each copy of a repeated seed is a destination of its own: user 0's 5 followers twice, user 4's one twice
+    assert Counter(out.col[FOL][:out.num_sampled_edges[FOL][0]].tolist()) == {0: 1, 1: 5, 2: 1, 4: 5}
+
+
+def test_node_loader_with_repeated_input_nodes_keeps_them_all():
+    """The issue's repro: PyG's NodeLoader over the native sampler, input nodes [0, 0, 1]: ``n_id[:3]`` is the input."""
+    from torch_geometric.data import HeteroData
+    from torch_geometric.loader import NodeLoader
+
+    data = HeteroData()
+    data["u"].x = torch.arange(4, dtype=torch.float).view(-1, 1)
+    data["u", "to", "u"].edge_index = torch.tensor([[1, 2, 3, 0], [0, 0, 1, 2]])
+    et = ("u", "to", "u")
+    sampler = NativeNeighborSampler(CSCGraph.from_graph_store(data, {"u": 4}), {et: [-1]}, seed=0)
+    batch = next(iter(NodeLoader(data, node_sampler=sampler, input_nodes=("u", torch.tensor([0, 0, 1])),
+                                 batch_size=3)))
+    assert batch["u"].n_id[:3].tolist() == [0, 0, 1] and batch["u"].batch_size == 3
+    assert batch["u"].x[:3, 0].tolist() == [0.0, 0.0, 1.0]
+    # both copies of user 0 receive its two in-edges (from 1 and 2), the seed 1 its one (from 3)
+    src, dst = batch[et].edge_index
+    got = sorted(zip(batch["u"].n_id[src].tolist(), dst.tolist()))
+    assert got == [(1, 0), (1, 1), (2, 0), (2, 1), (3, 2)]
 
 
 def test_sampler_reused_across_batches():
@@ -436,6 +464,27 @@ def test_cscgraph_from_graph_store():
     g = CSCGraph.from_graph_store(gs, {"user": 3})
     assert torch.equal(g.colptr[FOL], colptr) and torch.equal(g.row[FOL], row)
     assert g.num_nodes == {"user": 3}
+    assert g.perm == {}  # already sorted by destination: no permutation
+
+
+def test_edge_features_follow_their_edges_when_the_store_is_not_sorted_by_destination():
+    """The issue's repro: a COO store whose edges are not in destination order. ``GraphStore.csc()`` sorts them and
+    returns the permutation; the sampler hands it to NodeLoader (``edge_permutation``), so ``e_id`` and the edge
+    features are the store's, not CSC positions."""
+    from torch_geometric.data import HeteroData
+    from torch_geometric.loader import NodeLoader
+
+    et = ("u", "to", "u")
+    data = HeteroData()
+    data["u"].x = torch.zeros(4, 1)
+    data[et].edge_index = torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0]])
+    data[et].edge_attr = torch.tensor([[10.0], [11.0], [12.0], [13.0]])
+    sampler = NativeNeighborSampler(CSCGraph.from_graph_store(data, {"u": 4}), {et: [-1]}, seed=0)
+    assert sampler.edge_permutation is not None
+    batch = next(iter(NodeLoader(data, node_sampler=sampler, input_nodes=("u", torch.tensor([3])), batch_size=1)))
+    src, dst = batch[et].edge_index
+    assert batch["u"].n_id[src].tolist() == [0] and batch["u"].n_id[dst].tolist() == [3]
+    assert batch[et].e_id.tolist() == [0] and batch[et].edge_attr.view(-1).tolist() == [10.0]  # 0->3 is edge 0
 
 
 # ----------------------------------------------------------------------------------------------- vs PyG
