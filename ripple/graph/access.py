@@ -30,7 +30,7 @@ from ripple.data.graph import LocalGraph, load_local_graph
 from ripple.graph.local import local_stores
 from ripple.graph.sharded_sampler import DistributedNeighborSampler
 from ripple.graph.shards import (PartitionMeta, ShardedFeatureStore, ShardedGraph, ShardedGraphStore, shard_key,
-                                 start_shard)
+                                 start_shard, this_node)
 from ripple.run import is_partitioned, run_dir
 from ripple.sampling import backends
 from ripple.sampling.loader import make_loader, make_sampler
@@ -128,13 +128,7 @@ class LocalAccess:
         return {}  # the whole graph is in this process: nothing moves
 
     def placement(self) -> dict:
-        return {"node": _this_node(), "whole_graph": True}
-
-
-def _this_node() -> str | None:
-    import ray
-
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+        return {"node": this_node(), "whole_graph": True}
 
 
 def parts_of_rank(num_parts: int, world_size: int, rank: int) -> list[int]:

@@ -337,11 +337,18 @@ def start_shard(meta: PartitionMeta, key: str, part: int, max_restarts: int = 3,
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    node = node or ray.get_runtime_context().get_node_id()
+    node = node or this_node()
     return ray.remote(GraphShard).options(
         name=shard_name(key, part), namespace=NAMESPACE, get_if_exists=True, num_cpus=0, max_restarts=max_restarts,
         max_task_retries=max_restarts, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
     ).remote(meta.url, meta.options, part)
+
+
+def this_node() -> str | None:
+    """This process's Ray node id (None outside Ray)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
 def alive_nodes() -> list[str]:
@@ -444,7 +451,11 @@ class ShardedGraph:
                 self.local[p] = ShardData(meta, p, ray.get(ref))
         self.offsets = {t: meta.offsets(t) for t in S.NODE_TYPES}
         self.edge_offsets = {et: meta.edge_offsets(et) for et in meta.edge_types}
-        self.remote_calls = 0
+
+    @property
+    def remote_calls(self) -> int:
+        """Calls made to shard actors so far (on this node or another), from the traffic counts."""
+        return sum(v for (_, _, name), v in self.traffic.counts.items() if name == "calls")
 
     def where(self, part: int) -> str:
         """``cross_node`` when part ``part``'s actor runs on another Ray node than this process, else
@@ -458,10 +469,8 @@ class ShardedGraph:
         and its samples then cost no actor round trip), the others are reached through their actors. ``owned``
         parts are mapped wherever their actors run: a trainer's own users come from them (an actor found on
         another node, one left from before a restart, is copied over, with a warning)."""
-        import ray
-
         actors, nodes = find_shards(meta, key)
-        here = ray.get_runtime_context().get_node_id()
+        here = this_node()
         colocated = [p for p in range(meta.num_parts) if nodes[p] == here]
         strays = [p for p in owned if nodes[p] != here]
         if strays:
@@ -484,7 +493,6 @@ class ShardedGraph:
 
         futures = {p: getattr(self.actors[p], method).remote(*args) for p, args in by_part.items()
                    if p not in self.local}
-        self.remote_calls += len(futures)
         out = {p: getattr(self.local[p], method)(*args) for p, args in by_part.items() if p in self.local}
         if futures:
             replies = dict(zip(futures, ray.get(list(futures.values()))))

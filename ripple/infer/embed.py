@@ -198,14 +198,11 @@ class LayerwiseWorker:
     process ever holds every part's states."""
 
     def __init__(self, cfg: RippleConfig, state: dict, key: str, parts: list[int]):
-        import ray
-
         self.cfg = cfg
         _, self.model = _task_setup(cfg, state, on_device=False)
         self.meta = PartitionMeta.open(cfg.data, cfg.storage)
-        actors, nodes = find_shards(self.meta, key)
-        self.graph = ShardedGraph(self.meta, actors, local_parts=parts, nodes=nodes,
-                                  here=ray.get_runtime_context().get_node_id())
+        # its parts, and any other on this node, mapped zero-copy: halo rows of co-located parts cost no call
+        self.graph = ShardedGraph.connect(self.meta, key, parts)
         self.lw = {p: self.graph.local[p].layerwise() for p in parts}
         self.offsets = {t: self.meta.offsets(t) for t in S.NODE_TYPES}
 
