@@ -42,7 +42,7 @@ def main() -> None:
         if not os.path.exists(os.path.join(data, "manifest.json")):
             r = run_stage(["generate", data, "--users", str(users), "--avg-follows", str(args.avg_follows)],
                           args.interval, os.path.join(work, "generate.log"))
-            gen_s, gen_pss = r["end"] - r["start"], _window(r["samples"], 0, 1e18)
+            gen_s, gen_pss = r["end"] - r["start"], _window(r)["peak_pss_bytes"]
         with open(os.path.join(data, "manifest.json")) as f:
             m = json.load(f)
         hist, table_rows = m["history"], m["rows"]
@@ -58,7 +58,7 @@ def main() -> None:
             edges = sum(table_rows[t] for t in ("follows", "shared", "created", "member_of", "reply_to"))
             row = {"users": users, "follows": table_rows["follows"], "edges": edges, "content": table_rows["content"],
                    "shared": table_rows["shared"], "chunk_rows": chunk, "generate_s": gen_s, "generate_peak_pss_bytes": gen_pss,
-                   "labels_s": r["end"] - r["start"], "peak_pss_bytes": _window(r["samples"], 0, 1e18),
+                   "labels_s": r["end"] - r["start"], "peak_pss_bytes": _window(r)["peak_pss_bytes"],
                    "labelled_users": lm["labels"]["labelled_users"], "window_posts": lm["labels"]["window_posts"],
                    "past_rows": lm["rows"]}
             row["pss_bytes_per_edge"] = row["peak_pss_bytes"] / edges

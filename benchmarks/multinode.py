@@ -23,51 +23,10 @@ import argparse
 import json
 import logging
 import os
-import threading
 import time
 
 import numpy as np
-import psutil
-
-
-class NodeMemory:
-    """Samples, per Ray node, the summed PSS of its raylet and the raylet's descendants (every worker process of
-    the node) in a background thread; ``peak(a, b)`` per node between two times."""
-
-    def __init__(self, raylet_pids: dict[str, int], interval: float = 1.0):
-        self.pids, self.interval = raylet_pids, interval
-        self.samples: list[tuple[float, dict[str, int]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    @staticmethod
-    def _pss(pid: int) -> int:
-        try:
-            root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0
-        total = 0
-        for p in procs:
-            try:
-                total += p.memory_full_info().pss
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-        return total
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.samples.append((time.time(), {n: self._pss(pid) for n, pid in self.pids.items()}))
-            self._stop.wait(self.interval)
-
-    def peak(self, a: float, b: float) -> dict[str, int]:
-        inside = [s for t, s in self.samples if a <= t <= b] or self.samples[-1:]
-        return {n: max(s.get(n, 0) for s in inside) for n in self.pids}
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
+from tree_memory import TreeMemory
 
 
 def _raylet_pid(node) -> int:
@@ -93,7 +52,7 @@ def run_nodes(n: int, parts: str, args) -> dict:
     cluster.wait_for_nodes()
     cluster.connect()
     nodes = {node.node_id: _raylet_pid(node) for node in cluster.list_all_nodes()}
-    mem = NodeMemory(nodes)
+    mem = TreeMemory(nodes)
     try:
         time.sleep(3)
         idle = mem.peak(time.time() - 3, time.time())
@@ -122,8 +81,11 @@ def run_nodes(n: int, parts: str, args) -> dict:
            "train_cross_node_bytes_per_sampled_edge": traffic["cross_node_bytes_per_sampled_edge"],
            "train_traffic": traffic, "embed_traffic": manifest["traffic"],
            "embed_cross_node_bytes": manifest["traffic"]["cross_node_bytes"],
+           "train_peak_breakdown": list(mem.breakdown(t0, t1).values()),
+           "embed_peak_breakdown": list(mem.breakdown(t1, t2).values()),
            "placement": last.get("placement")}
-    print(json.dumps({k: v for k, v in row.items() if k not in ("train_traffic", "embed_traffic", "placement")}),
+    print(json.dumps({k: v for k, v in row.items() if k not in ("train_traffic", "embed_traffic", "placement",
+                                                               "train_peak_breakdown", "embed_peak_breakdown")}),
           flush=True)
     return row
 

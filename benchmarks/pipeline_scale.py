@@ -14,6 +14,7 @@ every --interval seconds. Per stage: seconds, peak PSS, PSS per edge, and the gr
     python benchmarks/pipeline_scale.py [--follows 1e6 1e7] [--parts 4] [--workers 2] [--work DIR] [--out DIR]
     python benchmarks/pipeline_scale.py --follows 1e8 --append     # the opt-in 100M-edge run, added to the JSON
     ... --resume: reuse the stages already measured in --work (generate, partition) after a late failure
+    ... --until partition: only generate and partition (then measure the rest later with --resume)
 
 Results: ``pipeline_scale.json`` and ``.png`` under ``--out``.
 """
@@ -22,51 +23,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 import psutil
+from tree_memory import TreeMemory, describe
 
 STAGES = ["generate", "partition", "train", "embed", "evaluate"]
 
 
-class TreeMemory:
-    """Samples the summed PSS of a process and all its descendants in a background thread."""
-
-    def __init__(self, pid: int, interval: float):
-        self.pid, self.interval = pid, interval
-        self.samples: list[tuple[float, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        try:
-            root = psutil.Process(self.pid)
-        except psutil.NoSuchProcess:
-            return
-        while not self._stop.is_set():
-            total = 0
-            try:
-                procs = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                break
-            for p in procs:
-                try:
-                    total += p.memory_full_info().pss
-                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                    continue
-            self.samples.append((time.time(), total))
-            self._stop.wait(self.interval)
-
-    def stop(self) -> list[tuple[float, int]]:
-        self._stop.set()
-        self._thread.join()
-        return self.samples
+# the console's stage line, ``[3/5] embed      (at 2m10s)`` (``ripple.console``), as it starts
+_STAGE_LINE = re.compile(r"^\[\d+/\d+\] (\w+)\s")
 
 
 def run_stage(cmd: list[str], interval: float, log_path: str) -> dict:
@@ -76,21 +47,23 @@ def run_stage(cmd: list[str], interval: float, log_path: str) -> dict:
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "ripple.cli", *cmd], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, bufsize=1)
-        mem = TreeMemory(proc.pid, interval)
+        mem = TreeMemory({"tree": proc.pid}, interval)
         for line in proc.stdout:
             log.write(line)
-            if "stage: " in line:
-                marks.append((time.time(), line.split("stage: ", 1)[1].split()[0]))
+            stage = _STAGE_LINE.match(line)
+            if stage:
+                marks.append((time.time(), stage.group(1)))
         rc = proc.wait()
-    samples = mem.stop()
+    mem.stop()
     if rc != 0:
         raise RuntimeError(f"`ripple {' '.join(cmd)}` exited {rc}; see {log_path}")
-    return {"start": t0, "end": time.time(), "samples": samples, "marks": marks}
+    return {"start": t0, "end": time.time(), "memory": mem, "marks": marks}
 
 
-def _window(samples, a: float, b: float) -> int:
-    inside = [m for t, m in samples if a <= t <= b]
-    return max(inside) if inside else 0
+def _window(r: dict, a: float = 0, b: float = float("inf")) -> dict:
+    """The peak of the stage's tree between two times, with its breakdown by process role and memory kind."""
+    mem = r["memory"]
+    return {"peak_pss_bytes": mem.peak(a, b)["tree"], "peak_breakdown": mem.breakdown(a, b)["tree"]}
 
 
 def measure(follows: float, args) -> dict:
@@ -107,8 +80,7 @@ def measure(follows: float, args) -> dict:
     if not done.load(out, "generate"):
         r = run_stage(["generate", data, "--users", str(users), "--avg-follows", str(args.avg_follows)],
                       args.interval, os.path.join(work, "generate.log"))
-        out["stages"]["generate"] = {"seconds": r["end"] - r["start"],
-                                     "peak_pss_bytes": _window(r["samples"], 0, 1e18)}
+        out["stages"]["generate"] = {"seconds": r["end"] - r["start"], **_window(r)}
         done.save(out, "generate")
     with open(os.path.join(data, "manifest.json")) as f:
         rows = json.load(f)["rows"]
@@ -118,16 +90,20 @@ def measure(follows: float, args) -> dict:
     if not done.load(out, "partition"):
         r = run_stage(["partition", data, "--num-parts", str(args.parts), "--out", parts], args.interval,
                       os.path.join(work, "partition.log"))
-        out["stages"]["partition"] = {"seconds": r["end"] - r["start"],
-                                      "peak_pss_bytes": _window(r["samples"], 0, 1e18)}
+        out["stages"]["partition"] = {"seconds": r["end"] - r["start"], **_window(r)}
         done.save(out, "partition")
+    if args.until == "partition":
+        return None
     shutil.rmtree(runs, ignore_errors=True)  # a left-over run of the same name would resume, not train
     r = run_stage(["train", "--config", cfg_path, "--data", parts, "--storage-path", runs, "--run-name", "bench",
                    "--num-workers", str(args.workers), "--epochs", "1"], args.interval, os.path.join(work, "train.log"))
     marks = dict((name, t) for t, name in r["marks"])
+    if not {"train", "embed", "evaluate"} <= set(marks):
+        raise RuntimeError(f"`ripple train` printed stages {sorted(marks)}, not train/embed/evaluate: the stage "
+                           f"split needs ripple.console's stage lines (see {os.path.join(work, 'train.log')})")
     bounds = [marks.get("train", r["start"]), marks.get("embed", r["end"]), marks.get("evaluate", r["end"]), r["end"]]
     for name, a, b in zip(["train", "embed", "evaluate"], bounds[:-1], bounds[1:]):
-        out["stages"][name] = {"seconds": b - a, "peak_pss_bytes": _window(r["samples"], a, b)}
+        out["stages"][name] = {"seconds": b - a, **_window(r, a, b)}
     with open(os.path.join(runs, "bench", "metrics.json")) as f:
         m = json.load(f)
     out["metrics"] = {"spearman_gnn": m["spearman"]["gnn"], "throughput": m["throughput"]}
@@ -135,6 +111,9 @@ def measure(follows: float, args) -> dict:
         s["pss_bytes_per_edge"] = s["peak_pss_bytes"] / out["edges"]
     print(f"{out['follows_edges']:>12,} follows / {out['edges']:,} edges: " + ", ".join(
         f"{k} {v['seconds']:.0f}s {v['peak_pss_bytes'] / 2**30:.2f}GiB" for k, v in out["stages"].items()), flush=True)
+    for k, v in out["stages"].items():
+        if "peak_breakdown" in v:
+            print(f"  {k} peak: {describe(v['peak_breakdown'])}", flush=True)
     return out
 
 
@@ -189,6 +168,8 @@ def main() -> None:
     ap.add_argument("--append", action="store_true", help="add these sizes to an existing pipeline_scale.json")
     ap.add_argument("--resume", action="store_true",
                     help="reuse stages already measured in --work (a re-run after a late failure)")
+    ap.add_argument("--until", choices=["partition"],
+                    help="stop after this stage (prepare a large size's data, then measure it later with --resume)")
     ap.add_argument("--work", default="/tmp/ripple-bench-scale")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args()
@@ -197,7 +178,9 @@ def main() -> None:
     if args.append and os.path.exists(path):
         with open(path) as f:
             rows = json.load(f)["sizes"]
-    new = [measure(f, args) for f in args.follows]
+    new = [r for r in (measure(f, args) for f in args.follows) if r is not None]
+    if args.until:
+        return
     sizes = {r["users"] for r in new}
     rows = [r for r in rows if r["users"] not in sizes] + new  # a re-measured size replaces the old row
     rows.sort(key=lambda r: r["edges"])

@@ -154,3 +154,14 @@ def test_every_import_is_a_declared_dependency_or_a_named_extra():
                 problems.append(f"{top} ({sorted(names)}) is not a core dependency, and {unnamed} do not name "
                                 f"an extra that installs it" + (f" (ripple[{extra}])" if extra else ""))
     assert problems == []
+
+
+def test_a_shard_actor_s_module_does_not_import_pyg():
+    """A ``GraphShard`` actor's process imports its class's module: PyG's import alone is about 130 MB of heap,
+    paid once per shard actor on every node, for nothing the actor uses."""
+    import subprocess
+
+    code = ("import sys, ripple.graph.shard; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch_geometric'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -38,7 +38,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 USERS, PARTS, EPOCHS = 1200, 4, 3
 SMALL = {"model.hidden": 32, "model.heads": 2, "sampling.batch_size": 64, "sampling.fanouts": [5, 5],
          "scaling.num_workers": 2, "train.epochs": EPOCHS, "train.patience": 0, "train.seed": 1,
-         "partition.num_parts": PARTS}
+         "partition.num_parts": PARTS,
+         # the embeddings are compared with whole-graph inference to float precision
+         "inference.state_dtype": "float32"}
 NODE = {"num_cpus": 2}
 
 
@@ -147,7 +149,7 @@ def test_trainers_spread_over_nodes_map_their_node_s_shards_and_reach_the_rest_a
         assert remote and r["node"] not in remote.values(), r  # the rest is on another node
         assert set(mapped) | set(remote) == set(range(PARTS))
     # each rank's graph memory: exactly its own parts
-    from ripple.graph.shards import PartitionMeta, ShardData
+    from ripple.graph.shard import PartitionMeta, ShardData
 
     meta = PartitionMeta.open(join(cfg.storage_path, cfg.run_name, "partitions"), cfg.storage)
     part_bytes = [ShardData.load(meta, p).resident_bytes() for p in range(PARTS)]

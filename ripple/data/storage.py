@@ -667,14 +667,23 @@ def read_checked(store: Store, entry: dict, manifest: str, columns: list[str] | 
     """One file a manifest lists (``entry``: its ``path``, ``sha256`` and ``rows``), checked against both: a
     modified, truncated or half-written file is refused with ``fix``. ``verify=False`` skips the checksum (a
     second pass over files already verified)."""
-    data = store.read_bytes(entry["path"])
+    data = verified_bytes(store, entry, manifest, verify, fix)
     where = join(store.url, entry["path"])
-    if verify and hashlib.sha256(data).hexdigest() != entry["sha256"]:
-        raise StorageError(f"{where}: checksum does not match {manifest}; the file was modified or truncated — {fix}")
     t = read_parquet_bytes(data, where, columns)
     if t.num_rows != entry["rows"]:
         raise StorageError(f"{where}: {t.num_rows} rows, {manifest} says {entry['rows']} — {fix}")
     return t
+
+
+def verified_bytes(store: Store, entry: dict, manifest: str, verify: bool = True,
+                   fix: str = "re-run the job that wrote it") -> bytes:
+    """The bytes of one file a manifest lists, checked against its ``sha256`` (``read_checked`` decodes them
+    whole; a reader that decodes a large column batch by batch starts here)."""
+    data = store.read_bytes(entry["path"])
+    if verify and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise StorageError(f"{join(store.url, entry['path'])}: checksum does not match {manifest}; the file was "
+                           f"modified or truncated — {fix}")
+    return data
 
 
 def iter_committed(store: Store, columns: list[str] | None = None, verify: bool = True) -> Iterator[pa.Table]:

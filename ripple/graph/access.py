@@ -29,8 +29,9 @@ from ripple.data.dataset import Dataset
 from ripple.data.graph import LocalGraph, load_local_graph
 from ripple.graph.local import local_stores
 from ripple.graph.sharded_sampler import DistributedNeighborSampler
-from ripple.graph.shards import (PartitionMeta, ShardedFeatureStore, ShardedGraph, ShardedGraphStore, shard_key,
-                                 start_shard, this_node)
+from ripple.graph.shard import PartitionMeta
+from ripple.graph.shards import (ShardedFeatureStore, ShardedGraph, ShardedGraphStore, shard_key, start_shard,
+                                 this_node)
 from ripple.run import is_partitioned, run_dir
 from ripple.sampling import backends
 from ripple.sampling.loader import make_loader, make_sampler

@@ -1,10 +1,6 @@
-"""The sharded graph: one partition per ``GraphShard`` Ray actor, and PyG stores that route to them.
+"""The sharded graph: one partition per ``GraphShard`` Ray actor (``ripple.graph.shard``, which also holds
+``ShardData``, one partition in one process), and the client and PyG stores that route to them.
 
-* ``ShardData``: one partition in one process (CSC in-edges per relation with *global* source indices, node
-  features, labels, original ids). Sampling and lookups take local indices and return global ones.
-* ``GraphShard``: a Ray actor that loads one partition from object storage in its constructor (so a restarted
-  actor reloads it) and serves batched neighbour sampling and feature lookups. It publishes its arrays in Ray's
-  object store once; a co-located trainer maps them zero-copy instead of loading a second copy.
 * ``ShardedGraph``: the client a trainer holds. Requests are grouped by owning part: one call per part per
   request, all remote calls in flight at once, a local part answered in-process without a remote call.
 * ``ShardedFeatureStore`` / ``ShardedGraphStore``: PyG's store interfaces over a ``ShardedGraph``, so batches
@@ -18,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,57 +22,12 @@ from torch_geometric.data import EdgeAttr, FeatureStore, GraphStore, TensorAttr
 
 from ripple.data import features as FT
 from ripple.data import schema as S
-from ripple.data.storage import StorageError, StorageOptions, Store, join, read_checked
-from ripple.graph.partition import part_dir, read_partition_manifest
-from ripple.run import PARTITIONS_MANIFEST
-from ripple.sampling.native import sample_segments
+from ripple.graph.shard import GraphShard, PartitionMeta, ShardData, _tensor
 
 log = logging.getLogger(__name__)
 
 EdgeType = tuple[str, str, str]
 NAMESPACE = "ripple"
-EDGE_ATTR = "edge_attr"
-
-
-@dataclass
-class PartitionMeta:
-    """What every process knows about a partitioned graph: O(P) numbers from the manifest, no graph data."""
-
-    url: str
-    options: StorageOptions
-    manifest: dict
-
-    @classmethod
-    def open(cls, url: str, options: StorageOptions | None = None) -> "PartitionMeta":
-        return cls(url, options or StorageOptions(), read_partition_manifest(url, options))
-
-    @property
-    def num_parts(self) -> int:
-        return int(self.manifest["num_parts"])
-
-    @property
-    def edge_types(self) -> list[EdgeType]:
-        return [tuple(et) for et in self.manifest["edge_types"]]
-
-    @property
-    def edge_dims(self) -> dict[EdgeType, int]:
-        dims = self.manifest["edge_dims"]
-        return {et: int(dims[et[1]]) for et in self.edge_types if et[1] in dims}
-
-    def offsets(self, t: str) -> Tensor:
-        return torch.tensor(np.concatenate([[0], np.cumsum(self.manifest["node_counts"][t])]), dtype=torch.long)
-
-    def edge_offsets(self, et: EdgeType) -> Tensor:
-        return torch.tensor(np.concatenate([[0], np.cumsum(self.manifest["edge_counts"][et[1]])]), dtype=torch.long)
-
-    def num_nodes(self, t: str) -> int:
-        return int(sum(self.manifest["node_counts"][t]))
-
-    def num_edges(self, et: EdgeType) -> int:
-        return int(sum(self.manifest["edge_counts"][et[1]]))
-
-    def label_count(self, split: str, part: int) -> int:
-        return int(self.manifest["labels"][split][part])
 
 
 def owner_of(offsets: Tensor, glob: Tensor) -> Tensor:
@@ -95,225 +44,6 @@ def group_by_part(offsets: Tensor, glob: Tensor) -> list[tuple[int, Tensor, Tens
         pos = torch.nonzero(own == p).view(-1)
         out.append((p, pos, (glob[pos] - offsets[p]).to(torch.int32)))
     return out
-
-
-def _tensor(a: np.ndarray) -> Tensor:
-    with warnings.catch_warnings():  # arrays mapped from Ray's object store are read-only; nobody writes them
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(a)
-
-
-class ShardData:
-    """One partition resident in this process.
-
-    Shapes (n_t = nodes of type t in the part, E = in-edges of relation et into the part's nodes):
-        ids[t] [n_t] original ids; x[t] [n_t, F_t]; y [n_user] log1p(reach), NaN when unlabelled (``y_train``:
-        NaN except for training users);
-        split [n_user] int8 code (-1 unlabelled); colptr[et] [n_dst + 1]; row[et] [E] global source indices
-        (int32 while the source type has < 2^31 nodes, else int64);
-        edge_attr[et] [E, D].
-    """
-
-    def __init__(self, meta: PartitionMeta, part: int, arrays: dict[str, np.ndarray]):
-        self.meta, self.part, self.arrays = meta, part, arrays
-        self.ids = {t: arrays[f"ids/{t}"] for t in S.NODE_TYPES}
-        self.x = {t: _tensor(arrays[f"x/{t}"]) for t in S.NODE_TYPES}
-        self.y = _tensor(arrays["y"])
-        self.split = arrays["split"]
-        # what the feature store serves: training labels only, so no batch carries a validation or test label
-        self.y_train = torch.where(torch.from_numpy(self.split == S.SPLITS.index("train")), self.y,
-                                   torch.tensor(float("nan")))
-        self.replicate = arrays["replicate"]
-        self.colptr = {et: _tensor(arrays[f"colptr/{et[1]}"]) for et in meta.edge_types}
-        self.row = {et: _tensor(arrays[f"row/{et[1]}"]) for et in meta.edge_types}
-        self.edge_attr = {et: _tensor(arrays[f"edge_attr/{et[1]}"]) for et in meta.edge_types
-                          if f"edge_attr/{et[1]}" in arrays}
-        self.edge_offset = {et: int(meta.edge_offsets(et)[part]) for et in meta.edge_types}
-        self.node_offset = {t: int(meta.offsets(t)[part]) for t in S.NODE_TYPES}
-
-    @classmethod
-    def load(cls, meta: PartitionMeta, part: int) -> "ShardData":
-        """Read part ``part`` from storage, checking every file against the manifest's checksum and rows."""
-        if not 0 <= part < meta.num_parts:
-            raise ValueError(f"part {part} does not exist: {meta.url} has {meta.num_parts} parts")
-        store = Store(meta.url, meta.options)
-        files = meta.manifest["files"]
-
-        def read(rel_path: str, columns=None):
-            want = files.get(rel_path)
-            if want is None:
-                raise StorageError(f"{join(meta.url, rel_path)} is not listed in {PARTITIONS_MANIFEST}; re-run "
-                                   "`ripple partition`")
-            return read_checked(store, {**want, "path": rel_path}, PARTITIONS_MANIFEST, columns,
-                                fix="re-run `ripple partition`")
-
-        arrays: dict[str, np.ndarray] = {}
-        dims = meta.manifest["feature_dims"]
-        indeg = {}
-        for t in S.NODE_TYPES:
-            tab = read(f"{part_dir(part)}/{t}.parquet")
-            arrays[f"ids/{t}"] = tab["id"].to_numpy()
-            arrays[f"x/{t}"] = (tab["x"].combine_chunks().flatten().to_numpy()
-                                .astype(np.float32).reshape(tab.num_rows, int(dims[t])))
-            for et in meta.edge_types:
-                if et[2] == t:
-                    indeg[et] = tab[f"in_{et[1]}"].to_numpy()
-            if t == "user":
-                reach = tab["cascade_reach"].to_numpy(zero_copy_only=False).astype(np.float32)
-                arrays["y"] = np.log1p(reach)
-                arrays["replicate"] = tab["cascade_reach_replicate"].to_numpy(zero_copy_only=False).astype(np.float32)
-                arrays["split"] = tab["split"].to_numpy().astype(np.int8)
-        for et in meta.edge_types:
-            tab = read(f"{part_dir(part)}/edges/{et[1]}.parquet")
-            colptr = np.zeros(len(indeg[et]) + 1, np.int64)
-            np.cumsum(indeg[et], out=colptr[1:])
-            if colptr[-1] != tab.num_rows:
-                raise StorageError(f"{join(meta.url, part_dir(part), 'edges', et[1] + '.parquet')}: {tab.num_rows} "
-                                   f"edges, in-degrees of {et[2]} sum to {colptr[-1]}; re-run `ripple partition`")
-            arrays[f"colptr/{et[1]}"] = colptr
-            src = tab["src"].to_numpy()
-            # int32 global source indices while a type has < 2^31 nodes: 4 bytes per resident edge saved
-            arrays[f"row/{et[1]}"] = src.astype(np.int32) if meta.num_nodes(et[0]) < 2**31 else src
-            if EDGE_ATTR in tab.column_names:
-                d = meta.edge_dims[et]
-                arrays[f"edge_attr/{et[1]}"] = (tab[EDGE_ATTR].combine_chunks().flatten().to_numpy()
-                                                .astype(np.float32).reshape(tab.num_rows, d))
-        return cls(meta, part, arrays)
-
-    def resident_bytes(self) -> int:
-        return int(sum(a.nbytes for a in self.arrays.values()))
-
-    def layerwise(self):
-        """This part as ``ripple.models.layerwise.LayerwiseGraph``: its own nodes and their in-edges."""
-        from ripple.models.layerwise import LayerwiseGraph
-
-        return LayerwiseGraph(node_offset=dict(self.node_offset), x=dict(self.x), colptr=dict(self.colptr),
-                              row=dict(self.row), edge_attr=dict(self.edge_attr))
-
-    def array_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {k: tuple(a.shape) for k, a in self.arrays.items()}
-
-    # ------------------------------------------------------------ serving
-
-    def sample(self, requests: dict[EdgeType, tuple[np.ndarray, int]], seed: int) -> dict:
-        """Per relation: ``(local destination indices [F], fanout)`` -> ``(owner [S] int32 position in the
-        request, source global indices [S] int32 (int64 past 2^31 nodes), local edge positions [S] int32, edge
-        features [S, D] or None)``,
-        without replacement, grouped by owner. Edge features travel with the edges: no second round trip.
-        Global edge id = local edge position + ``edge_offset[et]``."""
-        gen = torch.Generator().manual_seed(int(seed))
-        ets = list(requests)
-        dst = [torch.as_tensor(requests[et][0]) for et in ets]
-        start = torch.cat([self.colptr[et][d] for et, d in zip(ets, dst)])
-        deg = torch.cat([self.colptr[et][d + 1] for et, d in zip(ets, dst)]) - start
-        fan = torch.cat([torch.full((len(d),), int(requests[et][1]), dtype=torch.long) for et, d in zip(ets, dst)])
-        # one draw for every relation of the hop: per-call overhead paid once, not once per relation
-        owner, off = sample_segments(deg, fan, gen)
-        bounds = torch.tensor([0] + [len(d) for d in dst]).cumsum(0)
-        cut = torch.searchsorted(owner, bounds)
-        out = {}
-        for i, et in enumerate(ets):
-            own = owner[cut[i]:cut[i + 1]]
-            e = start[own] + off[cut[i]:cut[i + 1]]
-            attr = self.edge_attr[et].index_select(0, e).numpy() if et in self.edge_attr else None
-            # int32 positions (a shard's relation holds < 2^31 edges) and sources as stored (int32 while the source
-            # type has < 2^31 nodes): 8 of the 12 bytes of indices per edge where int64 would take 24
-            out[et] = ((own - bounds[i]).to(torch.int32).numpy(), self.row[et][e].numpy(),
-                       e.to(torch.int32).numpy(), attr)
-        return out
-
-    def fetch(self, requests: dict[tuple, np.ndarray]) -> dict:
-        """``{(node type, attr): local indices}`` -> rows of ``x`` (any type) or ``y`` (users). Edge features
-        travel with sampled edges (``sample``), never through here."""
-        out = {}
-        for (group, attr), local in requests.items():
-            idx = torch.as_tensor(local)
-            if attr == "x":
-                out[(group, attr)] = self.x[group].index_select(0, idx).numpy()
-            elif attr == "y":
-                out[(group, attr)] = self.y_train.index_select(0, idx).numpy()
-            else:
-                raise KeyError(f"shard {self.part} has no attribute {attr!r} for {group!r}")
-        return out
-
-    def take_rows(self, states: list, t: str, local: np.ndarray) -> np.ndarray:
-        """Rows ``local`` (this part's local indices) of node type ``t`` from this part's states object of
-        layer-wise inference (``ripple.infer.embed``): served by the part's actor, on the part's node, so only
-        the rows travel. ``states`` is ``[(users ref, other types ref)]``, wrapped so Ray does not resolve it."""
-        import ray
-
-        users_ref, others_ref = states[0]
-        arr = ray.get(users_ref) if t == "user" else ray.get(others_ref)[t]
-        return arr[local]
-
-    def labelled(self, split: str) -> np.ndarray:
-        """Global user indices of this part's users in ``split``."""
-        code = S.SPLITS.index(split)
-        return np.nonzero(self.split == code)[0] + self.node_offset["user"]
-
-
-def release_memory() -> None:
-    """Give freed heap back to the OS: Arrow's memory pool and glibc keep freed buffers for reuse, so a
-    long-lived process (a shard actor after loading its part, a reused Ray worker after a big task) would
-    otherwise hold its peak. Measured on a 10M-edge graph's part: 200 MiB of a 300 MiB peak returned."""
-    import ctypes
-    import ctypes.util
-    import gc
-
-    import pyarrow as pa
-
-    gc.collect()
-    pa.default_memory_pool().release_unused()
-    libc = ctypes.util.find_library("c")
-    if libc:
-        try:
-            ctypes.CDLL(libc).malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
-            return
-
-
-class GraphShard:
-    """Ray actor body (``shard_actor_class`` wraps it): owns one partition, serves sample/fetch."""
-
-    def __init__(self, url: str, options: StorageOptions, part: int):
-        import ray
-
-        t0 = time.perf_counter()
-        # requests are small and many actors share a node with trainers: intra-op threads only oversubscribe
-        torch.set_num_threads(1)
-        meta = PartitionMeta.open(url, options)
-        loaded = ShardData.load(meta, part)
-        # Publish once; serve from the shared copy so this node holds one copy for the actor and its trainer.
-        self._ref = ray.put(loaded.arrays)
-        self.data = ShardData(meta, part, ray.get(self._ref))
-        del loaded
-        release_memory()  # the parquet decode's buffers: ~1x the part, held for the actor's life otherwise
-        self.load_seconds = time.perf_counter() - t0
-        log.info("shard %d loaded from %s: %.1f MiB in %.1fs", part, url, self.data.resident_bytes() / 2**20,
-                 self.load_seconds)
-
-    def ready(self) -> dict:
-        import ray
-
-        return {"part": self.data.part, "node_id": ray.get_runtime_context().get_node_id(),
-                "resident_bytes": self.data.resident_bytes(), "shapes": self.data.array_shapes(),
-                "load_seconds": self.load_seconds}
-
-    def arrays_ref(self) -> list:
-        return [self._ref]  # wrapped: a bare ObjectRef return value would be resolved by the caller's ray.get
-
-    def sample(self, requests, seed):
-        return self.data.sample(requests, seed)
-
-    def fetch(self, requests):
-        # feature rows leave the process packed (one-hot blocks as uint8 codes); ShardedGraph.fetch unpacks them
-        return {k: FT.pack_rows(k[0], v) if k[1] == "x" else v for k, v in self.data.fetch(requests).items()}
-
-    def labelled(self, split: str):
-        return self.data.labelled(split)
-
-    def take_rows(self, states: list, t: str, local: np.ndarray) -> np.ndarray:
-        return self.data.take_rows(states, t, local)
 
 
 def shard_name(key: str, part: int) -> str:
@@ -447,8 +177,8 @@ class ShardedGraph:
             import ray
 
             for p in local_parts:  # zero-copy views of the co-located actor's published arrays
-                (ref,) = ray.get(actors[p].arrays_ref.remote())
-                self.local[p] = ShardData(meta, p, ray.get(ref))
+                (refs,) = ray.get(actors[p].arrays_ref.remote())
+                self.local[p] = ShardData(meta, p, dict(zip(refs, ray.get(list(refs.values())))))
         self.offsets = {t: meta.offsets(t) for t in S.NODE_TYPES}
         self.edge_offsets = {et: meta.edge_offsets(et) for et in meta.edge_types}
 

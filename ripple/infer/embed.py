@@ -31,8 +31,8 @@ from ripple.data.dataset import Dataset
 from ripple.data.graph import load_local_graph
 from ripple.data.storage import PartInfo, begin, commit, write_part
 from ripple.graph.access import ShardedAccess, open_access
-from ripple.graph.shards import (PartitionMeta, ShardedGraph, Traffic, _tensor, alive_nodes, find_shards,
-                                 group_by_part, release_memory, start_shard)
+from ripple.graph.shard import PartitionMeta, _tensor, release_memory
+from ripple.graph.shards import ShardedGraph, Traffic, alive_nodes, find_shards, group_by_part, start_shard
 from ripple.models import layerwise as LW
 from ripple.models.gnn import build_model
 from ripple.models.layerwise import LayerwiseGraph, infer_local
@@ -48,7 +48,8 @@ def embeddings_table(user_ids: np.ndarray, emb: np.ndarray, log_reach: np.ndarra
     h = emb.shape[1]
     return pa.table({
         "user_id": pa.array(user_ids, pa.int64()),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1).astype(np.float32)), h),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(emb, np.float32).reshape(-1)),
+                                                       h),
         "influence_score": pa.array(np.expm1(np.clip(log_reach, 0, None)).astype(np.float32)),
     })
 
@@ -218,59 +219,56 @@ class LayerwiseWorker:
         import ray
 
         model, lw, prev = self.model, self.lw[part], refs[0]["prev"]
+        last = layer == len(model.convs) - 1
 
         def gather(t: str, glob: torch.Tensor) -> torch.Tensor:
             groups = [(q, pos, local.numpy()) for q, pos, local in group_by_part(self.offsets[t], glob) if q != part]
             if layer == 0:  # feature rows, projected here
                 got = self.graph.fetch({q: {(t, "x"): loc} for q, _, loc in groups})
-                rows = {q: LW.input_states(model, _features(lw, t, _tensor(np.ascontiguousarray(g[(t, "x")]))))[t]
+                rows = {q: LW.InputStates(model, t, _tensor(np.ascontiguousarray(g[(t, "x")])))[:]
                         for q, g in got.items()}
             else:
                 got = self.graph.call("take_rows", {q: ([prev[q]], t, loc) for q, _, loc in groups})
                 rows = {q: _tensor(np.ascontiguousarray(g)) for q, g in got.items()}
             out = torch.empty(len(glob), self.cfg.model.hidden)
             for q, pos, _ in groups:
-                out[pos] = rows[q]
+                out[pos] = rows[q].float()
             return out
 
-        h0 = LW.input_states(model, lw) if layer == 0 else None
-        if layer == 0:
-            h_prev = h0
+        if layer == 0:  # input projections, computed for the rows each chunk reads
+            h_prev = {t: LW.InputStates(model, t, x) for t, x in lw.x.items()}
         else:
             users_ref, others_ref = prev[part]
             h_prev = {"user": _tensor(ray.get(users_ref)), **{t: _tensor(v) for t, v in ray.get(others_ref).items()}}
-        h = LW.layer_states(model, lw, layer, h_prev, gather, self.cfg.inference.chunk_edges)
+        # states kept between phases as inference.state_dtype (float16 halves the object store's largest
+        # tenant); the last layer's user states are the embeddings, float32
+        dtype = torch.float32 if last else getattr(torch, self.cfg.inference.state_dtype)
+        h = LW.layer_states(model, lw, layer, h_prev, gather, self.cfg.inference.chunk_edges, dtype)
         del h_prev
-        if layer < len(model.convs) - 1:
+        if not last:
             out = h.pop("user").numpy(), {t: v.numpy() for t, v in h.items()}
-            del h, h0
+            del h
             release_memory()  # the next phase's peak should not sit on this one's
             return out
-        h0_user = h0["user"] if h0 is not None else LW.input_states(model, _features(lw, "user"))["user"]
+        h0_user = LW.InputStates(model, "user", lw.x["user"])  # computed per row chunk of the head
         pred = LW.head(model, [h0_user] + [_tensor(ray.get(r)) for r in refs[0]["users"]] + [h["user"]])
         return _write_part(self.cfg, self.graph.local[part].ids["user"], h["user"], pred, part)
 
 
-def _features(lw, t: str, x=None):
-    """A ``LayerwiseGraph`` holding only features ``x`` of type ``t`` (default: the part's own): what
-    ``input_states`` reads."""
-    from ripple.models.layerwise import LayerwiseGraph
-
-    return LayerwiseGraph({t: 0}, {t: lw.x[t] if x is None else x}, {}, {}, {})
-
-
 def phase_memory_bytes(node_counts: dict[str, list[int]], part: int, hidden: int, chunk_edges: int,
-                       node_memory: float | None = None) -> int:
+                       node_memory: float | None = None, state_bytes: int = 2) -> int:
     """Heap one phase of part ``part`` needs: its ``LayerwiseWorker`` requests it from Ray as ``memory``, so a node
     runs only as many workers as fit (Ray's memory monitor kills the processes of an oversubscribed node).
 
-    Per own node of every type: previous states, this layer's output, and one relation's source projection
-    (4 x hidden floats); per chunk: about 8 per-edge [chunk_edges, hidden] temporaries; plus the interpreter,
-    torch and the model (300 MiB). The part's graph arrays are not counted: they are zero-copy views of the
-    shard actor's object in the object store. Capped at ``node_memory`` so a huge part is never unschedulable.
+    The layer's output for every own node (``state_bytes`` per float: inference.state_dtype); at the last layer,
+    the users' float32 embeddings and their copy for the written table (the head runs in row chunks); per chunk,
+    about 12 per-edge [chunk_edges, hidden] float32 temporaries; plus the interpreter, torch and the model
+    (300 MiB). The part's graph arrays and the
+    previous layer's states are not counted: they are zero-copy views of objects in the object store. Capped at
+    ``node_memory`` so a huge part is never unschedulable.
     """
     n = {t: int(c[part]) for t, c in node_counts.items()}
-    need = 4 * hidden * (2 * sum(n.values()) + 2 * max(n.values(), default=0) + 8 * chunk_edges) + (300 << 20)
+    need = hidden * (state_bytes * sum(n.values()) + 8 * n.get("user", 0) + 48 * chunk_edges) + (300 << 20)
     return int(min(need, node_memory)) if node_memory else int(need)
 
 
@@ -293,7 +291,8 @@ def _layerwise_workers(cfg: RippleConfig, state_ref, key: str, nodes: list[str])
     for node, parts in by_node.items():
         have = alive.get(node, {})
         mem = max(phase_memory_bytes(meta.manifest["node_counts"], p, cfg.model.hidden, cfg.inference.chunk_edges,
-                                     have.get("memory") or None) for p in parts)
+                                     have.get("memory") or None,
+                                     torch.finfo(getattr(torch, cfg.inference.state_dtype)).bits // 8) for p in parts)
         fit = [len(parts), int(have.get("CPU", 0) // max(res["num_cpus"], 1e-9)), int(have.get("memory", 0) // mem)]
         if res["num_gpus"]:
             fit.append(int(have.get("GPU", 0) // res["num_gpus"]))

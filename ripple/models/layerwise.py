@@ -71,38 +71,68 @@ def _chunks(n: int, size: int):
         yield a, min(n, a + size)
 
 
+class InputStates:
+    """Layer 0's input, ``elu(input projection)`` of own nodes of one type, computed for the rows a chunk reads
+    instead of held whole: the projection is cheap next to a layer, and a type's whole input states (26M posts x
+    ``hidden`` floats at 170M edges) would be the largest thing a phase holds. Indexed like the state tensor it
+    stands for. Shapes: x [n_t, F_t]; ``self[idx]`` -> [len(idx), hidden] float32."""
+
+    def __init__(self, model: InfluenceGNN, t: str, x: Tensor):
+        self.model, self.t, self.x = model, t, x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, idx) -> Tensor:
+        return F.elu(self.model.input({self.t: self.x[idx]})[self.t])
+
+
+#: previous-layer states of one type's own nodes: a tensor (float32, or float16 as stored between phases) or
+#: ``InputStates``; ``_rows`` reads any of them as float32
+States = Tensor | InputStates
+
+
+def _rows(h: States, idx) -> Tensor:
+    return h[idx].float()
+
+
 @torch.no_grad()
 def input_states(model: InfluenceGNN, g: LayerwiseGraph, chunk_rows: int = 1 << 16) -> dict[str, Tensor]:
-    """Layer 0: ``elu(input projection)`` of every own node. Shapes: -> {t: [n_t, hidden]}."""
+    """Layer 0's input of every own node, whole: ``elu(input projection)``. Shapes: -> {t: [n_t, hidden]}."""
     out = {}
     for t, x in g.x.items():
-        parts = [F.elu(model.input({t: x[a:b]})[t]) for a, b in _chunks(len(x), chunk_rows)]
+        h = InputStates(model, t, x)
+        parts = [h[a:b] for a, b in _chunks(len(x), chunk_rows)]
         out[t] = torch.cat(parts) if parts else x.new_zeros(0, model.cfg.hidden)
     return out
 
 
 class _ChunkSources:
-    """The sources of one chunk of edges: which start at own nodes, and the previous-layer states of the chunk's
-    distinct other sources, gathered (``gather``) once for every projection the layer applies to them (GATv2's
-    ``lin_l`` and the sum channel's), so a halo row crosses processes once per chunk, not once per projection.
-    Memory follows the chunk, not the partition's whole halo.
-    Shapes: rows [E_c] global indices; own [E_c] bool; halo states [n_halo, hidden]."""
+    """The sources of one chunk of edges, each distinct source's previous-layer state read once (own sources from
+    ``h_src``, other parts' through ``gather``, which is called once per chunk) for every projection the layer
+    applies to them (GATv2's ``lin_l`` and the sum channel's), so a halo row crosses processes once per chunk, not
+    once per projection. Sources are projected per chunk, not per relation over every own node: memory follows
+    the chunk, not the partition.
+    Shapes: rows [E_c] global indices; own [E_c] bool; own/halo states [n_distinct, hidden] float32."""
 
-    def __init__(self, g: LayerwiseGraph, src_t: str, rows: Tensor, gather: Gather):
-        self.local = rows - g.node_offset[src_t]
-        self.own = (self.local >= 0) & (self.local < g.num_own(src_t))
+    def __init__(self, g: LayerwiseGraph, src_t: str, rows: Tensor, h_src: States, gather: Gather):
+        local = rows - g.node_offset[src_t]
+        self.own = (local >= 0) & (local < g.num_own(src_t))
         self.all_own = bool(self.own.all())
+        self.local = local
+        own_ids, self.own_inv = torch.unique(local[self.own] if not self.all_own else local, return_inverse=True)
+        self.own_states = _rows(h_src, own_ids.long())
         if not self.all_own:
             halo, self.inv = torch.unique(rows[~self.own], return_inverse=True)
             self.halo_states = gather(src_t, halo.long())
 
-    def per_edge(self, projected_own: Tensor, project) -> Tensor:
-        """One row per edge: own sources from ``projected_own``, the others' states projected here.
-        Shapes: projected_own [n_own, K] -> [E_c, K]."""
+    def per_edge(self, project) -> Tensor:
+        """One projected row per edge. Shapes: -> [E_c, K]."""
+        own = project(self.own_states)[self.own_inv]
         if self.all_own:
-            return projected_own[self.local]
-        out = projected_own.new_empty(len(self.local), projected_own.size(1))
-        out[self.own] = projected_own[self.local[self.own]]
+            return own
+        out = own.new_empty(len(self.local), own.size(1))
+        out[self.own] = own
         out[~self.own] = project(self.halo_states)[self.inv]
         return out
 
@@ -127,79 +157,90 @@ def _gatv2(conv, x_j: Tensor, x_i: Tensor, dst: Tensor, edge_attr: Tensor | None
 
 
 @torch.no_grad()
-def layer_states(model: InfluenceGNN, g: LayerwiseGraph, layer: int, h_prev: dict[str, Tensor], gather: Gather,
-                 chunk_edges: int = 1 << 18) -> dict[str, Tensor]:
+def layer_states(model: InfluenceGNN, g: LayerwiseGraph, layer: int, h_prev: dict[str, States], gather: Gather,
+                 chunk_edges: int = 1 << 18, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
     """States after conv layer ``layer`` (0-based) of own nodes of every type the layer updates (only users at
-    the last layer), from ``h_prev`` (own nodes' states after the previous layer) and ``gather`` (others').
+    the last layer), from ``h_prev`` (own nodes' states after the previous layer, any float dtype, or
+    ``InputStates``) and ``gather`` (others').
 
-    Destinations are processed in chunks of about ``chunk_edges`` in-edges, and other parts' sources are
-    gathered per chunk, so the per-edge tensors stay bounded whatever a hub's degree or the partition's halo.
-    Per relation, only the own sources' projection ``lin_l(h_prev)`` is held whole.
-    Shapes: h_prev {t: [n_t, hidden]} -> {t: [n_t, hidden]}.
+    Destinations of a type are processed in chunks of about ``chunk_edges`` in-edges over all the relations into
+    it, and each chunk is finished (every relation's messages, ELU, residual, LayerNorm) before the next starts:
+    besides the output ([n_t, hidden] in ``dtype``, float16 where states are stored between phases), what a phase
+    holds is bounded by the chunk, whatever a hub's degree, the partition's size or its halo.
+    Shapes: h_prev {t: [n_t, hidden]} -> {t: [n_t, hidden]} in ``dtype``.
     """
-    hetero = model.convs[layer]
-    norms = model.norms[layer]
-    out: dict[str, Tensor] = {}
+    hetero, norms = model.convs[layer], model.norms[layer]
+    into: dict[str, list[EdgeType]] = {}
     for et in hetero.convs.keys():
-        src_t, _, dst_t = et
-        if dst_t not in norms:
-            continue
-        conv = hetero.convs[et]
+        if et[2] in norms:
+            into.setdefault(et[2], []).append(et)
+    out: dict[str, Tensor] = {}
+    for dst_t, ets in into.items():
         n_dst = g.num_own(dst_t)
-        acc = out.setdefault(dst_t, h_prev[dst_t].new_zeros(n_dst, model.cfg.hidden))
-        colptr, row = g.colptr[et], g.row[et]
-        attr = g.edge_attr.get(et) if conv.lin_edge is not None else None
-        xl_own = torch.cat([conv.lin_l(h_prev[src_t][a:b]) for a, b in _chunks(g.num_own(src_t), 1 << 16)]
-                           or [h_prev[src_t].new_zeros(0, conv.heads * conv.out_channels)])
-        deg = colptr[1:] - colptr[:-1]
-        dev = xl_own.device
-        sums = model.sums[layer][et[1]] if et[1] in model.sums[layer] else None
-        if sums is not None:  # model.sum_channel: A h_j of own sources, projected once per relation as lin_l is
-            a_own = torch.cat([sums.src(h_prev[src_t][lo:hi]) for lo, hi in _chunks(g.num_own(src_t), 1 << 16)]
-                              or [h_prev[src_t].new_zeros(0, model.cfg.hidden)])
-            col = model.degree_columns.get(et)
+        res = torch.empty(n_dst, model.cfg.hidden, dtype=dtype, device=g.x[dst_t].device)
+        # in-edges over every relation into dst_t, per destination: chunks hold whole in-neighbourhoods
+        colptr = sum(g.colptr[et].long() for et in ets)
         a = 0
-        while a < n_dst:  # destination chunks of about chunk_edges in-edges (at least one destination)
+        while a < n_dst:
             b = max(a + 1, int(torch.searchsorted(colptr, colptr[a] + chunk_edges, right=True)) - 1)
             b = min(b, n_dst)
-            e0, e1 = int(colptr[a]), int(colptr[b])
-            sources = _ChunkSources(g, src_t, row[e0:e1], gather)
-            x_j, own = sources.per_edge(xl_own, conv.lin_l), sources.own
-            dst = torch.repeat_interleave(torch.arange(b - a, device=dev), deg[a:b])
-            ea = attr[e0:e1] if attr is not None else None
-            if conv.add_self_loops:  # PyG: drop existing self-loops, add one per destination (mean in-edge feature)
-                keep = ~(own & (row[e0:e1] - g.node_offset[src_t] == dst + a))  # same type: own i is source i
-                x_j, dst = x_j[keep], dst[keep]
-                loop_attr = None
-                if ea is not None:
-                    ea = ea[keep]
-                    loop_attr = torch.zeros(b - a, ea.size(1), dtype=ea.dtype, device=dev)
-                    loop_attr.index_add_(0, dst, ea)
-                    cnt = torch.bincount(dst, minlength=b - a).clamp(min=1).unsqueeze(1)
-                    loop_attr = loop_attr / cnt
-                    ea = torch.cat([ea, loop_attr])
-                x_j = torch.cat([x_j, xl_own[a:b]])
-                dst = torch.cat([dst, torch.arange(b - a, device=dev)])
-            acc[a:b] += _gatv2(conv, x_j, conv.lin_r(h_prev[dst_t][a:b]), dst, ea, b - a)
-            if sums is not None:
-                a_j = sources.per_edge(a_own, sums.src)
-                dst_all = torch.repeat_interleave(torch.arange(b - a, device=dev), deg[a:b])
-                acc[a:b] += sums(a_j, sums.dst(h_prev[dst_t][a:b]), dst_all,
-                                 g.edge_attr[et][e0:e1] if sums.edge is not None else None,
-                                 g.x[dst_t][a:b, col] if col is not None else None)
+            h_dst = _rows(h_prev[dst_t], slice(a, b))
+            acc = torch.zeros_like(h_dst)
+            for et in ets:
+                _relation_chunk(model, layer, et, g, h_prev, h_dst, gather, a, b, acc)
+            res[a:b] = norms[dst_t](F.elu(acc).add_(h_dst)).to(dtype)
             a = b
-        del xl_own
-    for t, o in out.items():  # in place: one [n_t, hidden] buffer per updated type
-        F.elu(o, inplace=True).add_(h_prev[t])
-        out[t] = norms[t](o)
+        out[dst_t] = res
     return out
 
 
+def _relation_chunk(model: InfluenceGNN, layer: int, et: EdgeType, g: LayerwiseGraph, h_prev: dict[str, States],
+                    h_dst: Tensor, gather: Gather, a: int, b: int, acc: Tensor) -> None:
+    """Adds relation ``et``'s messages into own destinations ``a:b`` to ``acc``: GATv2 attention and, with
+    ``model.sum_channel``, the sum channel, as ``InfluenceGNN.forward`` computes them.
+    Shapes: h_dst [b - a, hidden] float32 previous states of the destinations; acc [b - a, hidden]."""
+    src_t = et[0]
+    conv = model.convs[layer].convs[et]
+    colptr, row = g.colptr[et], g.row[et]
+    e0, e1 = int(colptr[a]), int(colptr[b])
+    dev = h_dst.device
+    deg = (colptr[a + 1:b + 1] - colptr[a:b]).long()
+    dst = torch.repeat_interleave(torch.arange(b - a, device=dev), deg)
+    sources = _ChunkSources(g, src_t, row[e0:e1], h_prev[src_t], gather)
+    x_j, own = sources.per_edge(conv.lin_l), sources.own
+    attr = g.edge_attr.get(et)
+    ea = attr[e0:e1] if attr is not None and conv.lin_edge is not None else None
+    gat_dst = dst
+    if conv.add_self_loops:  # PyG: drop existing self-loops, add one per destination (mean in-edge feature)
+        keep = ~(own & (sources.local == dst + a))  # same type: own i is source i
+        x_j, gat_dst = x_j[keep], dst[keep]
+        if ea is not None:
+            ea = ea[keep]
+            loop_attr = torch.zeros(b - a, ea.size(1), dtype=ea.dtype, device=dev)
+            loop_attr.index_add_(0, gat_dst, ea)
+            cnt = torch.bincount(gat_dst, minlength=b - a).clamp(min=1).unsqueeze(1)
+            ea = torch.cat([ea, loop_attr / cnt])
+        x_j = torch.cat([x_j, conv.lin_l(h_dst)])  # a self-loop's source is the destination itself
+        gat_dst = torch.cat([gat_dst, torch.arange(b - a, device=dev)])
+    acc += _gatv2(conv, x_j, conv.lin_r(h_dst), gat_dst, ea, b - a)
+    del x_j
+    sums = model.sums[layer][et[1]] if et[1] in model.sums[layer] else None
+    if sums is not None:  # model.sum_channel: a mean of pairwise messages over every in-edge
+        col = model.degree_columns.get(et)
+        acc += sums(sources.per_edge(sums.src), sums.dst(h_dst), dst,
+                    attr[e0:e1] if sums.edge is not None and attr is not None else None,
+                    g.x[et[2]][a:b, col] if col is not None else None)
+
+
 @torch.no_grad()
-def head(model: InfluenceGNN, user_states: list[Tensor]) -> Tensor:
+def head(model: InfluenceGNN, user_states: list[Tensor], chunk_rows: int = 1 << 16) -> Tensor:
     """The regression head over the user's state after every layer (jumping knowledge).
     Shapes: user_states L+1 x [n_user, hidden] -> [n_user] log1p reach."""
-    return model.head(torch.cat(user_states, dim=-1)).squeeze(-1)
+    n = len(user_states[0])
+    out = torch.empty(n, device=next(model.head.parameters()).device)
+    for a, b in _chunks(n, chunk_rows):  # row chunks: [n_user, (L + 1) * hidden] at once would be the phase's peak
+        out[a:b] = model.head(torch.cat([u[a:b].float() for u in user_states], dim=-1)).squeeze(-1)
+    return out
 
 
 @torch.no_grad()
@@ -211,7 +252,7 @@ def infer_local(model: InfluenceGNN, g: LayerwiseGraph, chunk_edges: int = 1 << 
                          "neighbours' states (ripple.infer.embed runs the partitioned case)")
 
     model.eval()
-    h = input_states(model, g)
+    h: dict[str, States] = {t: InputStates(model, t, x) for t, x in g.x.items()}
     users = [h["user"]]
     for layer in range(len(model.convs)):
         nxt = layer_states(model, g, layer, h, gather, chunk_edges)

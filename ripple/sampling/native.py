@@ -18,14 +18,9 @@ import torch
 from torch import Tensor
 from torch_geometric.sampler import BaseSampler, HeteroSamplerOutput, NodeSamplerInput
 
+from ripple.sampling.segments import sample_segments
+
 EdgeType = tuple[str, str, str]
-
-
-def _segment_arange(counts: Tensor) -> Tensor:
-    """[3, 2] -> [0, 1, 2, 0, 1]."""
-    total = int(counts.sum())
-    starts = torch.cumsum(counts, 0) - counts
-    return torch.arange(total, device=counts.device) - torch.repeat_interleave(starts, counts)
 
 
 def sample_csc(colptr: Tensor, frontier: Tensor, fanout: int, generator: torch.Generator | None = None
@@ -40,53 +35,6 @@ def sample_csc(colptr: Tensor, frontier: Tensor, fanout: int, generator: torch.G
     deg = colptr[frontier + 1] - start
     owner, offset = sample_segments(deg, torch.full_like(deg, fanout), generator)
     return owner, start[owner] + offset
-
-
-def sample_segments(deg: Tensor, fanout: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """Draw ``min(fanout_i, deg_i)`` distinct offsets in ``[0, deg_i)`` for every segment i, uniformly
-    (``fanout_i < 0``: all of them, in order). Segments may come from different relations, so one call serves
-    every relation of a hop.
-
-    Segments with ``deg <= fanout`` take every offset. Larger ones run Floyd's algorithm, vectorized over
-    segments: step ``i`` of a segment with fanout f draws t uniform in [0, d - f + i] and keeps t, or d - f + i
-    if t was drawn before — an exact uniform f-subset in f steps, with no sort and no rejection rounds. The work
-    is ``O(F * max_fanout^2)`` compares; the loop runs over fanout steps, never over nodes or edges.
-
-    Shapes:
-        deg, fanout: [F] -> (owner [S] segment index, offset [S] within the segment), grouped by owner.
-    """
-    dev = deg.device
-    every = fanout < 0
-    if bool(every.any()):  # fanout -1: unbounded counts, handled apart (rare: full-neighbourhood inference)
-        idx_e = torch.nonzero(every).view(-1)
-        idx_b = torch.nonzero(~every).view(-1)
-        own_e = torch.repeat_interleave(idx_e, deg[idx_e])
-        off_e = _segment_arange(deg[idx_e])
-        own_b, off_b = sample_segments(deg[idx_b], fanout[idx_b], generator)
-        owner = torch.cat([own_e, idx_b[own_b]])
-        order = torch.argsort(owner, stable=True)
-        return owner[order], torch.cat([off_e, off_b])[order]
-    width = int(fanout.max()) if len(fanout) else 0
-    if width == 0:
-        empty = torch.empty(0, dtype=torch.long, device=dev)
-        return empty, empty
-    k = torch.minimum(fanout, deg)
-    # [F, width] offsets: row i holds segment i's draws in its first k_i columns; all-taken rows are 0..deg-1
-    slots = torch.arange(width, device=dev).expand(len(deg), width).clone()
-    big = torch.nonzero(deg > fanout).view(-1)
-    if len(big):
-        d, f = deg[big], fanout[big]
-        chosen = torch.empty(len(big), width, dtype=torch.long, device=dev)
-        u = torch.rand(len(big), width, device=dev, generator=generator, dtype=torch.float64)
-        for i in range(width):
-            j = d - f + i                                   # Floyd's upper bound at this step
-            t = torch.minimum((u[:, i] * (j + 1).to(torch.float64)).long(), j)
-            seen = (chosen[:, :i] == t.unsqueeze(1)).any(1) if i else torch.zeros_like(t, dtype=torch.bool)
-            chosen[:, i] = torch.where(seen, j, t)          # rows with f <= i are past their fanout: masked below
-        slots[big] = chosen
-    keep = torch.arange(width, device=dev).unsqueeze(0) < k.unsqueeze(1)
-    owner, col = torch.nonzero(keep, as_tuple=True)         # row-major: grouped by owner, in segment order
-    return owner, slots[owner, col]
 
 
 class _NodeSet:

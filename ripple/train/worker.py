@@ -18,6 +18,7 @@ from ripple.config import RippleConfig
 from ripple.context import WorkerContext, setup_worker_logging
 from ripple.evaluate.metrics import spearman
 from ripple.graph.access import GraphAccess, open_access
+from ripple.graph.shard import HeapTrim
 from ripple.graph.shards import Traffic
 from ripple.models.gnn import build_model
 from ripple.run import SCORE
@@ -92,6 +93,7 @@ def train_epoch(model, opt, access: GraphAccess, ctx: WorkerContext, cfg: Ripple
                          prefetch_depth(cfg.sampling.prefetch, ctx.device, access.remote_sampling))
     t0, users, edges = time.perf_counter(), 0, 0
     loss_sum = torch.zeros((), device=ctx.device)  # summed on the device: no host sync per step
+    trim = HeapTrim()
     for inp in batches:
         n = inp.batch_size
         pred, _ = model(inp.x, inp.edge_index, inp.edge_attr)
@@ -102,6 +104,7 @@ def train_epoch(model, opt, access: GraphAccess, ctx: WorkerContext, cfg: Ripple
         loss_sum += loss.detach() * n
         users += n
         edges += sum(int(v.size(1)) for v in inp.edge_index.values())
+        trim()  # what the step freed goes back to the OS, not into the arenas' fragments
     loss_sum = float(loss_sum)  # waits for the device's queue: the epoch's time below is honest
     return RankEpoch(loss_sum, users, edges, time.perf_counter() - t0, batches.wait_s,
                      Traffic.since(access.traffic(), before))

@@ -22,8 +22,9 @@ from ripple.data import schema as S
 from ripple.data.generator import GeneratorConfig, generate
 from ripple.graph.partition import partition
 from ripple.graph.sharded_sampler import DistributedNeighborSampler
-from ripple.graph.shards import (PartitionMeta, ShardedFeatureStore, ShardedGraph, find_shards, owner_of, shard_key,
-                                 start_shard)
+from ripple.graph.partition import part_dir
+from ripple.graph.shard import PackedRows, PartitionMeta, ShardData
+from ripple.graph.shards import ShardedFeatureStore, ShardedGraph, find_shards, owner_of, shard_key, start_shard
 
 
 P = 3
@@ -62,7 +63,12 @@ def expected_shapes(meta: PartitionMeta, p: int) -> dict[str, tuple[int, ...]]:
     out = {}
     for t in S.NODE_TYPES:
         out[f"ids/{t}"] = (n[t],)
-        out[f"x/{t}"] = (n[t], int(m["feature_dims"][t]))
+        blocks = FT.ONEHOT_BLOCKS.get(t)
+        if blocks:  # stored packed: the float32 columns, and one uint8 code per one-hot block
+            out[f"x/{t}/dense"] = (n[t], int(m["feature_dims"][t]) - sum(w for _, w in blocks))
+            out[f"x/{t}/codes"] = (n[t], len(blocks))
+        else:
+            out[f"x/{t}"] = (n[t], int(m["feature_dims"][t]))
     for k in ("y", "replicate", "split"):
         out[k] = (n["user"],)
     for et in meta.edge_types:
@@ -109,6 +115,27 @@ def test_each_process_holds_exactly_one_part(cluster):
     # the local part's contents are the part's
     for k, a in c.graph.local[0].arrays.items():
         assert np.array_equal(a, c.ref.local[0].arrays[k], equal_nan=a.dtype.kind == "f"), k
+
+
+def test_post_features_are_held_packed_and_read_back_exactly(cluster):
+    """A part holds posts' and communities' one-hot blocks as uint8 codes; indexing gives the float32 rows the
+    partition wrote, bit for bit, and sends them packed (no unpack and repack) to another process."""
+    import pyarrow.parquet as pq
+
+    shard = ShardData.load(cluster.meta, 0)
+    for t in ("content", "community"):
+        x = shard.x[t]
+        assert isinstance(x, PackedRows), t
+        want = FT.list_matrix(pq.read_table(os.path.join(cluster.meta.url, part_dir(0), f"{t}.parquet"))["x"],
+                              FT.NODE_DIMS[t])
+        assert x.shape == want.shape and len(x) == len(want)
+        idx = torch.tensor([len(want) - 1, 0, min(2, len(want) - 1), 0])
+        assert torch.equal(x[idx], torch.from_numpy(want[idx.numpy()]))
+        assert torch.equal(x[:], torch.from_numpy(want))
+        assert x.dense.nbytes + x.codes.nbytes < 0.65 * want.nbytes
+        wire = shard.fetch({(t, "x"): idx.numpy()}, wire=True)[(t, "x")]
+        assert np.array_equal(FT.unpack_rows(t, wire), want[idx.numpy()])
+    assert isinstance(shard.x["user"], torch.Tensor)  # no one-hot block: float32 as it is
 
 
 def test_local_part_is_mapped_zero_copy_from_the_object_store(cluster):

@@ -14,7 +14,8 @@ from torch_geometric.sampler import NodeSamplerInput
 from ripple.data.graph import build_csc
 from ripple.graph.local import CSCGraphStore, DictFeatureStore
 from ripple.sampling import backends
-from ripple.sampling.native import CSCGraph, NativeNeighborSampler, _segment_arange, sample_csc
+from ripple.sampling.native import CSCGraph, NativeNeighborSampler, sample_csc
+from ripple.sampling.segments import _segment_arange
 
 FOL = ("user", "follows", "user")
 SHR = ("user", "shared", "content")
