@@ -427,17 +427,16 @@ class GraphShard:
         meta = PartitionMeta.open(url, options)
         # Each array published as soon as it is decoded, and served from the shared copy: the node holds one copy
         # for the actor and its trainers, and a loading actor holds one file's decode at a time, not the part.
-        self._refs: dict = {}
+        refs = []
 
         def publish(a: np.ndarray) -> np.ndarray:
-            ref = ray.put(a)
-            self._refs[len(self._refs)] = ref
-            return ray.get(ref)
+            refs.append(ray.put(a))
+            return ray.get(refs[-1])
 
         with _node_load_slot():
             waited = time.perf_counter() - t0
             self.data = ShardData.load(meta, part, keep=publish)
-        self._refs = dict(zip(self.data.arrays, self._refs.values()))
+        self._refs = dict(zip(self.data.arrays, refs))  # the arrays in the order they were published
         release_memory()  # what is left of the decode, held for the actor's life otherwise
         self.load_seconds = time.perf_counter() - t0
         log.info("shard %d loaded from %s: %.1f MiB in %.1fs (%.1fs waiting for the node's load slot)", part, url,
