@@ -6,8 +6,8 @@ usual AWS variables, which are never logged or written anywhere.
 
 Commit protocol for a folder of parts (embeddings, partitions):
   1. ``begin``: delete ``_manifest.json`` so readers refuse the folder while it is rewritten;
-  2. ``write_part`` (any number of processes): each part is a uniquely named parquet file; its row count and
-     sha256 are returned to the committer;
+  2. ``write_part`` or ``PartWriter`` (any number of processes): each part is a uniquely named parquet file; its
+     row count and sha256 are returned to the committer;
   3. ``commit``: write ``_manifest.json`` listing exactly the parts, then delete parts it does not list (and
      temp files a part writer killed mid-file left).
 Readers read only the parts the manifest lists and check row counts and checksums, so a killed writer leaves
@@ -33,9 +33,11 @@ import hashlib
 import io
 import json
 import logging
+import os
 import posixpath
 import random
 import socket
+import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -633,11 +635,79 @@ def begin(store: Store) -> None:
     store.rm(MANIFEST)
 
 
+def file_sha256(path: str) -> str:
+    """sha256 of a local file, read in blocks (a part is never read into memory whole to be hashed)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class PartWriter:
+    """One part of a committed folder, written a batch at a time: ``write`` buffers tables up to
+    ``row_group_rows`` rows and writes them as a parquet row group to a spool file; ``close`` publishes it under
+    its final name and returns its ``PartInfo``. What the writer holds is a row group, not the part (a part of
+    millions of embeddings held whole, next to its parquet bytes, was a layer-wise worker's largest allocation).
+
+    The spool file sits next to the part on a local store (published by a rename) and in the temp dir for a
+    remote one (uploaded by ``Store.put_file``: multipart, never read back into memory). A writer that fails
+    removes its spool file; one killed mid-part leaves ``<part>.tmp-*``, which ``commit`` deletes.
+    """
+
+    def __init__(self, store: Store, schema: pa.Schema, index: int, writer: str = "0",
+                 row_group_rows: int = 1 << 16):
+        self.store, self.row_group_rows = store, row_group_rows
+        self.name = f"part-{writer}-{index:05d}-{uuid.uuid4().hex[:8]}.parquet"
+        if store.remote:
+            fd, self._spool = tempfile.mkstemp(prefix="ripple-part-", suffix=".parquet")
+            os.close(fd)
+        else:
+            store.makedirs()
+            self._spool = store.path(f"{self.name}.tmp-{uuid.uuid4().hex[:8]}")
+        self._writer = pq.ParquetWriter(self._spool, schema, compression="zstd")
+        self._buf: list[pa.Table] = []
+        self._buffered = self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        self._buf.append(table)
+        self._buffered += table.num_rows
+        if self._buffered >= self.row_group_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buf:
+            self._writer.write_table(pa.concat_tables(self._buf).combine_chunks(), row_group_size=max(1, min(self._buffered, 1 << 20)))
+            self.rows += self._buffered
+            self._buf, self._buffered = [], 0
+
+    def close(self) -> PartInfo:
+        self._flush()
+        self._writer.close()
+        info = PartInfo(self.name, self.rows, file_sha256(self._spool), os.path.getsize(self._spool))
+        if self.store.remote:
+            self.store.put_file(self._spool, self.name)
+            os.remove(self._spool)
+        else:
+            os.replace(self._spool, self.store.path(self.name))
+        return info
+
+    def __enter__(self) -> "PartWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:  # the part is abandoned: no spool file is left behind
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            with contextlib.suppress(OSError):
+                os.remove(self._spool)
+
+
 def write_part(store: Store, table: pa.Table, index: int, writer: str = "0") -> PartInfo:
-    data = table_to_parquet_bytes(table)
-    name = f"part-{writer}-{index:05d}-{uuid.uuid4().hex[:8]}.parquet"
-    store.write_bytes(data, name)
-    return PartInfo(name, table.num_rows, hashlib.sha256(data).hexdigest(), len(data))
+    """``table`` as one part (one row group up to 1Mi rows); ``PartWriter`` writes a part batch by batch."""
+    with PartWriter(store, table.schema, index, writer, row_group_rows=max(1, table.num_rows)) as w:
+        w.write(table)
+        return w.close()
 
 
 def commit(store: Store, parts: Iterable[PartInfo], extra: dict | None = None) -> dict:

@@ -27,7 +27,6 @@ Layout under ``PARTS`` (``manifest.json`` is written last; readers refuse a fold
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import resource
@@ -45,7 +44,7 @@ from ripple.data import features as FT
 from ripple.data import schema as S
 from ripple.data.dataset import Dataset
 from ripple.data.ids import add_counts, dense_index, is_id_range
-from ripple.data.storage import StorageError, StorageOptions, Store, iter_table_batches, join
+from ripple.data.storage import StorageError, StorageOptions, Store, file_sha256, iter_table_batches, join
 from ripple.run import PARTITIONS_FORMAT, PARTITIONS_MANIFEST
 
 log = logging.getLogger(__name__)
@@ -288,12 +287,9 @@ def _rebalance(part: np.ndarray, cap: int, num_parts: int, rng: np.random.Genera
 
 
 def _upload(dest: Store, local: str, rel_path: str, rows: int, files: dict) -> None:
-    h = hashlib.sha256()
-    with open(local, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
+    sha = file_sha256(local)
     dest.put_file(local, rel_path)
-    files[rel_path] = {"rows": rows, "sha256": h.hexdigest(), "bytes": os.path.getsize(local)}
+    files[rel_path] = {"rows": rows, "sha256": sha, "bytes": os.path.getsize(local)}
     os.remove(local)
 
 

@@ -29,7 +29,7 @@ from ripple.context import WorkerContext, is_lost_process
 from ripple.data import schema as S
 from ripple.data.dataset import Dataset
 from ripple.data.graph import load_local_graph
-from ripple.data.storage import PartInfo, begin, commit, write_part
+from ripple.data.storage import PartInfo, PartWriter, begin, commit, write_part
 from ripple.graph.access import ShardedAccess, open_access
 from ripple.graph.shard import PartitionMeta, _tensor, release_memory
 from ripple.graph.shards import ShardedGraph, Traffic, alive_nodes, find_shards, group_by_part, start_shard
@@ -43,6 +43,11 @@ from ripple.train.worker import predict
 log = logging.getLogger(__name__)
 
 
+def embeddings_schema(hidden: int) -> pa.Schema:
+    return pa.schema([("user_id", pa.int64()), ("embedding", pa.list_(pa.float32(), hidden)),
+                      ("influence_score", pa.float32())])
+
+
 def embeddings_table(user_ids: np.ndarray, emb: np.ndarray, log_reach: np.ndarray) -> pa.Table:
     """Shapes: user_ids [U], emb [U, H], log_reach [U] -> table(user_id, embedding, influence_score)."""
     h = emb.shape[1]
@@ -51,7 +56,7 @@ def embeddings_table(user_ids: np.ndarray, emb: np.ndarray, log_reach: np.ndarra
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(emb, np.float32).reshape(-1)),
                                                        h),
         "influence_score": pa.array(np.expm1(np.clip(log_reach, 0, None)).astype(np.float32)),
-    })
+    }, schema=embeddings_schema(h))
 
 
 def _task_resources(cfg) -> dict:
@@ -240,19 +245,31 @@ class LayerwiseWorker:
         else:
             users_ref, others_ref = prev[part]
             h_prev = {"user": _tensor(ray.get(users_ref)), **{t: _tensor(v) for t, v in ray.get(others_ref).items()}}
-        # states kept between phases as inference.state_dtype (float16 halves the object store's largest
-        # tenant); the last layer's user states are the embeddings, float32
-        dtype = torch.float32 if last else getattr(torch, self.cfg.inference.state_dtype)
-        h = LW.layer_states(model, lw, layer, h_prev, gather, self.cfg.inference.chunk_edges, dtype)
+        if last:
+            return self._write_last(part, layer, h_prev, gather, [_tensor(ray.get(r)) for r in refs[0]["users"]])
+        # states kept between phases as inference.state_dtype (float16 halves the object store's largest tenant)
+        h = LW.layer_states(model, lw, layer, h_prev, gather, self.cfg.inference.chunk_edges,
+                            getattr(torch, self.cfg.inference.state_dtype))
         del h_prev
-        if not last:
-            out = h.pop("user").numpy(), {t: v.numpy() for t, v in h.items()}
-            del h
-            release_memory()  # the next phase's peak should not sit on this one's
-            return out
-        h0_user = LW.InputStates(model, "user", lw.x["user"])  # computed per row chunk of the head
-        pred = LW.head(model, [h0_user] + [_tensor(ray.get(r)) for r in refs[0]["users"]] + [h["user"]])
-        return _write_part(self.cfg, self.graph.local[part].ids["user"], h["user"], pred, part)
+        out = h.pop("user").numpy(), {t: v.numpy() for t, v in h.items()}
+        del h
+        release_memory()  # the next phase's peak should not sit on this one's
+        return out
+
+    def _write_last(self, part: int, layer: int, h_prev: dict, gather, middle: list[torch.Tensor]) -> PartInfo:
+        """The last layer, chunk by chunk of users: its float32 states are the embeddings; the head reads every
+        layer's state of the chunk (layer 0's computed here, the middle layers' from the object store), and the
+        chunk goes to the part's writer. Nothing user-count sized is held: the part's embeddings and their
+        parquet bytes, whole, had been this phase's peak."""
+        model, lw = self.model, self.lw[part]
+        ids = self.graph.local[part].ids["user"]
+        h0_user = LW.InputStates(model, "user", lw.x["user"])
+        with PartWriter(embeddings_store(self.cfg), embeddings_schema(self.cfg.model.hidden), part, writer="w") as w:
+            for t, a, b, h in LW.layer_chunks(model, lw, layer, h_prev, gather, self.cfg.inference.chunk_edges):
+                if t == "user":
+                    pred = LW.head(model, [h0_user[a:b]] + [u[a:b] for u in middle] + [h])
+                    w.write(embeddings_table(ids[a:b], h.numpy(), pred.numpy()))
+            return w.close()
 
 
 def phase_memory_bytes(node_counts: dict[str, list[int]], part: int, hidden: int, chunk_edges: int,
@@ -260,15 +277,15 @@ def phase_memory_bytes(node_counts: dict[str, list[int]], part: int, hidden: int
     """Heap one phase of part ``part`` needs: its ``LayerwiseWorker`` requests it from Ray as ``memory``, so a node
     runs only as many workers as fit (Ray's memory monitor kills the processes of an oversubscribed node).
 
-    The layer's output for every own node (``state_bytes`` per float: inference.state_dtype); at the last layer,
-    the users' float32 embeddings and their copy for the written table (the head runs in row chunks); per chunk,
-    about 12 per-edge [chunk_edges, hidden] float32 temporaries; plus the interpreter, torch and the model
-    (300 MiB). The part's graph arrays and the
+    The layer's output for every own node (``state_bytes`` per float: inference.state_dtype; the last layer's
+    embeddings go to the part's writer a chunk at a time, a row group of 64Ki rows buffered); per chunk, about 12
+    per-edge [chunk_edges, hidden] float32 temporaries; plus the interpreter, torch and the model (300 MiB). The
+    part's graph arrays and the
     previous layer's states are not counted: they are zero-copy views of objects in the object store. Capped at
     ``node_memory`` so a huge part is never unschedulable.
     """
     n = {t: int(c[part]) for t, c in node_counts.items()}
-    need = hidden * (state_bytes * sum(n.values()) + 8 * n.get("user", 0) + 48 * chunk_edges) + (300 << 20)
+    need = hidden * (state_bytes * sum(n.values()) + 48 * chunk_edges + 8 * (1 << 16)) + (300 << 20)
     return int(min(need, node_memory)) if node_memory else int(need)
 
 

@@ -11,7 +11,7 @@ contiguous global index range per type: the whole graph, or one partition), with
 ``gather`` callback for previous-layer states of nodes owned elsewhere (other partitions). Nothing here knows
 about Ray, ranks or devices; ``ripple.infer.embed`` runs one phase per layer over the partitions.
 
-Per layer, ``layer_states`` reproduces ``InfluenceGNN.forward`` on the whole graph: the same GATv2 terms
+Per layer, ``layer_chunks`` (``layer_states`` whole) reproduces ``InfluenceGNN.forward`` on the whole graph: the same GATv2 terms
 (``lin_l``/``lin_r``, edge projection, LeakyReLU, attention, softmax over each destination's in-edges, self-loops
 with the mean in-edge feature on same-type relations), the same residual, ELU and LayerNorm.
 ``tests/models/test_layerwise.py`` checks it against ``forward`` to float precision.
@@ -19,7 +19,7 @@ with the mean in-edge feature on same-type relations), the same residual, ELU an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -156,28 +156,31 @@ def _gatv2(conv, x_j: Tensor, x_i: Tensor, dst: Tensor, edge_attr: Tensor | None
     return out + conv.bias if conv.bias is not None else out
 
 
+def _into(model: InfluenceGNN, layer: int) -> dict[str, list[EdgeType]]:
+    """The node types conv layer ``layer`` updates (only users at the last layer), each with its in-relations."""
+    into: dict[str, list[EdgeType]] = {}
+    for et in model.convs[layer].convs.keys():
+        if et[2] in model.norms[layer]:
+            into.setdefault(et[2], []).append(et)
+    return into
+
+
 @torch.no_grad()
-def layer_states(model: InfluenceGNN, g: LayerwiseGraph, layer: int, h_prev: dict[str, States], gather: Gather,
-                 chunk_edges: int = 1 << 18, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-    """States after conv layer ``layer`` (0-based) of own nodes of every type the layer updates (only users at
-    the last layer), from ``h_prev`` (own nodes' states after the previous layer, any float dtype, or
+def layer_chunks(model: InfluenceGNN, g: LayerwiseGraph, layer: int, h_prev: dict[str, States], gather: Gather,
+                 chunk_edges: int = 1 << 18) -> Iterator[tuple[str, int, int, Tensor]]:
+    """States after conv layer ``layer`` (0-based) of own nodes of every type the layer updates, one chunk of
+    destinations at a time, from ``h_prev`` (own nodes' states after the previous layer, any float dtype, or
     ``InputStates``) and ``gather`` (others').
 
-    Destinations of a type are processed in chunks of about ``chunk_edges`` in-edges over all the relations into
-    it, and each chunk is finished (every relation's messages, ELU, residual, LayerNorm) before the next starts:
-    besides the output ([n_t, hidden] in ``dtype``, float16 where states are stored between phases), what a phase
-    holds is bounded by the chunk, whatever a hub's degree, the partition's size or its halo.
-    Shapes: h_prev {t: [n_t, hidden]} -> {t: [n_t, hidden]} in ``dtype``.
+    A type's destinations come in chunks of about ``chunk_edges`` in-edges over all the relations into it, and
+    each chunk is finished (every relation's messages, ELU, residual, LayerNorm) before it is yielded: what this
+    holds is bounded by the chunk, whatever a hub's degree, the partition's size or its halo. The caller keeps
+    (``layer_states``) or writes (the last layer's embeddings) each chunk.
+    Yields (type, a, b, states of own destinations ``a:b`` [b - a, hidden] float32).
     """
-    hetero, norms = model.convs[layer], model.norms[layer]
-    into: dict[str, list[EdgeType]] = {}
-    for et in hetero.convs.keys():
-        if et[2] in norms:
-            into.setdefault(et[2], []).append(et)
-    out: dict[str, Tensor] = {}
-    for dst_t, ets in into.items():
+    norms = model.norms[layer]
+    for dst_t, ets in _into(model, layer).items():
         n_dst = g.num_own(dst_t)
-        res = torch.empty(n_dst, model.cfg.hidden, dtype=dtype, device=g.x[dst_t].device)
         # in-edges over every relation into dst_t, per destination: chunks hold whole in-neighbourhoods
         colptr = sum(g.colptr[et].long() for et in ets)
         a = 0
@@ -188,9 +191,18 @@ def layer_states(model: InfluenceGNN, g: LayerwiseGraph, layer: int, h_prev: dic
             acc = torch.zeros_like(h_dst)
             for et in ets:
                 _relation_chunk(model, layer, et, g, h_prev, h_dst, gather, a, b, acc)
-            res[a:b] = norms[dst_t](F.elu(acc).add_(h_dst)).to(dtype)
+            yield dst_t, a, b, norms[dst_t](F.elu(acc).add_(h_dst))
             a = b
-        out[dst_t] = res
+
+
+def layer_states(model: InfluenceGNN, g: LayerwiseGraph, layer: int, h_prev: dict[str, States], gather: Gather,
+                 chunk_edges: int = 1 << 18, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+    """``layer_chunks`` kept whole: every updated type's states in ``dtype`` (float16 where states are stored
+    between phases). Shapes: h_prev {t: [n_t, hidden]} -> {t: [n_t, hidden]} in ``dtype``."""
+    out = {t: torch.empty(g.num_own(t), model.cfg.hidden, dtype=dtype, device=g.x[t].device)
+           for t in _into(model, layer)}
+    for t, a, b, h in layer_chunks(model, g, layer, h_prev, gather, chunk_edges):
+        out[t][a:b] = h.to(dtype)
     return out
 
 

@@ -264,6 +264,37 @@ def test_failed_local_write_keeps_old_file_and_no_temp(tmp_path, monkeypatch):
     assert os.listdir(tmp_path / "d") == ["f.bin"]
 
 
+def test_part_writer_writes_row_groups_and_commits(folder):
+    """A part written batch by batch: buffered into row groups of at least ``row_group_rows``, published under
+    its name on close (renamed locally, uploaded on S3), checksummed like ``write_part``'s."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    begin(folder)
+    with st.PartWriter(folder, _table(0, 1).schema, 0, writer="w", row_group_rows=5) as w:
+        for lo in range(0, 12, 3):
+            w.write(_table(lo, 3))
+        assert not [f for f in folder.ls() if f.endswith(".parquet")]  # nothing published before close
+        info = w.close()
+    assert info.rows == 12 and info.path.startswith("part-w-00000-")
+    data = folder.read_bytes(info.path)
+    assert pq.ParquetFile(io.BytesIO(data)).num_row_groups == 2  # 6 rows, then the remaining 6
+    assert info.bytes == len(data)
+    commit(folder, [info])
+    assert _sorted(read_committed(folder)) == _sorted(_table(0, 12))
+    assert not [f for f in folder.ls() if ".tmp-" in f]
+
+
+def test_failed_part_writer_leaves_nothing(tmp_path):
+    store = Store(str(tmp_path / "w"))
+    with pytest.raises(RuntimeError, match="chunk failed"):
+        with st.PartWriter(store, _table(0, 1).schema, 3) as w:
+            w.write(_table(0, 2))
+            raise RuntimeError("chunk failed")
+    assert os.listdir(tmp_path / "w") == []
+
+
 # ---------------------------------------------------------------- pyarrow filesystem for Ray Train
 
 def test_pyarrow_filesystem_local(tmp_path, monkeypatch):

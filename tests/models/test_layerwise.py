@@ -175,8 +175,8 @@ def test_phase_memory_request_grows_with_the_part_and_is_capped_by_the_node():
     counts = {"user": [1000, 4000], "content": [3000, 100], "community": [10, 10]}
     small = phase_memory_bytes(counts, 0, hidden=64, chunk_edges=1024)
     big = phase_memory_bytes(counts, 1, hidden=64, chunk_edges=1024)
-    # hidden x (2 bytes (float16 states) x own nodes + 8 bytes x own users + 48 bytes x chunk) + 300 MiB
-    assert small == 64 * (2 * 4010 + 8 * 1000 + 48 * 1024) + (300 << 20)
+    # hidden x (2 bytes (float16 states) x own nodes + 48 bytes x chunk + a 64Ki-row group) + 300 MiB
+    assert small == 64 * (2 * 4010 + 48 * 1024 + 8 * (1 << 16)) + (300 << 20)
     assert phase_memory_bytes(counts, 0, hidden=64, chunk_edges=1024, state_bytes=4) > small
     assert big > small
     assert phase_memory_bytes(counts, 1, hidden=64, chunk_edges=1024, node_memory=1e6) == 1_000_000
