@@ -28,6 +28,25 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def gather_limit(table_size: int, n: int, device: torch.device, rounds: int = 5) -> dict:
+    """Random gathers per second from a graph-sized int64 array (``table_size``: the graph's edges, like the CSC
+    ``row`` array every sampled edge is read from): the floor of a sampler's cost per edge, one random read.
+    Measured both ways torch gathers: ``index_select`` and advanced indexing (``t[i]``, the issue's 71M/s)."""
+    g = torch.Generator(device=device).manual_seed(0)
+    table = torch.arange(table_size, device=device)
+    idx = torch.randint(0, table_size, (n,), device=device, generator=g)
+    out = {}
+    for name, fn in (("index_select", lambda: table.index_select(0, idx)), ("advanced_index", lambda: table[idx])):
+        fn()
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            fn()
+        _sync(device)
+        out[f"{name}_per_s"] = n * rounds / (time.perf_counter() - t0)
+    return out
+
+
 def _timed(fn, batches, device) -> dict:
     fn(batches[0])  # warm-up: allocator, kernels' first launch
     _sync(device)
@@ -111,6 +130,15 @@ def main() -> None:
         r["sampler_ratio_vs_first"] = r["sampler"]["edges_per_s"] / ref["sampler"]["edges_per_s"]
         r["loader_ratio_vs_first"] = r["loader"]["edges_per_s"] / ref["loader"]["edges_per_s"]
     results["reference_mode"] = next(iter(results["sampling"]))
+    # the floor: one random read of a graph-sized array per sampled edge
+    results["gather_limit"] = {dev.type: gather_limit(cfg_info["edges"], 1 << 20, dev) for dev in devices}
+    for name, r in results["sampling"].items():
+        lim = results["gather_limit"][name.rsplit("_", 1)[1]]
+        r["fraction_of_gather_limit"] = {k.removesuffix("_per_s"): r["sampler"]["edges_per_s"] / v
+                                         for k, v in lim.items()}
+        print(f"{name:24s} sampler at {r['fraction_of_gather_limit']['index_select']:.1%} of the gather limit "
+              f"({lim['index_select_per_s'] / 1e6:.0f}M random index_select reads/s; "
+              f"{lim['advanced_index_per_s'] / 1e6:.0f}M/s with t[i])", flush=True)
 
     # training: where sampling runs and whether it overlaps the model (the worker's device is the last one)
     dev = devices[-1]

@@ -14,7 +14,7 @@ from torch_geometric.sampler import NodeSamplerInput
 from ripple.data.graph import build_csc
 from ripple.graph.local import CSCGraphStore, DictFeatureStore
 from ripple.sampling import backends
-from ripple.sampling.native import CSCGraph, NativeNeighborSampler, sample_csc
+from ripple.sampling.native import CSCGraph, NativeNeighborSampler, _NodeSet, sample_csc
 from ripple.sampling.segments import _segment_arange
 
 FOL = ("user", "follows", "user")
@@ -355,6 +355,39 @@ def test_node_loader_with_repeated_input_nodes_keeps_them_all():
     src, dst = batch[et].edge_index
     got = sorted(zip(batch["u"].n_id[src].tolist(), dst.tolist()))
     assert got == [(1, 0), (1, 1), (2, 0), (2, 1), (3, 2)]
+
+
+def test_node_set_numbers_ids_by_first_appearance_across_calls():
+    """The one-table dedup against a dict: seeds (repeats kept at their first position), then ids in order of
+    first appearance over several calls mixing known ids, new ids and repeats; the table is clean afterwards."""
+    rng = np.random.default_rng(0)
+    ns = _NodeSet(50, "cpu")
+    for _ in range(3):  # reused across batches
+        seeds = torch.tensor([7, 3, 7, 9])
+        ns.nodes, ns.count = [], 0
+        ns.add_seeds(seeds)
+        ref = {7: 0, 3: 1, 9: 3}
+        count = 4
+        for _ in range(4):
+            glob = torch.from_numpy(rng.integers(0, 50, 40))
+            before = count
+            loc, new = ns.add(glob)
+            want_new = []
+            for g in glob.tolist():
+                if g not in ref:
+                    ref[g] = count
+                    count += 1
+                    want_new.append(g)
+            assert loc.tolist() == [ref[g] for g in glob.tolist()] and loc.dtype == torch.long
+            assert new.tolist() == want_new and ns.count == count == before + len(want_new)
+        assert ns.finish().tolist() == [7, 3, 7, 9] + [g for g, i in sorted(ref.items(), key=lambda kv: kv[1])
+                                                       if i >= 4]
+        assert bool((ns.assoc == torch.iinfo(torch.int32).max).all())
+
+
+def test_node_set_refuses_a_type_beyond_int32():
+    with pytest.raises(ValueError, match="int32"):
+        _NodeSet(2**31, "meta")
 
 
 def test_sampler_reused_across_batches():
