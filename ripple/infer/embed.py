@@ -280,9 +280,8 @@ def phase_memory_bytes(node_counts: dict[str, list[int]], part: int, hidden: int
     The layer's output for every own node (``state_bytes`` per float: inference.state_dtype; the last layer's
     embeddings go to the part's writer a chunk at a time, a row group of 64Ki rows buffered); per chunk, about 12
     per-edge [chunk_edges, hidden] float32 temporaries; plus the interpreter, torch and the model (300 MiB). The
-    part's graph arrays and the
-    previous layer's states are not counted: they are zero-copy views of objects in the object store. Capped at
-    ``node_memory`` so a huge part is never unschedulable.
+    part's graph arrays and the previous layer's states are not counted: they are zero-copy views of objects in
+    the object store. Capped at ``node_memory`` so a huge part is never unschedulable.
     """
     n = {t: int(c[part]) for t, c in node_counts.items()}
     need = hidden * (state_bytes * sum(n.values()) + 48 * chunk_edges + 8 * (1 << 16)) + (300 << 20)

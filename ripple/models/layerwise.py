@@ -167,7 +167,7 @@ def _into(model: InfluenceGNN, layer: int) -> dict[str, list[EdgeType]]:
 
 @torch.no_grad()
 def layer_chunks(model: InfluenceGNN, g: LayerwiseGraph, layer: int, h_prev: dict[str, States], gather: Gather,
-                 chunk_edges: int = 1 << 18) -> Iterator[tuple[str, int, int, Tensor]]:
+                 chunk_edges: int = 1 << 16) -> Iterator[tuple[str, int, int, Tensor]]:
     """States after conv layer ``layer`` (0-based) of own nodes of every type the layer updates, one chunk of
     destinations at a time, from ``h_prev`` (own nodes' states after the previous layer, any float dtype, or
     ``InputStates``) and ``gather`` (others').
@@ -196,7 +196,7 @@ def layer_chunks(model: InfluenceGNN, g: LayerwiseGraph, layer: int, h_prev: dic
 
 
 def layer_states(model: InfluenceGNN, g: LayerwiseGraph, layer: int, h_prev: dict[str, States], gather: Gather,
-                 chunk_edges: int = 1 << 18, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+                 chunk_edges: int = 1 << 16, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
     """``layer_chunks`` kept whole: every updated type's states in ``dtype`` (float16 where states are stored
     between phases). Shapes: h_prev {t: [n_t, hidden]} -> {t: [n_t, hidden]} in ``dtype``."""
     out = {t: torch.empty(g.num_own(t), model.cfg.hidden, dtype=dtype, device=g.x[t].device)
@@ -256,7 +256,7 @@ def head(model: InfluenceGNN, user_states: list[Tensor], chunk_rows: int = 1 << 
 
 
 @torch.no_grad()
-def infer_local(model: InfluenceGNN, g: LayerwiseGraph, chunk_edges: int = 1 << 18) -> tuple[Tensor, Tensor]:
+def infer_local(model: InfluenceGNN, g: LayerwiseGraph, chunk_edges: int = 1 << 16) -> tuple[Tensor, Tensor]:
     """Every own user's (prediction [n_user], embedding [n_user, hidden]) when this process owns every source
     (the whole graph in one process)."""
     def gather(t: str, glob: Tensor) -> Tensor:
