@@ -677,7 +677,8 @@ class PartWriter:
 
     def _flush(self) -> None:
         if self._buf:
-            self._writer.write_table(pa.concat_tables(self._buf).combine_chunks(), row_group_size=max(1, min(self._buffered, 1 << 20)))
+            group = pa.concat_tables(self._buf).combine_chunks()
+            self._writer.write_table(group, row_group_size=max(1, min(self._buffered, 1 << 20)))
             self.rows += self._buffered
             self._buf, self._buffered = [], 0
 
