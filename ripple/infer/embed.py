@@ -38,7 +38,7 @@ from ripple.models.gnn import build_model
 from ripple.models.layerwise import LayerwiseGraph, infer_local
 from ripple.run import embeddings_store, is_partitioned
 from ripple.train.checkpoint import load_state
-from ripple.train.worker import predict
+from ripple.train.worker import no_grad_batch, predict
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ def infer_part(cfg: RippleConfig, state: dict, part: int, num_parts: int, key: s
     access = (ShardedAccess(cfg, ctx, rng_seed, local_parts=[part], key=key) if key else
               open_access(cfg, ctx, rng_seed))
     users, ids = access.users(part, num_parts)
-    pred, emb, _ = predict(model, access, users, cfg.sampling.batch_size * 4, ctx.device, cfg.sampling.prefetch)
+    batch = no_grad_batch(cfg.sampling.batch_size)
+    pred, emb, _ = predict(model, access, users, batch, ctx.device, cfg.sampling.prefetch)
     return _write_part(cfg, ids, emb, pred, part)
 
 

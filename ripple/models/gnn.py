@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn import GATv2Conv, HeteroConv, HeteroDictLinear
-from torch_geometric.utils import scatter
+from torch_geometric.utils import scatter, trim_to_layer
 
 from ripple.config import ModelConfig
 from ripple.data import features as FT
@@ -40,7 +40,10 @@ class InfluenceGNN(torch.nn.Module):
         x_dict[t]: [N_t, in_channels[t]]
         edge_index_dict[r]: [2, E_r] (row 0 = source index into x_dict[r[0]], row 1 = target into x_dict[r[2]])
         edge_attr_dict[r]: [E_r, edge_dims[r]] for relations in ``edge_dims``
-        returns (prediction [N_user], embedding [N_user, hidden])
+        num_sampled_nodes_dict[t]: [num_layers + 1] nodes of type t per hop (seeds first), or None
+        num_sampled_edges_dict[r]: [num_layers] edges of relation r per hop, or None
+        returns (prediction [N'_user], embedding [N'_user, hidden]): N'_user = N_user, or the users within
+        ``num_layers - 1`` hops of the seeds when the hop counts are given (the seeds are always the first rows)
     """
 
     def __init__(self, in_channels: dict[str, int], edge_types: list[EdgeType], cfg: ModelConfig | None = None,
@@ -84,7 +87,9 @@ class InfluenceGNN(torch.nn.Module):
                                         torch.nn.Linear(64, 1))
 
     def forward(self, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor],
-                edge_attr_dict: dict[EdgeType, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+                edge_attr_dict: dict[EdgeType, Tensor] | None = None,
+                num_sampled_nodes_dict: dict[str, list[int]] | None = None,
+                num_sampled_edges_dict: dict[EdgeType, list[int]] | None = None) -> tuple[Tensor, Tensor]:
         h = {t: F.elu(v) for t, v in self.input(dict(x_dict)).items()}
         states = [h["user"]]
         # A relation with no edges in this batch is an empty one, not a missing one: every parameter then takes
@@ -92,14 +97,19 @@ class InfluenceGNN(torch.nn.Module):
         some = next(iter(x_dict.values()))
         edge_index_dict = {et: edge_index_dict.get(et, some.new_empty((2, 0), dtype=torch.long))
                            for et in self.edge_types if et[0] in h and et[2] in h}
-        extra = {}
         if edge_attr_dict is not None:
             edge_attr_dict = {**{et: some.new_empty((0, d)) for et, d in self.edge_dims.items()
                                  if et in edge_index_dict and edge_index_dict[et].size(1) == 0},
                               **{k: v for k, v in edge_attr_dict.items() if tuple(k) in self.edge_dims}}
-            extra["edge_attr_dict"] = edge_attr_dict
-        for conv, sums, norms in zip(self.convs, self.sums, self.norms):
-            out = conv(h, edge_index_dict, **extra)
+        hops = self._hops(h, edge_index_dict, num_sampled_nodes_dict, num_sampled_edges_dict)
+        for layer, (conv, sums, norms) in enumerate(zip(self.convs, self.sums, self.norms)):
+            if hops is not None:
+                # Layer l only has to update the nodes within num_layers - l - 1 hops of the seeds: the last
+                # hop's nodes and the edges into them leave the batch (PyG's hierarchical sampling), and the
+                # seeds' outputs are the same. At [15, 10] the last layer then passes over the first hop's
+                # edges only, about a tenth of the batch.
+                h, edge_index_dict, edge_attr_dict = trim_to_layer(layer, *hops, h, edge_index_dict, edge_attr_dict)
+            out = conv(h, edge_index_dict, **({} if edge_attr_dict is None else {"edge_attr_dict": edge_attr_dict}))
             for et, ei in edge_index_dict.items():
                 if et[1] in sums and et[2] in out:
                     ch = sums[et[1]]
@@ -107,12 +117,34 @@ class InfluenceGNN(torch.nn.Module):
                     out[et[2]] = out[et[2]] + ch(
                         ch.src(h[et[0]])[ei[0]], ch.dst(h[et[2]]), ei[1],
                         (edge_attr_dict or {}).get(et),
-                        x_dict[et[2]][:, col] if col is not None else None)
+                        x_dict[et[2]][:h[et[2]].size(0), col] if col is not None else None)
             h = {t: norms[t](F.elu(out[t]) + h[t]) if t in out and t in norms else h[t] for t in h}
             h = {t: F.dropout(v, self.cfg.dropout, self.training) for t, v in h.items()}
             states.append(h["user"])
         emb = h["user"]
-        return self.head(torch.cat(states, dim=-1)).squeeze(-1), emb
+        n = emb.size(0)  # the seeds and what the last layer kept: earlier layers' states are cut to it
+        return self.head(torch.cat([s[:n] for s in states], dim=-1)).squeeze(-1), emb
+
+    def _hops(self, h: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor],
+              nodes: dict[str, list[int]] | None, edges: dict[EdgeType, list[int]] | None):
+        """The batch's per-hop counts, checked against the model's depth and the batch's sizes, as
+        ``trim_to_layer`` takes them; None when the batch has none (the whole batch goes through every layer)."""
+        if nodes is None or edges is None:
+            return None
+        L = self.cfg.num_layers
+        nodes = {t: [int(c) for c in nodes.get(t, [])] for t in h}
+        edges = {et: [int(c) for c in edges.get(et, [0] * L)] for et in edge_index_dict}
+        for t, counts in nodes.items():
+            if len(counts) != L + 1 or sum(counts) != h[t].size(0):
+                raise ValueError(f"num_sampled_nodes[{t!r}] = {counts}: expected {L + 1} hop counts (model.num_layers "
+                                 f"= {L}) summing to the batch's {h[t].size(0)} {t} nodes; sample with one fanout "
+                                 "per layer, or pass no hop counts")
+        for et, counts in edges.items():
+            if len(counts) != L or sum(counts) != edge_index_dict[et].size(1):
+                raise ValueError(f"num_sampled_edges[{et}] = {counts}: expected {L} hop counts (model.num_layers = "
+                                 f"{L}) summing to the batch's {edge_index_dict[et].size(1)} edges; sample with one "
+                                 "fanout per layer, or pass no hop counts")
+        return nodes, edges
 
 
 class SumChannel(torch.nn.Module):

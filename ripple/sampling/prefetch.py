@@ -30,6 +30,8 @@ class ModelInputs:
     Shapes:
         x: node type -> [N_t, F_t]; edge_index: relation -> [2, E_r] (local ids); edge_attr: relation -> [E_r, D_r]
         y: [B] labels of the seed users (NaN where unlabelled); batch_size: B (the first B users are the seeds)
+        num_sampled_nodes: node type -> [hops + 1] nodes per hop; num_sampled_edges: relation -> [hops] edges per
+        hop (None where the sampler gave none): with them the model trims each layer to the nodes it must update
     """
 
     x: dict[str, Tensor]
@@ -37,6 +39,12 @@ class ModelInputs:
     edge_attr: dict[EdgeType, Tensor]
     y: Tensor
     batch_size: int
+    num_sampled_nodes: dict[str, list[int]] | None = None
+    num_sampled_edges: dict[EdgeType, list[int]] | None = None
+
+    def model_args(self) -> tuple:
+        """The model's positional arguments (``InfluenceGNN.forward``)."""
+        return self.x, self.edge_index, self.edge_attr, self.num_sampled_nodes, self.num_sampled_edges
 
 
 def to_device(batch: HeteroData, device, pin: bool | None = None) -> ModelInputs:
@@ -60,7 +68,17 @@ def to_device(batch: HeteroData, device, pin: bool | None = None) -> ModelInputs
         edge_attr={et: move(batch[et].edge_attr) for et in batch.edge_types if "edge_attr" in batch[et]},
         y=move(batch["user"].y[:bs]) if "y" in batch["user"] else torch.full((bs,), float("nan"), device=device),
         batch_size=bs,
+        num_sampled_nodes=_hop_counts(batch, batch.node_types, "num_sampled_nodes"),
+        num_sampled_edges=_hop_counts(batch, batch.edge_types, "num_sampled_edges"),
     )
+
+
+def _hop_counts(batch: HeteroData, keys: list, attr: str) -> dict | None:
+    """``batch[k].<attr>`` for every node or edge type as lists of ints; None unless every type has them."""
+    counts = {k: batch[k][attr] for k in keys if attr in batch[k]}
+    if len(counts) != len(keys):
+        return None
+    return {k: [int(c) for c in v] for k, v in counts.items()}
 
 
 def _tensors(inp: ModelInputs) -> list[Tensor]:

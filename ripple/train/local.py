@@ -17,7 +17,7 @@ from ripple.graph.access import LocalAccess
 from ripple.models.gnn import build_model
 from ripple.models.layerwise import LayerwiseGraph, infer_local
 from ripple.train.checkpoint import TrainState
-from ripple.train.worker import predict, train_epoch
+from ripple.train.worker import no_grad_batch, predict, train_epoch
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,12 @@ def fit_in_process(graph: LocalGraph, cfg: RippleConfig, model: torch.nn.Module 
     test_users = torch.from_numpy(graph.split_index("test"))
     for epoch in state.epochs(cfg.train.epochs, cfg.train.patience):
         stats = train_epoch(model, opt, access, ctx, cfg, epoch, cfg.sampling.batch_size)
-        pred, _, _ = predict(model, access, val_users, 1024, ctx.device, cfg.sampling.prefetch)
+        batch = no_grad_batch(cfg.sampling.batch_size)
+        pred, _, _ = predict(model, access, val_users, batch, ctx.device, cfg.sampling.prefetch)
         mse = float(((pred - val_y) ** 2).mean()) if len(val_y) else math.inf
         if mse < state.best:
             best = copy.deepcopy(model.state_dict())
-            sampled = predict(model, access, test_users, 1024, ctx.device, cfg.sampling.prefetch)[0].numpy()
+            sampled = predict(model, access, test_users, batch, ctx.device, cfg.sampling.prefetch)[0].numpy()
         state.update(epoch, mse)
         epochs += 1
         log.info("epoch %d loss %.4f val_mse %.4f", epoch, stats.loss_sum / max(stats.users, 1), mse)

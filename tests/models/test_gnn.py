@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch_geometric.nn import GATv2Conv
@@ -262,3 +263,96 @@ def test_in_degree_columns_hold_the_true_in_degree(tmp_path):
         colptr, _ = g.csc[et]
         np.testing.assert_allclose(np.expm1(g.x[et[2]][:, col].astype(np.float64)), np.diff(colptr), atol=1e-3,
                                    rtol=1e-5, err_msg=str(et))
+
+
+def sampled_batches(num_layers: int, seed=0, batch_size=16, backend="native"):
+    """Batches of a random 300-user graph from ``backend``'s sampler through NodeLoader, as the trainer gets
+    them."""
+    from ripple.config import SamplingConfig
+    from ripple.data.graph import LocalGraph, build_csc
+    from ripple.graph.local import local_stores
+    from ripple.sampling.loader import make_loader, make_sampler
+    from ripple.sampling.prefetch import to_device
+
+    rng = np.random.default_rng(seed)
+    n = {"user": 300, "content": 120, "community": 6}
+    tables = {"follows": ("user", "user", 1500), "shared": ("user", "content", 500),
+              "created": ("user", "content", 120), "member_of": ("user", "community", 300),
+              "reply_to": ("content", "content", 60)}
+    pairs = {tab: np.stack([rng.integers(0, n[a], m), rng.integers(0, n[b], m)], 1)
+             for tab, (a, b, m) in tables.items()}
+    csc, edge_attr = {}, {}
+    for rel in S.relations():
+        p = pairs[rel.table]
+        src, dst = (p[:, 1], p[:, 0]) if rel.reverse else (p[:, 0], p[:, 1])
+        colptr, row, perm = build_csc(src, dst, n[rel.edge_type[2]])
+        csc[rel.edge_type] = (colptr, row)
+        if rel.edge_type in FT.EDGE_DIMS:
+            edge_attr[rel.edge_type] = rng.standard_normal((len(src), FT.EDGE_DIMS[rel.edge_type]),
+                                                           dtype=np.float32)[perm]
+    x = {t: rng.standard_normal((n[t], FT.NODE_DIMS[t])).astype(np.float32) for t in S.NODE_TYPES}
+    g = LocalGraph(ids={t: np.arange(n[t], dtype=np.int64) for t in S.NODE_TYPES}, x=x, csc=csc,
+                   edge_attr=edge_attr)
+    fs, gs = local_stores(g)
+    cfg = SamplingConfig(fanouts=[4, 3, 2][:num_layers], batch_size=batch_size, backend=backend)
+    sampler = make_sampler(fs, gs, {t: g.num_nodes(t) for t in S.NODE_TYPES}, cfg, list(S.EDGE_TYPES),
+                           backend=backend, seed=seed)
+    loader = make_loader(fs, gs, sampler, torch.arange(0, 300, 7), batch_size, edge_attr=g.edge_attr_tensors())
+    return [to_device(b, "cpu") for b in loader]
+
+
+def full_model(num_layers: int) -> InfluenceGNN:
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        cfg = ModelConfig(hidden=16, heads=4, dropout=0.0, num_layers=num_layers)
+        return InfluenceGNN(FT.NODE_DIMS, list(S.EDGE_TYPES), cfg, FT.EDGE_DIMS, FT.IN_DEGREE_COLUMNS)
+
+
+# (PyG's torch-sparse path returns no per-hop counts: its batches go whole through every layer, as before)
+@pytest.mark.parametrize("backend", ["native", "pyg-lib"])
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+@pytest.mark.timeout(60)
+def test_hop_trimmed_layers_give_the_seeds_the_same_outputs_and_gradients(num_layers, backend):
+    """With the sampler's per-hop counts each layer updates only the nodes later layers read: the seeds'
+    predictions, embeddings and every gradient are those of the whole batch through every layer."""
+    from ripple.sampling import backends
+
+    if backend not in backends.available():
+        pytest.skip(f"{backend} is not installed")
+    m = full_model(num_layers)
+    batches = sampled_batches(num_layers, backend=backend)
+    assert batches and all(b.num_sampled_nodes is not None and b.num_sampled_edges is not None for b in batches)
+    trimmed_rows = 0
+    for inp in batches:
+        bs = inp.batch_size
+        grads = []
+        for args in (inp.model_args()[:3], inp.model_args()):
+            m.zero_grad()
+            pred, emb = m(*args)
+            ((pred[:bs] - inp.y.nan_to_num(0.5)) ** 2).mean().backward()
+            grads.append((pred[:bs].detach(), emb[:bs].detach(),
+                          [p.grad.clone() if p.grad is not None else None for p in m.parameters()], len(pred)))
+        (p_full, e_full, g_full, n_full), (p_trim, e_trim, g_trim, n_trim) = grads
+        torch.testing.assert_close(p_trim, p_full, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(e_trim, e_full, atol=1e-5, rtol=1e-4)
+        for a, b in zip(g_full, g_trim):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+        # the last layer updates the seeds and the first hop's users (they feed nothing later)
+        assert n_trim == (n_full if num_layers == 1 else sum(inp.num_sampled_nodes["user"][:2]))
+        trimmed_rows += n_full - n_trim
+    assert num_layers == 1 or trimmed_rows > 0  # the last hop's users really left the batch
+
+
+@pytest.mark.timeout(60)
+def test_hop_counts_that_do_not_match_the_batch_or_the_depth_are_refused():
+    m = full_model(2)
+    inp = sampled_batches(2)[0]
+    x, e, ea, nodes, edges = inp.model_args()
+    with pytest.raises(ValueError, match=r"num_sampled_nodes\['user'\].*expected 3 hop counts"):
+        m(x, e, ea, {**nodes, "user": nodes["user"][:2]}, edges)
+    et = next(iter(edges))
+    with pytest.raises(ValueError, match=r"num_sampled_edges.*summing to the batch's"):
+        m(x, e, ea, nodes, {**edges, et: [edges[et][0] + 1, edges[et][1]]})
