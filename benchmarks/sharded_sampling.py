@@ -77,7 +77,7 @@ def main() -> None:
     from ripple.graph.local import local_stores
     from ripple.graph.partition import partition
     from ripple.graph.sharded_sampler import DistributedNeighborSampler
-    from ripple.graph.shard import PartitionMeta
+    from ripple.graph.part_io import PartitionMeta
     from ripple.graph.shards import ShardedFeatureStore, ShardedGraph, ShardedGraphStore, find_shards, start_shard
     from ripple.sampling import backends
     from ripple.sampling.loader import make_loader, make_sampler

@@ -20,7 +20,7 @@ from ripple.evaluate import plots
 from ripple.evaluate.compare import MODEL_ORDER, Evaluation, evaluate, evaluate_from_tables
 from ripple.graph.access import parts_of_rank
 from ripple.graph.partition import check_partition_files, partition
-from ripple.graph.shard import PartitionMeta
+from ripple.graph.part_io import PartitionMeta
 from ripple.infer.embed import write_embeddings
 from ripple.influence.evaluate import evaluate_seeds
 from ripple.influence.select import select_seeds

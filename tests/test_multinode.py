@@ -149,7 +149,8 @@ def test_trainers_spread_over_nodes_map_their_node_s_shards_and_reach_the_rest_a
         assert remote and r["node"] not in remote.values(), r  # the rest is on another node
         assert set(mapped) | set(remote) == set(range(PARTS))
     # each rank's graph memory: exactly its own parts
-    from ripple.graph.shard import PartitionMeta, ShardData
+    from ripple.graph.part_io import PartitionMeta
+    from ripple.graph.shard import ShardData
 
     meta = PartitionMeta.open(join(cfg.storage_path, cfg.run_name, "partitions"), cfg.storage)
     part_bytes = [ShardData.load(meta, p).resident_bytes() for p in range(PARTS)]

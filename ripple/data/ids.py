@@ -8,7 +8,6 @@ longer for 10x the edges). ``add_counts`` scatters into the accumulator in O(chu
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 
 def add_counts(acc: np.ndarray, idx: np.ndarray, weights: np.ndarray | None = None) -> None:
@@ -20,6 +19,10 @@ def add_counts(acc: np.ndarray, idx: np.ndarray, weights: np.ndarray | None = No
         return
     if not acc.flags.c_contiguous or acc.ndim != 1:
         raise ValueError(f"add_counts needs a 1-d C-contiguous accumulator, got shape {acc.shape}")
+    # torch's index_add_ on use: this module is imported by processes that never count (a shard actor reading
+    # its part's files, ``ripple.graph.part_io``), and torch's import is about 145 MB of heap
+    import torch
+
     target = torch.from_numpy(acc)  # shares acc's memory: index_add_ writes through
     index = torch.from_numpy(np.ascontiguousarray(idx, dtype=np.int64))
     if weights is None:

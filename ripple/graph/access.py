@@ -29,7 +29,7 @@ from ripple.data.dataset import Dataset
 from ripple.data.graph import LocalGraph, load_local_graph
 from ripple.graph.local import local_stores
 from ripple.graph.sharded_sampler import DistributedNeighborSampler
-from ripple.graph.shard import PartitionMeta
+from ripple.graph.part_io import PartitionMeta
 from ripple.graph.shards import (ShardedFeatureStore, ShardedGraph, ShardedGraphStore, shard_key, start_shard,
                                  this_node)
 from ripple.run import is_partitioned, run_dir

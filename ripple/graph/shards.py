@@ -22,7 +22,9 @@ from torch_geometric.data import EdgeAttr, FeatureStore, GraphStore, TensorAttr
 
 from ripple.data import features as FT
 from ripple.data import schema as S
-from ripple.graph.shard import GraphShard, PartitionMeta, ShardData, _tensor
+from ripple.graph.part_io import PartitionMeta
+from ripple.graph.shard import ShardData, _tensor
+from ripple.graph.shard_actor import GraphShard
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from ripple.data.dataset import Dataset
 from ripple.data.graph import load_local_graph
 from ripple.data.storage import PartInfo, PartWriter, begin, commit, write_part
 from ripple.graph.access import ShardedAccess, open_access
-from ripple.graph.shard import PartitionMeta, _tensor, release_memory
+from ripple.graph.part_io import PartitionMeta, release_memory
+from ripple.graph.shard import _tensor
 from ripple.graph.shards import ShardedGraph, Traffic, alive_nodes, find_shards, group_by_part, start_shard
 from ripple.models import layerwise as LW
 from ripple.models.gnn import build_model

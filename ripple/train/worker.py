@@ -18,7 +18,7 @@ from ripple.config import RippleConfig
 from ripple.context import WorkerContext, setup_worker_logging
 from ripple.evaluate.metrics import spearman
 from ripple.graph.access import GraphAccess, open_access
-from ripple.graph.shard import HeapTrim
+from ripple.graph.part_io import HeapTrim
 from ripple.graph.shards import Traffic
 from ripple.models.gnn import build_model
 from ripple.run import SCORE

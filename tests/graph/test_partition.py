@@ -25,7 +25,8 @@ from ripple.data.generator import GeneratorConfig, generate
 from ripple.data.graph import load_local_graph
 from ripple.data.storage import StorageError, StorageOptions, Store, list_parts
 from ripple.graph.partition import part_dir, partition, read_partition_manifest
-from ripple.graph.shard import PartitionMeta, ShardData
+from ripple.graph.part_io import PartitionMeta
+from ripple.graph.shard import ShardData
 from ripple.run import PARTITIONS_MANIFEST, is_partitioned
 
 FOL = ("user", "follows", "user")

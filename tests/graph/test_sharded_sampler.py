@@ -27,7 +27,7 @@ from ripple.data.ids import dense_index
 from ripple.graph.local import CSCGraphStore, local_stores
 from ripple.graph.partition import partition
 from ripple.graph.sharded_sampler import DistributedNeighborSampler
-from ripple.graph.shard import PartitionMeta
+from ripple.graph.part_io import PartitionMeta
 from ripple.graph.shards import ShardedFeatureStore, ShardedGraph, ShardedGraphStore, owner_of
 from ripple.sampling import backends
 from ripple.sampling.loader import make_loader, make_sampler

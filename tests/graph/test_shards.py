@@ -23,7 +23,8 @@ from ripple.data.generator import GeneratorConfig, generate
 from ripple.graph.partition import partition
 from ripple.graph.sharded_sampler import DistributedNeighborSampler
 from ripple.graph.partition import part_dir
-from ripple.graph.shard import PackedRows, PartitionMeta, ShardData
+from ripple.graph.part_io import PartitionMeta
+from ripple.graph.shard import PackedRows, ShardData
 from ripple.graph.shards import ShardedFeatureStore, ShardedGraph, find_shards, owner_of, shard_key, start_shard
 
 
@@ -115,6 +116,16 @@ def test_each_process_holds_exactly_one_part(cluster):
     # the local part's contents are the part's
     for k, a in c.graph.local[0].arrays.items():
         assert np.array_equal(a, c.ref.local[0].arrays[k], equal_nan=a.dtype.kind == "f"), k
+
+
+def test_an_actor_imports_torch_only_once_asked_for_samples(cluster):
+    """Loading and publishing a part takes numpy and pyarrow alone. Part 0 is mapped by this process and never
+    asked for anything: its actor's process never imports torch (about 145 MB of heap). The actors asked for
+    samples build their part's tensors then."""
+    c = cluster
+    assert [i["imports_torch"] for i in ray.get([a.ready.remote() for a in c.actors])] == [False] * P
+    DistributedNeighborSampler(c.graph, NN, seed=1).sample("user", spread_seeds(c.meta, 48, 11))
+    assert [i["imports_torch"] for i in ray.get([a.ready.remote() for a in c.actors])] == [False] + [True] * (P - 1)
 
 
 def test_post_features_are_held_packed_and_read_back_exactly(cluster):

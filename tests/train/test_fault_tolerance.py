@@ -168,7 +168,7 @@ def test_sigkilled_shard_actor_restarts_reloads_its_part_and_sampling_continues(
     from ripple.config import PartitionConfig
     from ripple.graph.partition import partition
     from ripple.graph.sharded_sampler import DistributedNeighborSampler
-    from ripple.graph.shard import PartitionMeta
+    from ripple.graph.part_io import PartitionMeta
     from ripple.graph.shards import ShardedGraph, find_shards, owner_of, shard_key, start_shard
 
     P, nn = 3, {et: [4, 3] for et in S.EDGE_TYPES}
