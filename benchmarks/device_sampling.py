@@ -69,6 +69,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--inference", type=int, default=1, help="1: also time layer-wise vs sampled inference")
     ap.add_argument("--inference-sampled-users", type=int, default=50_000)
+    ap.add_argument("--sweep-batch-sizes", type=int, nargs="*", default=[],
+                    help="the native sampler on every device over these batch sizes (e.g. 1024 4096 16384 65536)")
+    ap.add_argument("--sweep-fanouts", nargs="+", default=["15,10", "20,15,10"],
+                    help="fanouts of the sweep, comma-separated per hop")
+    ap.add_argument("--sweep-seeds", type=int, default=65536, help="seeds per sweep point (at least one batch)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -139,6 +144,24 @@ def main() -> None:
         print(f"{name:24s} sampler at {r['fraction_of_gather_limit']['index_select']:.1%} of the gather limit "
               f"({lim['index_select_per_s'] / 1e6:.0f}M random index_select reads/s; "
               f"{lim['advanced_index_per_s'] / 1e6:.0f}M/s with t[i])", flush=True)
+
+    # the sweep: sampled edges/s and seeds/s of the native sampler by batch size and depth, graph on the device
+    results["sweep"] = []
+    for dev in devices if args.sweep_batch_sizes else []:
+        fs, gs = (host_fs, host_gs) if dev.type == "cpu" else local_stores(graph, dev)
+        for fan in args.sweep_fanouts:
+            fanouts = [int(f) for f in fan.split(",")]
+            nat = make_sampler(fs, gs, num_nodes, SamplingConfig(fanouts=fanouts), list(S.EDGE_TYPES), "native",
+                               seed=0, device=dev)
+            for bs in args.sweep_batch_sizes:
+                n = min(graph.num_nodes("user"), max(bs, args.sweep_seeds))
+                sweep_batches = list(torch.from_numpy(rng.permutation(graph.num_nodes("user"))[:n]).split(bs))
+                r = _timed(count_sampler(nat), sweep_batches, dev)
+                results["sweep"].append({"device": dev.type, "fanouts": fanouts, "batch_size": bs,
+                                         "batches": len(sweep_batches), **r})
+                print(f"sweep {dev.type} {fan:>9s} batch {bs:6d}: {r['edges_per_s'] / 1e6:8.2f} M edges/s "
+                      f"{r['seeds_per_s']:10.0f} seeds/s", flush=True)
+            del nat
 
     # training: where sampling runs and whether it overlaps the model (the worker's device is the last one)
     dev = devices[-1]

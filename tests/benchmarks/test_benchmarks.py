@@ -57,3 +57,25 @@ def test_influence_max_checks_the_issue_bar():
     assert not influence_max.checks([row("ripple", 800.0, 0.5), row("follower_count", 700.0, 0.001),
                                      row("celf", 1000.0, 30.0)])["pass"]["spread >= 90% of CELF"]
     assert influence_max.checks([row("ripple", 1.0, 1.0)]) == {}
+
+
+@pytest.mark.timeout(240)
+def test_devices_sweeps_batch_sizes_and_depths(tmp_path):
+    """The GPU sweep (issue L) runs on every device there is; here the CPU: a point per depth and batch size,
+    each with its sampled edges and seeds per second."""
+    import json
+
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "devices", "--users", "2000", "--batch-size", "64",
+                          "--batches", "2", "--train-batches", "0", "--inference", "0", "--threads", "1",
+                          "--sweep-batch-sizes", "64", "512", "--sweep-fanouts", "15,10", "20,15,10",
+                          "--sweep-seeds", "512", "--out", str(tmp_path)],
+                         cwd=BENCH.parent, capture_output=True, text=True, timeout=230)
+    assert out.returncode == 0, out.stderr[-3000:]
+    sweep = json.loads((tmp_path / "device_sampling.json").read_text())["sweep"]
+    assert [(p["fanouts"], p["batch_size"]) for p in sweep] == [([15, 10], 64), ([15, 10], 512),
+                                                               ([20, 15, 10], 64), ([20, 15, 10], 512)]
+    for p in sweep:
+        assert p["device"] == "cpu" and p["batches"] == 512 // p["batch_size"]
+        assert p["edges"] > 0 and p["seeds_per_s"] == pytest.approx(512 / p["seconds"])
+    # a third hop samples more edges from the same seeds
+    assert sweep[2]["edges"] > sweep[0]["edges"]
