@@ -75,8 +75,8 @@ class ShardData:
     """One partition resident in this process.
 
     Shapes (n_t = nodes of type t in the part, E = in-edges of relation et into the part's nodes):
-        ids[t] [n_t] original ids; x[t] [n_t, F_t] (a ``PackedRows`` for types with one-hot blocks); y [n_user] log1p(reach), NaN when unlabelled (``y_train``:
-        NaN except for training users);
+        ids[t] [n_t] original ids; x[t] [n_t, F_t] (a ``PackedRows`` for types with one-hot blocks);
+        y [n_user] log1p(reach), NaN when unlabelled (``y_train``: NaN except for training users);
         split [n_user] int8 code (-1 unlabelled); colptr[et] [n_dst + 1]; row[et] [E] global source indices
         (int32 while the source type has < 2^31 nodes, else int64);
         edge_attr[et] [E, D].

@@ -134,16 +134,13 @@ class InfluenceGNN(torch.nn.Module):
         L = self.cfg.num_layers
         nodes = {t: [int(c) for c in nodes.get(t, [])] for t in h}
         edges = {et: [int(c) for c in edges.get(et, [0] * L)] for et in edge_index_dict}
-        for t, counts in nodes.items():
-            if len(counts) != L + 1 or sum(counts) != h[t].size(0):
-                raise ValueError(f"num_sampled_nodes[{t!r}] = {counts}: expected {L + 1} hop counts (model.num_layers "
-                                 f"= {L}) summing to the batch's {h[t].size(0)} {t} nodes; sample with one fanout "
-                                 "per layer, or pass no hop counts")
-        for et, counts in edges.items():
-            if len(counts) != L or sum(counts) != edge_index_dict[et].size(1):
-                raise ValueError(f"num_sampled_edges[{et}] = {counts}: expected {L} hop counts (model.num_layers = "
-                                 f"{L}) summing to the batch's {edge_index_dict[et].size(1)} edges; sample with one "
-                                 "fanout per layer, or pass no hop counts")
+        checks = [("num_sampled_nodes", t, c, L + 1, h[t].size(0), f"{t} nodes") for t, c in nodes.items()]
+        checks += [("num_sampled_edges", et, c, L, edge_index_dict[et].size(1), "edges") for et, c in edges.items()]
+        for name, key, counts, hops, size, what in checks:
+            if len(counts) != hops or sum(counts) != size:
+                raise ValueError(f"{name}[{key!r}] = {counts}: expected {hops} hop counts (model.num_layers = {L}) "
+                                 f"summing to the batch's {size} {what}; sample with one fanout per layer, or pass "
+                                 "no hop counts")
         return nodes, edges
 
 

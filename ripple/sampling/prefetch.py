@@ -74,11 +74,9 @@ def to_device(batch: HeteroData, device, pin: bool | None = None) -> ModelInputs
 
 
 def _hop_counts(batch: HeteroData, keys: list, attr: str) -> dict | None:
-    """``batch[k].<attr>`` for every node or edge type as lists of ints; None unless every type has them."""
+    """``batch[k].<attr>`` for every node or edge type (the model checks them); None unless every type has them."""
     counts = {k: batch[k][attr] for k in keys if attr in batch[k]}
-    if len(counts) != len(keys):
-        return None
-    return {k: [int(c) for c in v] for k, v in counts.items()}
+    return counts if len(counts) == len(keys) else None
 
 
 def _tensors(inp: ModelInputs) -> list[Tensor]:
