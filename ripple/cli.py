@@ -77,6 +77,25 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--chunk-rows", type=int, default=1 << 20, help="rows per streamed batch")
     _storage_flags(lb)
 
+    im = sub.add_parser("import", help="public diffusion data -> a ripple dataset (a cascade history for "
+                                        "`ripple labels`)")
+    im_verbs = im.add_subparsers(dest="format", required=True, parser_class=_Parser)
+    sa = im_verbs.add_parser("snap-activity", help="SNAP activity lines `A B time KIND` (RT, MT, RE), e.g. Higgs")
+    sa.add_argument("file", help="the activity file (local or s3://..., .gz or plain)")
+    sa.add_argument("--post-gap", default="1h",
+                    help="a retweet of B this long after B's previous retweet opens a new post by B (default 1h)")
+    ca = im_verbs.add_parser("cascades", help="one cascade per line of `user time` chunks (Inf-VAE/DyHGCN format)")
+    ca.add_argument("file", help="the cascades file (local or s3://..., .gz or plain)")
+    ca.add_argument("--edges", default=None, help="social links, one `u,v` per line (default: follows are "
+                                                  "inferred from the cascades)")
+    ca.add_argument("--edge-direction", choices=["follower-followee", "followee-follower"],
+                    default="follower-followee", help="what `u,v` means (default: u follows v)")
+    for verb in (sa, ca):
+        verb.add_argument("--time-unit", choices=["s", "ms", "min", "h", "d"], default="s",
+                          help="unit of the file's timestamps (default s)")
+        verb.add_argument("--out", required=True, help="where the dataset goes (local folder or s3://...)")
+        _storage_flags(verb)
+
     pt = sub.add_parser("partition", help="shard a dataset for distributed training (streaming, out-of-core)")
     pt.add_argument("data")
     pt.add_argument("--num-parts", type=int, required=True, help="number of shards (GraphShard actors)")
@@ -138,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learn from the generated post history: generate -> labels (cutoff mid-history, horizon "
                         "a quarter of it) -> train -> evaluate against the future and the truth oracle")
     # -v after the verb too (`ripple train -v`), as people type it; SUPPRESS keeps a -v given before the verb
-    for verb in [*sub.choices.values(), *k8s_verbs.choices.values()]:
+    for verb in [*sub.choices.values(), *k8s_verbs.choices.values(), *im_verbs.choices.values()]:
         verb.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                           help="ripple's, Ray's and Ray Train's logs live on the console (they always go to "
                                "<run>/logs/)")
@@ -209,6 +228,30 @@ def cmd_labels(args) -> int:
     print(json.dumps({"rows": m["rows"], **{k: info[k] for k in ("cutoff_iso", "horizon_s", "min_posts",
                                                                   "window_posts", "labelled_users", "reliability")}},
                      indent=1))
+    return EXIT_OK
+
+
+def cmd_import(args) -> int:
+    from ripple.data.history import parse_duration
+    from ripple.data.storage import absolute_url
+
+    out = absolute_url(args.out)
+    if args.format == "snap-activity":
+        from ripple.data.ingest.snap import import_snap_activity
+
+        gap = parse_duration(args.post_gap, "--post-gap")
+        m = import_snap_activity(absolute_url(args.file), out, _options(args), post_gap=gap, time_unit=args.time_unit)
+    else:
+        from ripple.data.ingest.cascades import import_cascades
+
+        m = import_cascades(absolute_url(args.file), out, _options(args),
+                            edges=absolute_url(args.edges) if args.edges else None,
+                            edge_direction=args.edge_direction, time_unit=args.time_unit)
+    src = m["source"]
+    print(json.dumps({"out": out, "rows": m["rows"], "history": m["history"], "follows": src["follows"]["graph"],
+                      "dropped": {**src["dropped"], **src.get("edges", {}).get("dropped", {}),
+                                  **{f"{k}_lines": src[k] for k in ("blank", "comments") if k in src}},
+                      "seconds": m["seconds"]}, indent=1))
     return EXIT_OK
 
 
@@ -340,7 +383,8 @@ def cmd_demo(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"generate": cmd_generate, "validate": cmd_validate, "labels": cmd_labels, "partition": cmd_partition,
+COMMANDS = {"generate": cmd_generate, "validate": cmd_validate, "labels": cmd_labels, "import": cmd_import,
+            "partition": cmd_partition,
             "train": cmd_train,
             "submit": cmd_submit, "k8s": cmd_k8s, "embed": cmd_embed, "seeds": cmd_seeds,
             "demo": cmd_demo}

@@ -40,11 +40,13 @@ class DatasetWriter:
         self._parts[table_name] = idx + 1
         self.rows[table_name] = self.rows.get(table_name, 0) + table.num_rows
 
-    def close(self, **manifest_fields) -> S.DatasetManifest:
+    def close(self, absent: tuple[str, ...] = (), **manifest_fields) -> S.DatasetManifest:
+        """``absent``: tables this dataset does not have at all (an imported history has no labels until
+        ``ripple labels`` derives them); like optional tables, none of their parts survives from an older write."""
         for name, spec in S.TABLES.items():
             if name in self.rows:
                 continue
-            if spec.optional:  # an optional table this write did not produce must not survive from an older one
+            if spec.optional or name in absent:  # a table this write did not produce must not survive an older one
                 self.store.rm(name, recursive=True)
             else:  # an empty table still gets a (zero-row) part
                 self.write(name, spec.arrow_schema().empty_table())

@@ -5,8 +5,9 @@ is the ``shared`` edges into it. Given a cutoff T and a horizon H:
 
 - **the past** (graph and features) is what was known before T: follows with ``since_date < T``; content,
   ``created`` and ``shared`` with timestamps ``< T``; ``reply_to`` between past posts. ``user.follower_count`` and
-  ``user.avg_engagement`` are recomputed from that past (``RECOMPUTED``); every other column is taken as given
-  (``AS_GIVEN``);
+  ``user.avg_engagement`` are recomputed from that past (``RECOMPUTED``); so is ``follows.interaction_freq`` of
+  an interaction graph (a dataset with an ``interactions`` table, ``ripple import``): the count of the pair's
+  events before T, and only those events are kept; every other column is taken as given (``AS_GIVEN``);
 - **the future** (labels): a user with at least K posts created in ``[T, T + H)`` gets ``cascade_reach`` = the mean
   over those posts of 1 + the distinct users (the author excluded) who reshared the post within H of its creation;
 - **reliability**: each labelled user's window posts, in time order, go alternately to halves A and B.
@@ -163,13 +164,22 @@ def derive_labels(data: str, out: str, spec: LabelSpec, options: StorageOptions 
 
     # -- the past
     w = DatasetWriter(out, options)
+    recount = _PairCounts(src, users, T, chunk_rows) if list_parts(src, "interactions") else None
     followers = np.zeros(n, np.int64)
     for b in iter_table_batches(src, "follows", None, chunk_rows):
         t = pa.Table.from_batches([b])
         keep = t["since_date"].to_numpy() < T
         past = t.filter(pa.array(keep))
-        add_counts(followers, users.find(past["dst"].to_numpy())[0])
+        dst = users.find(past["dst"].to_numpy())[0]
+        add_counts(followers, dst)
+        if recount is not None:  # an interaction graph: its strength as of T, not as of the export
+            freq = recount.of(users.find(past["src"].to_numpy())[0], dst)
+            past = past.set_column(past.schema.get_field_index("interaction_freq"), "interaction_freq", pa.array(freq))
         _write(w, "follows", past)
+    if recount is not None:
+        for b in iter_table_batches(src, "interactions", None, chunk_rows):
+            t = pa.Table.from_batches([b])
+            _write(w, "interactions", t.filter(pa.array(t["timestamp"].to_numpy() < T)))
     past_content = []
     for b in iter_table_batches(src, "content", None, chunk_rows):
         t = pa.Table.from_batches([b])
@@ -246,17 +256,45 @@ def derive_labels(data: str, out: str, spec: LabelSpec, options: StorageOptions 
             for b in iter_table_batches(src, table, None, chunk_rows):
                 _write(w, table, pa.Table.from_batches([b]))
 
+    recomputed, as_given = dict(RECOMPUTED), dict(AS_GIVEN)
+    if recount is not None:  # interaction_freq counted from the interactions before T
+        recomputed["follows"] = ["interaction_freq"]
+        del as_given["follows"]
     info = {"source": redact_url(data), "cutoff": T, "cutoff_iso": iso(T), "horizon_s": H, "min_posts": spec.min_posts,
             "split_seed": spec.split_seed, "window": [T, T + H], "window_posts": int(len(win_id)),
             "window_reshares": int(len(keys)), "labelled_users": int(len(labelled)),
             "reach": "mean over the user's window posts of 1 + distinct resharers (author excluded) within H of "
                      "the post", "reliability_method": RELIABILITY_METHOD, "reliability": reliability,
-            "recomputed": RECOMPUTED, "as_given": AS_GIVEN,
+            "recomputed": recomputed, "as_given": as_given,
             "seconds": round(time.perf_counter() - t0, 3)}
-    m = w.close(generator=(manifest or {}).get("generator"), history={"start": start, "end": end}, labels=info)
+    m = w.close(generator=(manifest or {}).get("generator"), history={"start": start, "end": end}, labels=info,
+                source=(manifest or {}).get("source"))
     log.info("labels: %d users labelled from %d window posts; past tables %s; %.1fs", len(labelled), len(win_id),
              m.rows, time.perf_counter() - t0)
     return asdict(m)
+
+
+class _PairCounts:
+    """How many ``interactions`` rows each (src, dst) pair of users had before T: what ``follows.interaction_freq``
+    of an interaction graph (``ripple import``) was as of T. Holds one key and count per distinct past pair."""
+
+    def __init__(self, src: Store, users: _Index, T: int, chunk_rows: int):
+        self.n = max(len(users.ids), 1)
+        keys = []
+        for b in iter_table_batches(src, "interactions", ["src", "dst", "timestamp"], chunk_rows):
+            past = b.column(2).to_numpy() < T
+            s = users.find(b.column(0).to_numpy()[past])[0].astype(np.int64)
+            d = users.find(b.column(1).to_numpy()[past])[0].astype(np.int64)
+            keys.append(s * self.n + d)
+        self.keys, self.counts = np.unique(_cat(keys), return_counts=True)
+
+    def of(self, s: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Shapes: s, d [F] dense user indices -> [F] float32 counts (0 for a pair without a past event)."""
+        if len(self.keys) == 0:
+            return np.zeros(len(s), np.float32)
+        key = s.astype(np.int64) * self.n + d.astype(np.int64)
+        pos = np.minimum(np.searchsorted(self.keys, key), len(self.keys) - 1)
+        return np.where(self.keys[pos] == key, self.counts[pos], 0).astype(np.float32)
 
 
 def split_half(a: np.ndarray, b: np.ndarray) -> dict:

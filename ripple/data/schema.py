@@ -122,6 +122,18 @@ LABELS = Table("labels", (
     Column("split", pa.string(), allowed=SPLITS),
 ), id_column="user_id")
 
+#: ``interactions.kind``: what one user did to another, as an importer of public data found it
+INTERACTION_KINDS = ("reshare", "mention", "reply", "diffusion")
+
+#: Every user -> user event an interaction graph was derived from (``ripple import``): ``follows`` then holds one
+#: row per (src, dst) pair with ``since_date`` = the first event and ``interaction_freq`` = the count, and
+#: ``ripple labels`` recounts ``interaction_freq`` from the events before its cutoff (a whole-history count would
+#: leak later interactions into the past graph). Not a message-passing relation: the model reads ``follows``.
+INTERACTIONS = Table("interactions", (
+    Column("src", pa.int64()), Column("dst", pa.int64()), Column("timestamp", pa.int64(), non_negative=True),
+    Column("kind", pa.string(), allowed=INTERACTION_KINDS),
+), endpoints=("user", "user"), forbid_self_loops=True, optional=True)
+
 TRUTH_IC_EDGES = Table("_truth/ic_edges", (
     Column("src", pa.int64()), Column("dst", pa.int64()), Column("p", pa.float32(), non_negative=True),
 ), endpoints=("user", "user"), truth=True, optional=True)
@@ -139,7 +151,7 @@ TRUTH_USERS = Table("_truth/users", (
 
 NODE_TABLES: dict[str, Table] = {t.name: t for t in (USER, CONTENT, COMMUNITY)}
 EDGE_TABLES: dict[str, Table] = {t.name: t for t in (FOLLOWS, SHARED, CREATED, MEMBER_OF, REPLY_TO)}
-TABLES: dict[str, Table] = {**NODE_TABLES, **EDGE_TABLES, "labels": LABELS,
+TABLES: dict[str, Table] = {**NODE_TABLES, **EDGE_TABLES, "labels": LABELS, INTERACTIONS.name: INTERACTIONS,
                             TRUTH_IC_EDGES.name: TRUTH_IC_EDGES, TRUTH_USERS.name: TRUTH_USERS}
 
 
@@ -183,6 +195,9 @@ class DatasetManifest:
     history: dict | None = None
     #: how ``ripple labels`` derived the labels (cutoff, horizon, min posts, counts, reliability method)
     labels: dict | None = None
+    #: where imported data came from (``ripple import``): format, file name and sha256, what ``follows`` is (a
+    #: social graph or an interaction graph), the rules that made posts, and the dropped and duplicate lines
+    source: dict | None = None
 
 
-MANIFEST_FIELDS = ("schema_version", "rows", "label_simulations", "generator", "history", "labels")
+MANIFEST_FIELDS = ("schema_version", "rows", "label_simulations", "generator", "history", "labels", "source")

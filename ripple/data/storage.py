@@ -620,6 +620,82 @@ def iter_table_batches(store: Store, name: str, columns: list[str] | None = None
             yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
 
 
+# ---------------------------------------------------------------- text sources (``ripple import``)
+
+class _Hashing(io.RawIOBase):
+    """A binary file read through, counting and hashing the bytes exactly as they are stored."""
+
+    def __init__(self, f):
+        self.f, self.sha, self.bytes = f, hashlib.sha256(), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self.f.read(len(b))
+        n = len(data)
+        b[:n] = data
+        self.sha.update(data)
+        self.bytes += n
+        return n
+
+
+class TextSource:
+    """A text file at any fsspec URL, read once as numbered lines: gzip is recognised by its magic bytes (not
+    its name), and the sha256 and size of the stored bytes are known once the lines have been read to the end.
+
+    ``with TextSource(url) as src: for lineno, line in src.lines(): ...`` then ``src.sha256``. Bytes that are not
+    UTF-8 are replaced (the line then fails its parser with its number), never a decode traceback."""
+
+    def __init__(self, url: str, options: StorageOptions | None = None):
+        self.url = url
+        self.name = posixpath.basename(url.rstrip("/"))
+        fs, path = filesystem(url, options)
+        try:
+            if fs.isdir(path):
+                raise StorageError(f"{redact_url(url)} is a folder; pass the file itself")
+            self._raw = fs.open(path, "rb")
+        except FileNotFoundError as e:
+            raise StorageError(f"{redact_url(url)} does not exist; check the path") from e
+        self._hashing = _Hashing(self._raw)
+        buffered = io.BufferedReader(self._hashing, 1 << 20)
+        self.gzip = buffered.peek(2)[:2] == b"\x1f\x8b"
+        import gzip
+
+        stream = gzip.GzipFile(fileobj=buffered, mode="rb") if self.gzip else buffered
+        self._text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline=None)
+
+    def lines(self) -> Iterator[tuple[int, str]]:
+        """(1-based line number, line without its end) for every line; then the rest of the stored bytes are
+        hashed (a gzip member's trailer)."""
+        import gzip
+        import zlib
+
+        lineno = 0
+        try:
+            for lineno, line in enumerate(self._text, 1):
+                yield lineno, line.rstrip("\r\n")
+        except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as e:
+            raise StorageError(f"{redact_url(self.url)} line {lineno + 1}: the gzip stream is corrupt or cut "
+                               f"short ({e}); download the file again") from e
+        for _ in iter(lambda: self._hashing.read(1 << 20), b""):
+            pass
+
+    @property
+    def sha256(self) -> str:
+        return self._hashing.sha.hexdigest()
+
+    @property
+    def size(self) -> int:
+        return self._hashing.bytes
+
+    def __enter__(self) -> "TextSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._raw.close()
+
+
 # ---------------------------------------------------------------- committed part folders
 
 @dataclass

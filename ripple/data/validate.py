@@ -217,6 +217,7 @@ class _Validator:
         self.rows: dict[str, int] = {}
         self.idsets: dict[str, _IdSet] = {}
         self.manifest_rows: dict | None = None
+        self.unlabelled_history = False
 
     # -- problem collection
     def note(self, table: str, column: str | None, kind: str, template: str, count: int = 1,
@@ -278,6 +279,8 @@ class _Validator:
                       f"{raw.get('schema_version')!r}; regenerate the dataset with this version",
                       examples=[raw.get("schema_version")])
         self.manifest_rows = raw["rows"]
+        # an imported cascade history (``ripple import``): ``ripple labels`` derives its labels
+        self.unlabelled_history = isinstance(raw.get("history"), dict) and "labels" not in raw["rows"]
         for name in self.manifest_rows:
             if name not in S.TABLES:
                 log.warning("%s lists rows for unknown table %r; ignored", where, name)
@@ -319,7 +322,7 @@ class _Validator:
         if not files:
             if name in S.NODE_TABLES:
                 log.warning("%s is missing; references into it are not checked", name)
-            if not spec.optional and not (self.history_source and name == "labels"):
+            if not spec.optional and not (name == "labels" and (self.history_source or self.unlabelled_history)):
                 self.note(name, None, "missing",
                           f"required table is missing: no part-*.parquet files under {join(self.url, name)}; write "
                           "the table (an empty table still needs one zero-row part)")

@@ -1,0 +1,165 @@
+"""``ripple import cascades FILE [--edges EDGES]``: the cascade-list format of the diffusion-prediction literature
+(Inf-VAE, DyHGCN, MS-HGAT, RotDiff).
+
+FILE holds one cascade per line: comma-separated ``user time`` chunks (a trailing comma is fine); the first chunk
+may be ``root user time``, where root is the user who started the cascade. Times are numbers, epoch-based or
+relative, in ``--time-unit`` (seconds by default), floored to whole seconds. Blank lines are skipped and counted.
+
+- **posts**: each cascade is one post, created by its root (or, without one, by its earliest user) at the
+  cascade's earliest time; every other user is a ``shared`` row at their own time. A user's second chunk in the
+  same cascade, and a chunk of the post's author (the root's own, or the earliest user's again), are dropped and
+  counted (the author's reshare of
+  their own post is not reach);
+- **follows** with ``EDGES`` (one ``u,v`` pair per line): the social graph as given, ``--edge-direction``
+  ``follower-followee`` (u follows v; the default) or ``followee-follower``. The links carry no time, so each is
+  taken as known from the history's start (``since_date`` = start; a static snapshot, as the literature uses it)
+  with a neutral ``interaction_freq`` 1. Self-links and repeated links are dropped and counted;
+- **follows** without ``EDGES``: the *diffusion graph* the literature infers, an interaction graph: each adopter ->
+  the adopter before them (the first after the root -> the root), at the adoption's time; one ``follows`` row per
+  pair (``since_date`` = its first adoption, ``interaction_freq`` = how many), every link kept in
+  ``interactions`` (kind ``diffusion``) for ``ripple labels`` to recount before its cutoff.
+"""
+from __future__ import annotations
+
+import time as _time
+from array import array
+
+import numpy as np
+
+from ripple.data import schema as S
+from ripple.data.ingest.tables import History, interaction_graph, write_history
+from ripple.data.ingest.text import TIME_UNITS, bad_line, empty_file, timestamp, user_id
+from ripple.data.storage import StorageOptions, TextSource, redact_url
+
+DIRECTIONS = ("follower-followee", "followee-follower")
+DIFFUSION = S.INTERACTION_KINDS.index("diffusion")
+_FIX = "a cascade is `user time,user time,...`; its first chunk may be `root user time`"
+
+
+def _chunks(src: TextSource, lineno: int, line: str, per_unit: float) -> tuple[int | None, list[tuple[int, int]]]:
+    """(root or None, [(user, time)]) of one cascade line."""
+    chunks = line.split(",")
+    if not chunks[-1].strip():  # a trailing comma
+        chunks.pop()
+    root, out = None, []
+    for j, chunk in enumerate(chunks):
+        tok = chunk.split()
+        if j == 0 and len(tok) == 3:
+            root = user_id(tok[0], src, lineno, line, "root")
+            tok = tok[1:]
+        if len(tok) != 2:
+            raise bad_line(src, lineno, line, f"chunk {j + 1} ({chunk.strip()!r}) has {len(tok)} tokens, expected "
+                                              f"2 (`user time`){' or 3 (`root user time`)' if j == 0 else ''}", _FIX)
+        out.append((user_id(tok[0], src, lineno, line), timestamp(tok[1], src, lineno, line, per_unit)))
+    return root, out
+
+
+def read_cascades(src: TextSource, per_unit: float, infer_follows: bool) -> tuple[dict, dict]:
+    """Posts, reshares and diffusion links of every cascade line, as arrays; and the line counts."""
+    arr = {k: array("q") for k in ("author", "created", "r_user", "r_post", "r_time", "d_src", "d_dst", "d_time")}
+    users = set()
+    blank = duplicate = root_again = 0
+    for lineno, line in src.lines():
+        if not line.strip():
+            blank += 1
+            continue
+        root, chunks = _chunks(src, lineno, line, per_unit)
+        chunks.sort(key=lambda c: c[1])  # stable: equal times keep the line's order
+        post = len(arr["author"])
+        author = chunks[0][0] if root is None else root
+        arr["author"].append(author)
+        arr["created"].append(chunks[0][1])
+        users.add(author)
+        seen, previous = {author}, author
+        for user, t in chunks[0 if root is not None else 1:]:  # without a root, the first chunk is the creation
+            users.add(user)
+            if user in seen:
+                if user == author:
+                    root_again += 1
+                else:
+                    duplicate += 1
+                continue
+            seen.add(user)
+            arr["r_user"].append(user)
+            arr["r_post"].append(post)
+            arr["r_time"].append(t)
+            if infer_follows:
+                arr["d_src"].append(user)
+                arr["d_dst"].append(previous)
+                arr["d_time"].append(t)
+            previous = user
+    if not arr["author"]:
+        raise empty_file(src, "cascades")
+    out = {k: np.frombuffer(v, np.int64).copy() for k, v in arr.items()}
+    out["users"] = np.fromiter(users, np.int64, len(users))
+    return out, {"lines": lineno, "cascades": len(out["author"]), "blank": blank,
+                 "dropped": {"duplicate_adoptions": duplicate, "author_readoptions": root_again}}
+
+
+def read_edges(src: TextSource, direction: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(follower, followee, counts) of an ``u,v`` link file, self-links and repeats dropped."""
+    u, v = array("q"), array("q")
+    blank = 0
+    for lineno, line in src.lines():
+        if not line.strip():
+            blank += 1
+            continue
+        tok = line.split(",")
+        if len(tok) != 2 or not tok[0].strip() or not tok[1].strip():
+            raise bad_line(src, lineno, line, "expected one `u,v` pair of user ids",
+                           "write one social link per line, e.g. `674,48`")
+        u.append(user_id(tok[0].strip(), src, lineno, line, "u"))
+        v.append(user_id(tok[1].strip(), src, lineno, line, "v"))
+    if not u:
+        raise empty_file(src, "`u,v` links")
+    u, v = np.frombuffer(u, np.int64).copy(), np.frombuffer(v, np.int64).copy()
+    src_, dst = (u, v) if direction == "follower-followee" else (v, u)
+    loops = src_ == dst
+    pairs = np.unique(np.stack([src_[~loops], dst[~loops]], 1), axis=0)
+    return pairs[:, 0].copy(), pairs[:, 1].copy(), {
+        "lines": lineno, "links": int(len(u)), "blank": blank,
+        "dropped": {"self_links": int(loops.sum()), "duplicate_links": int((~loops).sum() - len(pairs))}}
+
+
+def import_cascades(file: str, out: str, options: StorageOptions | None = None, edges: str | None = None,
+                    edge_direction: str = "follower-followee", time_unit: str = "s",
+                    chunk_rows: int = 1 << 20) -> dict:
+    """Import ``file`` (and ``edges``) to the dataset ``out``; returns its manifest as a dict."""
+    if edge_direction not in DIRECTIONS:
+        raise ValueError(f"--edge-direction must be one of {', '.join(DIRECTIONS)}, got {edge_direction!r}")
+    if time_unit not in TIME_UNITS:
+        raise ValueError(f"--time-unit must be one of {', '.join(TIME_UNITS)}, got {time_unit!r}")
+    t0 = _time.perf_counter()
+    with TextSource(file, options) as src:
+        c, counts = read_cascades(src, TIME_UNITS[time_unit], infer_follows=edges is None)
+        source = {"format": "cascades", "file": redact_url(file), "sha256": src.sha256, "bytes": src.size,
+                  "gzip": src.gzip, "time_unit": time_unit, **counts}
+    users = [c["users"]]
+    if edges is None:
+        fs, fd, since, freq = interaction_graph(c["d_src"], c["d_dst"], c["d_time"])
+        interactions = (c["d_src"], c["d_dst"], c["d_time"], np.full(len(c["d_src"]), DIFFUSION, np.int8))
+        source["follows"] = {"graph": "interaction graph (diffusion links)",
+                             "rule": "each adopter -> the adopter before them in the cascade (the first -> the "
+                                     "root), at the adoption's time; since_date = the first, interaction_freq = the "
+                                     "count (recounted before the cutoff by ripple labels from interactions)"}
+    else:
+        with TextSource(edges, options) as esrc:
+            fs, fd, ecounts = read_edges(esrc, edge_direction)
+            source["edges"] = {"file": redact_url(edges), "sha256": esrc.sha256, "bytes": esrc.size,
+                               "direction": edge_direction, **ecounts}
+        users.append(fs)
+        users.append(fd)
+        interactions, since, freq = None, None, np.ones(len(fs), np.float32)
+        source["follows"] = {"graph": "social graph (given)",
+                             "rule": f"{edge_direction} links from the edges file; no times in it, so since_date "
+                                     "= the history's start (a static snapshot) and interaction_freq = 1"}
+    source["posts"] = {"rule": "one post per cascade, created by its root (else its earliest user) at the earliest "
+                               "time; every other user is a reshare at their own time"}
+    hist = History(users=np.unique(np.concatenate(users)), post_author=c["author"], post_time=c["created"],
+                   reshare_user=c["r_user"], reshare_post=c["r_post"], reshare_time=c["r_time"],
+                   follows_src=fs, follows_dst=fd, follows_since=since, follows_freq=freq, interactions=interactions)
+    if since is None:
+        hist.follows_since = np.full(len(fs), hist.span[0], np.int64)
+    m = write_history(out, hist, source, options, chunk_rows)
+    m["seconds"] = round(_time.perf_counter() - t0, 3)
+    return m

@@ -1,0 +1,48 @@
+"""Token parsers shared by the importers: every refusal names the file, the line number and the text."""
+from __future__ import annotations
+
+import math
+import re
+
+from ripple.data.storage import TextSource, redact_url
+
+_UINT = re.compile(r"[0-9]+")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_INT64_MAX = (1 << 63) - 1
+#: seconds per unit of ``--time-unit``
+TIME_UNITS = {"s": 1, "ms": 0.001, "min": 60, "h": 3600, "d": 86400}
+
+
+def _shown(text: str, limit: int = 160) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def bad_line(src: TextSource, lineno: int, text: str, why: str, fix: str) -> ValueError:
+    """The one error of a refused line: ``FILE line N: why: 'text'; fix``."""
+    return ValueError(f"{redact_url(src.url)} line {lineno}: {why}: {_shown(text)}; {fix}")
+
+
+def user_id(token: str, src: TextSource, lineno: int, line: str, what: str = "user id") -> int:
+    if not _UINT.fullmatch(token) or int(token) > _INT64_MAX:
+        raise bad_line(src, lineno, line, f"{what} {token!r} is not a non-negative integer",
+                       "ripple imports integer user ids; map other ids to integers first")
+    return int(token)
+
+
+def timestamp(token: str, src: TextSource, lineno: int, line: str, seconds_per_unit: float = 1) -> int:
+    """Whole seconds (floored) from a non-negative number in the file's time unit."""
+    if not _NUMBER.fullmatch(token):
+        raise bad_line(src, lineno, line, f"timestamp {token!r} is not a number",
+                       "write epoch or relative times as numbers (see --time-unit)")
+    value = float(token) * seconds_per_unit
+    if value < 0:
+        raise bad_line(src, lineno, line, f"timestamp {token!r} is negative",
+                       "times must be >= 0 (epoch-based or relative to the data's start)")
+    if not math.isfinite(value) or value > _INT64_MAX:
+        raise bad_line(src, lineno, line, f"timestamp {token!r} is out of range", "check --time-unit")
+    return int(value)
+
+
+def empty_file(src: TextSource, what: str) -> ValueError:
+    return ValueError(f"{redact_url(src.url)}: empty: the file holds no {what} ({src.size:,} bytes read); "
+                      "check the path and that the download finished")
