@@ -21,6 +21,9 @@
                                                            chunk size                      (labels_scale.py)
     python -m benchmarks ablation  [--users 20000] ...    GNN variants side by side with the baselines, 2 seeds
                                                                                            (model_ablation.py)
+    python -m benchmarks real      [--cutoffs ...] ...    real cascades: import SNAP Higgs (and StackExchange
+                                                           Android), labels at several cut points, every model
+                                                           against future reach +- bootstrap SE (real_data.py)
     python -m benchmarks multinode [--nodes 1 2 4] ...    simulated Ray nodes: per-node peak memory, cross-node
                                                            bytes per epoch and per embed, embed time (multinode.py)
 
@@ -36,7 +39,7 @@ import sys
 SCRIPTS = {"devices": "device_sampling", "train": "train_throughput", "scale": "pipeline_scale",
            "sharded": "sharded_sampling", "partition": "partition_memory",
            "seeds": "influence_max", "history": "history_quality", "labels": "labels_scale",
-           "ablation": "model_ablation", "multinode": "multinode"}
+           "ablation": "model_ablation", "multinode": "multinode", "real": "real_data"}
 
 
 def main() -> None:

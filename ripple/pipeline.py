@@ -14,7 +14,9 @@ import pyarrow as pa
 from ripple.config import RippleConfig, from_dict, parse_yaml
 from ripple.data.dataset import Dataset
 from ripple.data.graph import load_local_graph
-from ripple.data.storage import StorageOptions, Store, absolute_url, join, read_committed, table_to_parquet_bytes
+from ripple.data.history import iso
+from ripple.data.storage import (StorageOptions, Store, absolute_url, join, read_committed, redact_url,
+                                 table_to_parquet_bytes)
 from ripple.data.validate import require_valid
 from ripple.evaluate import plots
 from ripple.evaluate.compare import MODEL_ORDER, Evaluation, evaluate, evaluate_from_tables
@@ -85,10 +87,25 @@ def train(cfg: RippleConfig, progress=None, verbose: bool = False) -> dict:
     else:
         require_valid(cfg.data, cfg.storage)
         source, num_parts = cfg.data, cfg.partition.num_parts
+    require_labels(source, cfg.storage)
     if num_parts:
         parts_of_rank(num_parts, cfg.scaling.num_workers, 0)  # every worker must own a part: refuse before Ray
     with RunLogs(run_dir(cfg), cfg.storage, verbose):  # the run folder exists from here on
         return _train_valid(cfg, progress, verbose, sharded, source, num_parts)
+
+
+def require_labels(data: str, options: StorageOptions | None = None) -> None:
+    """Refuse to train on a dataset without labels (a cascade history ``ripple import`` wrote), saying how to
+    derive them."""
+    ds = Dataset(data, options)
+    if ds.manifest.rows.get("labels", 0) == 0:
+        hint = ""
+        if ds.manifest.history:
+            h = ds.manifest.history
+            hint = f" (its history runs from {iso(h['start'])} to {iso(h['end'])})"
+        raise ValueError(f"labels: dataset {redact_url(data)} has no labels: it is a cascade history{hint}; derive "
+                         f"them with `ripple labels {redact_url(data)} --cutoff T --horizon H --out OUT` and train "
+                         "on OUT")
 
 
 def _train_valid(cfg: RippleConfig, progress, verbose: bool, sharded: bool, source: str, num_parts: int) -> dict:

@@ -24,7 +24,7 @@ import pyarrow as pa
 from ripple.data.graph import LocalGraph
 from ripple.data.ids import dense_index
 from ripple.evaluate.baselines import engineered_features, run_baselines
-from ripple.evaluate.metrics import score_all, spearman
+from ripple.evaluate.metrics import bootstrap_spearman, score_all, spearman
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,15 @@ def _reliability(metrics: dict, y, ceiling, reliability: float | None) -> dict:
     else:
         metrics["spearman"]["label_reliability"] = metrics["spearman"]["ceiling"] = reliability
     return metrics
+
+
+def _uncertainty(metrics: dict, y: np.ndarray, preds: dict[str, np.ndarray], seed: int = 0) -> None:
+    """``spearman_se``: each model's bootstrap SE over the test users, and ``spearman_diff_se``: the paired SE of the
+    GNN's lead over each model (``bootstrap_spearman``); ``test_users``: how many users the table scores."""
+    boot = bootstrap_spearman(y, preds, reference="gnn", seed=seed)
+    metrics["spearman_se"] = boot["se"]
+    metrics["spearman_diff_se"] = boot.get("diff_se", {})
+    metrics["test_users"] = boot["users"]
 
 
 def _oracle(metrics: dict) -> None:
@@ -118,6 +127,7 @@ def evaluate(graph: LocalGraph, embeddings: pa.Table, seed: int = 0, lightgbm_th
     preds.update(run_baselines(x_flat, follower_count, src, dst, graph.label_index, graph.reach, graph.split,
                                seed=seed, num_threads=lightgbm_threads, x_engineered=engineered_of(graph)))
     metrics = _reliability(score_all(y, preds), y, graph.replicate[test].astype(np.float64), reliability)
+    _uncertainty(metrics, y, preds, seed)
     if truth is not None:
         test_ids = graph.ids["user"][graph.label_index[test]]
         metrics["spearman_vs_truth"] = vs_truth(y, preds, truth_of(graph.ids["user"], truth, test_ids))
@@ -146,6 +156,7 @@ def evaluate_from_tables(labels: pa.Table, users: pa.Table, embeddings: pa.Table
     preds = {"gnn": gnn, "follower_count": followers[test_users]}
     replicate = labels["cascade_reach_replicate"].to_numpy(zero_copy_only=False)[test].astype(np.float64)
     metrics = _reliability(score_all(y, preds), y, replicate, reliability)
+    _uncertainty(metrics, y, preds)
     if truth is not None:
         metrics["spearman_vs_truth"] = vs_truth(y, preds, truth_of(ids, truth, labels["user_id"].to_numpy()[test]))
         _oracle(metrics)

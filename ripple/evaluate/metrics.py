@@ -16,7 +16,8 @@ from scipy import stats
 
 log = logging.getLogger(__name__)
 
-__all__ = ["spearman", "kendall", "ndcg_at_k", "msle", "score_all", "format_table", "METRIC_NAMES"]
+__all__ = ["spearman", "kendall", "ndcg_at_k", "msle", "score_all", "bootstrap_spearman", "format_table",
+           "METRIC_NAMES"]
 
 #: Keys of :func:`score_all`'s result, in the column order :func:`format_table` uses by default.
 METRIC_NAMES = ("spearman", "kendall", "ndcg_at_100", "msle")
@@ -133,6 +134,33 @@ def msle(y_true, y_pred) -> float:
         raise ValueError(f"y_true must be >= 0 for msle, got min(y_true)={t.min()}")
     diff = np.log1p(np.clip(p, 0.0, None)) - np.log1p(t)
     return float(np.mean(diff * diff))
+
+
+def bootstrap_spearman(y_true, preds: dict[str, np.ndarray], reference: str | None = "gnn", rounds: int = 200,
+                       seed: int = 0) -> dict:
+    """Bootstrap standard errors over the evaluated users: every model scored on the same resamples (paired).
+
+    Shapes: y_true [n]; preds {name: [n]}.
+
+    Returns ``{"se": {name: SE of its Spearman}, "diff_se": {name: SE of Spearman(reference) - Spearman(name)},
+    "rounds", "users"}``: ``diff_se`` says whether a gap between two models on the same users is more than
+    resampling noise (a gap of 2 ``diff_se`` or more is), which the two models' own SEs overstate."""
+    t = np.asarray(y_true, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    names = list(preds)
+    draws = np.zeros((rounds, len(names)))
+    for r in range(rounds):
+        idx = rng.integers(0, len(t), len(t))
+        yt = t[idx]
+        for j, name in enumerate(names):
+            p = np.asarray(preds[name], dtype=np.float64)[idx]
+            draws[r, j] = 0.0 if _is_constant(yt) or _is_constant(p) else float(stats.spearmanr(yt, p).statistic)
+    out = {"se": {n: float(draws[:, j].std(ddof=1)) for j, n in enumerate(names)}, "rounds": rounds,
+           "users": int(len(t))}
+    if reference in names:
+        ref = draws[:, names.index(reference)]
+        out["diff_se"] = {n: float((ref - draws[:, j]).std(ddof=1)) for j, n in enumerate(names) if n != reference}
+    return out
 
 
 def score_all(y_true, preds: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:

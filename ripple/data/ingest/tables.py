@@ -109,6 +109,11 @@ def write_history(out: str, h: History, source: dict, options: StorageOptions | 
     the manifest as a dict."""
     from dataclasses import asdict
 
+    if len(h.follows_src) == 0:  # `ripple validate` refuses a dataset without follows: refuse before writing it
+        files = " + ".join(f for f in (source.get("file"), source.get("edges", {}).get("file")) if f)
+        dropped = {**source.get("dropped", {}), **source.get("edges", {}).get("dropped", {})}
+        raise ValueError(f"{files}: no follows edge comes out of the data ({source['follows']['graph']}; dropped: "
+                         f"{dropped}): a dataset needs at least one; check the file(s)")
     h = posts_in_time_order(h)
     n, p = len(h.users), len(h.post_author)
     follower_pos = dense_index(h.users, h.follows_dst, "follows.dst")
