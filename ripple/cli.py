@@ -250,7 +250,7 @@ def cmd_import(args) -> int:
     src = m["source"]
     print(json.dumps({"out": out, "rows": m["rows"], "history": m["history"], "follows": src["follows"]["graph"],
                       "dropped": {**src["dropped"], **src.get("edges", {}).get("dropped", {}),
-                                  **{f"{k}_lines": src[k] for k in ("blank", "comments") if k in src}},
+                                  "blank_lines": src.get("blank", 0), "comment_lines": src.get("comments", 0)},
                       "seconds": m["seconds"]}, indent=1))
     return EXIT_OK
 

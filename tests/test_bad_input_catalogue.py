@@ -165,6 +165,28 @@ def _labels(build: Callable[[str], str], *flags: str):
     return argv
 
 
+def _import(fmt: str, name: str, content: str | bytes | None, *extra: str, edges: str | None = None):
+    """``ripple import FMT`` of the file ``name`` holding ``content`` (None: a file that does not exist), with a
+    ``u,v`` links file ``edges.txt`` holding ``edges`` when given."""
+    def argv(tmp: Path, request) -> list[str]:
+        f = tmp / name
+        if content is not None:
+            f.write_bytes(content.encode() if isinstance(content, str) else content)
+        flags = list(extra)
+        if edges is not None:
+            (tmp / "edges.txt").write_text(edges)
+            flags += ["--edges", str(tmp / "edges.txt")]
+        return ["import", fmt, str(f), *flags, "--out", str(tmp / "out")]
+    return argv
+
+
+def _gzip_cut_short() -> bytes:
+    import gzip
+
+    data = gzip.compress(b"".join(b"%d 2 %d RT\n" % (i, 1000 + i) for i in range(3, 2000)), mtime=0)
+    return data[:len(data) // 2]
+
+
 CATALOGUE: dict[str, Case] = {
     # dataset tables: files, columns, dtypes, ids, edges, values
     "missing_table": train_on("missing_table"),
@@ -201,6 +223,41 @@ CATALOGUE: dict[str, Case] = {
                                ("--horizon", "got -259200")),
     "labels_min_posts_below_one": Case(_labels(write_tiny_dataset, "--cutoff", "1700000150", "--horizon", "100s",
                                                "--min-posts", "0"), ("--min-posts", "got 0")),
+    # ripple import: public diffusion data (issue M)
+    "snap_wrong_token_count": Case(_import("snap-activity", "activity.txt", "1 2 100 RT\n1 2 100\n"),
+                                   ("activity.txt line 2", "expected 4 tokens", "'1 2 100'")),
+    "snap_non_numeric_timestamp": Case(_import("snap-activity", "activity.txt", "# A B t K\n1 2 noon RT\n"),
+                                       ("activity.txt line 2", "timestamp 'noon' is not a number")),
+    "snap_negative_timestamp": Case(_import("snap-activity", "activity.txt", "1 2 100 RT\n\n3 2 -5 RT\n"),
+                                    ("activity.txt line 3", "timestamp '-5' is negative", "'3 2 -5 RT'")),
+    "snap_unknown_kind": Case(_import("snap-activity", "activity.txt", "1 2 100 RT\n1 2 101 LIKE\n"),
+                              ("activity.txt line 2", "unknown KIND 'LIKE'", "RT, MT, RE")),
+    "snap_non_integer_user": Case(_import("snap-activity", "activity.txt", "alice 2 100 RT\n"),
+                                  ("activity.txt line 1", "user A 'alice'", "non-negative integer")),
+    "snap_empty_file": Case(_import("snap-activity", "activity.txt", "# only a header\n\n"),
+                            ("activity.txt: empty", "no `A B time KIND` events")),
+    "snap_only_self_interactions": Case(_import("snap-activity", "activity.txt", "5 5 100 RT\n5 5 200 MT\n"),
+                                        ("activity.txt", "no follows edge", "'self_interactions': 2")),
+    "snap_gzip_cut_short": Case(_import("snap-activity", "activity.txt.gz", _gzip_cut_short()),
+                                ("activity.txt.gz line", "corrupt or cut short")),
+    "snap_bad_post_gap": Case(_import("snap-activity", "activity.txt", "1 2 100 RT\n", "--post-gap", "soon"),
+                              ("--post-gap", "'soon'", "not a duration")),
+    "import_missing_file": Case(_import("snap-activity", "nosuch.txt", None), ("nosuch.txt", "does not exist")),
+    "cascades_chunk_token_count": Case(_import("cascades", "cascades.txt", "1 10,2 20\n3 30,4 40 5\n"),
+                                       ("cascades.txt line 2", "chunk 2 ('4 40 5') has 3 tokens", "'3 30,4 40 5'")),
+    "cascades_negative_timestamp": Case(_import("cascades", "cascades.txt", "1 10,2 -20\n"),
+                                        ("cascades.txt line 1", "timestamp '-20' is negative", "'1 10,2 -20'")),
+    "cascades_non_numeric_timestamp": Case(_import("cascades", "cascades.txt", "\n7 1 10,2 20x\n"),
+                                           ("cascades.txt line 2", "timestamp '20x' is not a number")),
+    "cascades_empty_file": Case(_import("cascades", "cascades.txt", "\n  \n"),
+                                ("cascades.txt: empty", "no cascades")),
+    "cascades_no_follows": Case(_import("cascades", "cascades.txt", "1 10\n2 20,2 30\n"),
+                                ("cascades.txt", "no follows edge", "'duplicate_adoptions': 0",
+                                 "'author_readoptions': 1")),
+    "edges_not_a_pair": Case(_import("cascades", "cascades.txt", "1 10,2 20\n", edges="1,2\n3 4\n"),
+                             ("edges.txt line 2", "expected one `u,v` pair", "'3 4'")),
+    "edges_missing_file": Case(_import("cascades", "cascades.txt", "1 10,2 20\n", "--edges", "nosuch-edges.txt"),
+                               ("nosuch-edges.txt", "does not exist")),
     # manifests
     "missing_manifest": train_on("missing_manifest"),
     "manifest_rows_mismatch": train_on("manifest_rows_mismatch"),
@@ -287,6 +344,15 @@ def test_catalogue_covers_the_issue():
         "no posts in the window": "labels_no_posts_in_window", "null timestamps": "labels_null_timestamp",
         "missing timestamps": "labels_missing_timestamp", "H <= 0": "labels_horizon_not_positive",
         "K < 1": "labels_min_posts_below_one",
+        # issue M: ripple import
+        "snap: wrong token count": "snap_wrong_token_count", "snap: non-numeric timestamp":
+        "snap_non_numeric_timestamp", "snap: negative timestamp": "snap_negative_timestamp",
+        "snap: unknown KIND": "snap_unknown_kind", "snap: empty file": "snap_empty_file",
+        "cascades: chunk with the wrong token count": "cascades_chunk_token_count",
+        "cascades: negative timestamp": "cascades_negative_timestamp",
+        "cascades: non-numeric timestamp": "cascades_non_numeric_timestamp",
+        "cascades: empty file": "cascades_empty_file", "--edges line that is not u,v": "edges_not_a_pair",
+        "missing input file": "import_missing_file",
     }
     assert set(kinds.values()) <= set(CATALOGUE)
     assert len(CATALOGUE) >= 15

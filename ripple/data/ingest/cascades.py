@@ -11,7 +11,7 @@ relative, in ``--time-unit`` (seconds by default), floored to whole seconds. Bla
   counted (the author's reshare of
   their own post is not reach);
 - **follows** with ``EDGES`` (one ``u,v`` pair per line): the social graph as given, ``--edge-direction``
-  ``follower-followee`` (u follows v; the default) or ``followee-follower``. The links carry no time, so each is
+  ``follower-followee`` (u follows v; the default) or ``followee-follower``; blank lines and ``#`` comments are skipped and counted. The links carry no time, so each is
   taken as known from the history's start (``since_date`` = start; a static snapshot, as the literature uses it)
   with a neutral ``interaction_freq`` 1. Self-links and repeated links are dropped and counted;
 - **follows** without ``EDGES``: the *diffusion graph* the literature infers, an interaction graph: each adopter ->
@@ -58,10 +58,13 @@ def read_cascades(src: TextSource, per_unit: float, infer_follows: bool) -> tupl
     """Posts, reshares and diffusion links of every cascade line, as arrays; and the line counts."""
     arr = {k: array("q") for k in ("author", "created", "r_user", "r_post", "r_time", "d_src", "d_dst", "d_time")}
     users = set()
-    blank = duplicate = root_again = 0
+    blank = comments = duplicate = root_again = 0
     for lineno, line in src.lines():
         if not line.strip():
             blank += 1
+            continue
+        if line.lstrip().startswith("#"):
+            comments += 1
             continue
         root, chunks = _chunks(src, lineno, line, per_unit)
         chunks.sort(key=lambda c: c[1])  # stable: equal times keep the line's order
@@ -92,17 +95,23 @@ def read_cascades(src: TextSource, per_unit: float, infer_follows: bool) -> tupl
         raise empty_file(src, "cascades")
     out = {k: np.frombuffer(v, np.int64).copy() for k, v in arr.items()}
     out["users"] = np.fromiter(users, np.int64, len(users))
-    return out, {"lines": lineno, "cascades": len(out["author"]), "blank": blank,
+    order = np.lexsort((out["d_src"], out["d_time"]))  # diffusion links in time order, as snap's interactions
+    for k in ("d_src", "d_dst", "d_time"):
+        out[k] = out[k][order]
+    return out, {"lines": lineno, "cascades": len(out["author"]), "blank": blank, "comments": comments,
                  "dropped": {"duplicate_adoptions": duplicate, "author_readoptions": root_again}}
 
 
-def read_edges(src: TextSource, direction: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(follower, followee, counts) of an ``u,v`` link file, self-links and repeats dropped."""
+def read_edges(src: TextSource, direction: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """(follower, followee, every user named, counts) of an ``u,v`` link file, self-links and repeats dropped."""
     u, v = array("q"), array("q")
-    blank = 0
+    blank = comments = 0
     for lineno, line in src.lines():
         if not line.strip():
             blank += 1
+            continue
+        if line.lstrip().startswith("#"):
+            comments += 1
             continue
         tok = line.split(",")
         if len(tok) != 2 or not tok[0].strip() or not tok[1].strip():
@@ -116,8 +125,8 @@ def read_edges(src: TextSource, direction: str) -> tuple[np.ndarray, np.ndarray,
     src_, dst = (u, v) if direction == "follower-followee" else (v, u)
     loops = src_ == dst
     pairs = np.unique(np.stack([src_[~loops], dst[~loops]], 1), axis=0)
-    return pairs[:, 0].copy(), pairs[:, 1].copy(), {
-        "lines": lineno, "links": int(len(u)), "blank": blank,
+    return pairs[:, 0].copy(), pairs[:, 1].copy(), np.unique(np.concatenate([u, v])), {
+        "lines": lineno, "links": int(len(u)), "blank": blank, "comments": comments,
         "dropped": {"self_links": int(loops.sum()), "duplicate_links": int((~loops).sum() - len(pairs))}}
 
 
@@ -144,11 +153,10 @@ def import_cascades(file: str, out: str, options: StorageOptions | None = None, 
                                      "count (recounted before the cutoff by ripple labels from interactions)"}
     else:
         with TextSource(edges, options) as esrc:
-            fs, fd, ecounts = read_edges(esrc, edge_direction)
+            fs, fd, named, ecounts = read_edges(esrc, edge_direction)
             source["edges"] = {"file": redact_url(edges), "sha256": esrc.sha256, "bytes": esrc.size,
                                "direction": edge_direction, **ecounts}
-        users.append(fs)
-        users.append(fd)
+        users.append(named)  # a user of a dropped self-link is still a user, as in snap-activity
         interactions, since, freq = None, None, np.ones(len(fs), np.float32)
         source["follows"] = {"graph": "social graph (given)",
                              "rule": f"{edge_direction} links from the edges file; no times in it, so since_date "

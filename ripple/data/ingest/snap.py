@@ -85,6 +85,8 @@ def sessions(author: np.ndarray, time: np.ndarray, gap: int) -> tuple[np.ndarray
 def import_snap_activity(file: str, out: str, options: StorageOptions | None = None, post_gap: int = 3600,
                          time_unit: str = "s", chunk_rows: int = 1 << 20) -> dict:
     """Import ``file`` to the dataset ``out``; returns its manifest as a dict."""
+    if time_unit not in TIME_UNITS:
+        raise ValueError(f"--time-unit must be one of {', '.join(TIME_UNITS)}, got {time_unit!r}")
     if post_gap < 0:
         raise ValueError(f"--post-gap must be >= 0 seconds, got {post_gap}")
     t0 = _time.perf_counter()
@@ -113,7 +115,7 @@ def import_snap_activity(file: str, out: str, options: StorageOptions | None = N
     per_kind = {kind: int((k == code).sum()) for kind, code in KINDS.items()}
     source = {
         "format": "snap-activity", "file": redact_url(file), "sha256": sha, "bytes": size, "gzip": gz,
-        "time_unit": time_unit, "lines": lines, "events_by_kind": per_kind,
+        "time_unit": time_unit, **lines, "events_by_kind": per_kind,
         "dropped": {"duplicate_lines": duplicates, "self_interactions": self_events},
         "follows": {"graph": "interaction graph",
                     "rule": "A -> B for every pair with an RT, MT or RE event; since_date = the first event, "
