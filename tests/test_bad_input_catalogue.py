@@ -180,6 +180,13 @@ def _import(fmt: str, name: str, content: str | bytes | None, *extra: str, edges
     return argv
 
 
+def _unlabelled_history(tmp: Path, request) -> list[str]:
+    """``ripple train`` on what ``ripple import`` wrote: a history whose labels ``ripple labels`` has not derived."""
+    (tmp / "activity.txt").write_text("1 2 100 RT\n3 2 150 RT\n1 3 200 MT\n")
+    assert main(["import", "snap-activity", str(tmp / "activity.txt"), "--out", str(tmp / "history")]) == 0
+    return _train(str(tmp / "history"), tmp)
+
+
 def _gzip_cut_short() -> bytes:
     import gzip
 
@@ -258,6 +265,8 @@ CATALOGUE: dict[str, Case] = {
                              ("edges.txt line 2", "expected one `u,v` pair", "'3 4'")),
     "edges_missing_file": Case(_import("cascades", "cascades.txt", "1 10,2 20\n", "--edges", "nosuch-edges.txt"),
                                ("nosuch-edges.txt", "does not exist")),
+    "train_on_unlabelled_history": Case(_unlabelled_history, ("labels:", "history", "has no labels",
+                                                              "ripple labels")),
     # manifests
     "missing_manifest": train_on("missing_manifest"),
     "manifest_rows_mismatch": train_on("manifest_rows_mismatch"),

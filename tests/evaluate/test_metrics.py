@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from ripple.evaluate.metrics import format_table, kendall, msle, ndcg_at_k, score_all, spearman
+from ripple.evaluate.metrics import bootstrap_spearman, format_table, kendall, msle, ndcg_at_k, score_all, spearman
 
 TRUE = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
 
@@ -110,3 +110,26 @@ def test_score_all_and_format_table():
 def test_format_table_missing_value():
     table = format_table({"spearman": {"a": 0.5}, "msle": {"a": 0.25, "b": 1.0}})
     assert table.splitlines()[3].split() == ["b", "-", "1.000"]
+
+
+def test_bootstrap_spearman_matches_the_sampling_error():
+    """The bootstrap SE of a Spearman over n users is close to its sampling SD across fresh samples; the paired SE of
+    two models' difference is 0 for identical predictions and below either SE for strongly correlated ones."""
+    rng = np.random.default_rng(12345)  # not one of the samples' seeds
+    n = 2000
+
+    def sample(seed):
+        r = np.random.default_rng(seed)
+        z = r.normal(size=n)
+        y = z + r.normal(size=n)
+        return y, z, z + 0.3 * r.normal(size=n)
+
+    fresh = [spearman(y, a) for y, a, _ in (sample(s) for s in range(1, 41))]
+    y, a, b = sample(0)
+    boot = bootstrap_spearman(y, {"gnn": a, "same": a.copy(), "close": b, "noise": rng.normal(size=n)}, rounds=200)
+    assert boot["users"] == n and boot["rounds"] == 200
+    assert boot["se"]["gnn"] == pytest.approx(np.std(fresh, ddof=1), rel=0.35)
+    assert boot["se"]["noise"] == pytest.approx(1 / math.sqrt(n - 1), rel=0.25)  # SE of rho = 0
+    assert boot["diff_se"]["same"] == 0.0
+    assert boot["diff_se"]["close"] < 0.5 * min(boot["se"]["gnn"], boot["se"]["close"])
+    assert set(boot["diff_se"]) == {"same", "close", "noise"}
