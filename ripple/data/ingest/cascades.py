@@ -28,7 +28,7 @@ import numpy as np
 
 from ripple.data import schema as S
 from ripple.data.ingest.tables import History, interaction_graph, write_history
-from ripple.data.ingest.text import TIME_UNITS, bad_line, empty_file, timestamp, user_id
+from ripple.data.ingest.text import TIME_UNITS, Records, bad_line, empty_file, timestamp, user_id
 from ripple.data.storage import StorageOptions, TextSource, redact_url
 
 DIRECTIONS = ("follower-followee", "followee-follower")
@@ -58,14 +58,9 @@ def read_cascades(src: TextSource, per_unit: float, infer_follows: bool) -> tupl
     """Posts, reshares and diffusion links of every cascade line, as arrays; and the line counts."""
     arr = {k: array("q") for k in ("author", "created", "r_user", "r_post", "r_time", "d_src", "d_dst", "d_time")}
     users = set()
-    blank = comments = duplicate = root_again = 0
-    for lineno, line in src.lines():
-        if not line.strip():
-            blank += 1
-            continue
-        if line.lstrip().startswith("#"):
-            comments += 1
-            continue
+    duplicate = root_again = 0
+    records = Records(src)
+    for lineno, line in records:
         root, chunks = _chunks(src, lineno, line, per_unit)
         chunks.sort(key=lambda c: c[1])  # stable: equal times keep the line's order
         post = len(arr["author"])
@@ -98,21 +93,15 @@ def read_cascades(src: TextSource, per_unit: float, infer_follows: bool) -> tupl
     order = np.lexsort((out["d_src"], out["d_time"]))  # diffusion links in time order, as snap's interactions
     for k in ("d_src", "d_dst", "d_time"):
         out[k] = out[k][order]
-    return out, {"lines": lineno, "cascades": len(out["author"]), "blank": blank, "comments": comments,
+    return out, {**records.counts(), "cascades": len(out["author"]),
                  "dropped": {"duplicate_adoptions": duplicate, "author_readoptions": root_again}}
 
 
 def read_edges(src: TextSource, direction: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """(follower, followee, every user named, counts) of an ``u,v`` link file, self-links and repeats dropped."""
     u, v = array("q"), array("q")
-    blank = comments = 0
-    for lineno, line in src.lines():
-        if not line.strip():
-            blank += 1
-            continue
-        if line.lstrip().startswith("#"):
-            comments += 1
-            continue
+    records = Records(src)
+    for lineno, line in records:
         tok = line.split(",")
         if len(tok) != 2 or not tok[0].strip() or not tok[1].strip():
             raise bad_line(src, lineno, line, "expected one `u,v` pair of user ids",
@@ -126,7 +115,7 @@ def read_edges(src: TextSource, direction: str) -> tuple[np.ndarray, np.ndarray,
     loops = src_ == dst
     pairs = np.unique(np.stack([src_[~loops], dst[~loops]], 1), axis=0)
     return pairs[:, 0].copy(), pairs[:, 1].copy(), np.unique(np.concatenate([u, v])), {
-        "lines": lineno, "links": int(len(u)), "blank": blank, "comments": comments,
+        **records.counts(), "links": int(len(u)),
         "dropped": {"self_links": int(loops.sum()), "duplicate_links": int((~loops).sum() - len(pairs))}}
 
 

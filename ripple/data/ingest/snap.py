@@ -27,7 +27,7 @@ import numpy as np
 
 from ripple.data import schema as S
 from ripple.data.ingest.tables import History, interaction_graph, write_history
-from ripple.data.ingest.text import TIME_UNITS, bad_line, empty_file, timestamp, user_id
+from ripple.data.ingest.text import TIME_UNITS, Records, bad_line, empty_file, timestamp, user_id
 from ripple.data.storage import StorageOptions, TextSource, redact_url
 
 #: KIND -> index into ``S.INTERACTION_KINDS``
@@ -41,15 +41,9 @@ POST_RULE = ("B's retweets in time order; a retweet more than post_gap after B's
 def read_events(src: TextSource, seconds_per_unit: float = 1) -> tuple[np.ndarray, ...]:
     """(a, b, time, kind, counts) of every event line. Shapes: [L] each; kind indexes ``S.INTERACTION_KINDS``."""
     a, b, t, k = array("q"), array("q"), array("q"), array("b")
-    blank = comments = 0
-    for lineno, line in src.lines():
+    records = Records(src)
+    for lineno, line in records:
         tok = line.split()
-        if not tok:
-            blank += 1
-            continue
-        if tok[0].startswith("#"):
-            comments += 1
-            continue
         if len(tok) != 4:
             raise bad_line(src, lineno, line, f"expected 4 tokens `A B time KIND`, found {len(tok)}",
                            "each line is one event, e.g. `223789 213163 1341100972 RT`")
@@ -64,7 +58,7 @@ def read_events(src: TextSource, seconds_per_unit: float = 1) -> tuple[np.ndarra
     if not a:
         raise empty_file(src, "`A B time KIND` events")
     arrays = (np.frombuffer(x, np.int8 if x.typecode == "b" else np.int64).copy() for x in (a, b, t, k))
-    return (*arrays, {"lines": lineno, "events": len(a), "blank": blank, "comments": comments})
+    return (*arrays, {**records.counts(), "events": len(a)})
 
 
 def sessions(author: np.ndarray, time: np.ndarray, gap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

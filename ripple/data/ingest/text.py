@@ -13,6 +13,28 @@ _INT64_MAX = (1 << 63) - 1
 TIME_UNITS = {"s": 1, "ms": 0.001, "min": 60, "h": 3600, "d": 86400}
 
 
+class Records:
+    """The lines of a text source that hold data, numbered as in the file: blank lines and ``#`` comments (SNAP's
+    headers) are skipped and counted (``counts``)."""
+
+    def __init__(self, src: TextSource):
+        self.src, self.lines, self.blank, self.comments = src, 0, 0, 0
+
+    def __iter__(self):
+        for lineno, line in self.src.lines():
+            self.lines = lineno
+            text = line.strip()
+            if not text:
+                self.blank += 1
+            elif text.startswith("#"):
+                self.comments += 1
+            else:
+                yield lineno, line
+
+    def counts(self) -> dict:
+        return {"lines": self.lines, "blank": self.blank, "comments": self.comments}
+
+
 def _shown(text: str, limit: int = 160) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
