@@ -188,6 +188,8 @@ def _print_metrics(metrics: dict) -> None:
     table = {m: metrics[m] for m in METRIC_NAMES}
     if metrics.get("spearman_vs_truth"):  # history labels on synthetic data: the oracle's column
         table["spearman_vs_truth"] = {k: v for k, v in metrics["spearman_vs_truth"].items() if k != "users"}
+    if metrics.get("spearman_active"):  # test users with past activity, when some have none
+        table[f"spearman_active ({metrics['active_test_users']:,})"] = metrics["spearman_active"]
     present = [m for m in MODEL_ORDER if any(m in col for col in table.values())]
     print(format_table(table, order=present))
     thr = metrics.get("throughput", {})

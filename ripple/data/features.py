@@ -28,6 +28,17 @@ USER_FLAT_NAMES = ["log_follower_count", "avg_engagement", "log_following", "log
                    *[f"topic_{i}" for i in range(S.NUM_TOPICS)]]
 
 
+#: the user columns that count past activity (followers, follows, reshares, posts): a user whose row has none of
+#: them is new to the graph at the time the features describe (cold start), and every model sees it as a constant
+ACTIVITY_COLUMNS = ("log_follower_count", "log_following", "log_shared", "log_created")
+
+
+def has_activity(x_user: np.ndarray) -> np.ndarray:
+    """Whether each user row has any past activity. Shapes: [N, USER_DIM] -> [N] bool."""
+    cols = [USER_FLAT_NAMES.index(c) for c in ACTIVITY_COLUMNS]
+    return (x_user[:, cols] != 0).any(1)
+
+
 def list_matrix(col: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
     """A list<float32> column as a [rows, width] float32 matrix (widths are checked by validation)."""
     if isinstance(col, pa.ChunkedArray):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from ripple.data.features import has_activity
 from ripple.data.graph import LocalGraph
 from ripple.data.ids import dense_index
 from ripple.evaluate.baselines import engineered_features, run_baselines
@@ -62,6 +63,22 @@ def _uncertainty(metrics: dict, y: np.ndarray, preds: dict[str, np.ndarray], see
     metrics["spearman_se"] = boot["se"]
     metrics["spearman_diff_se"] = boot.get("diff_se", {})
     metrics["test_users"] = boot["users"]
+
+
+def _active_users(metrics: dict, y: np.ndarray, preds: dict[str, np.ndarray], active: np.ndarray,
+                  seed: int = 0) -> None:
+    """``spearman_active`` (with ``spearman_active_se``, ``spearman_active_diff_se``, ``active_test_users``): every
+    model on the test users with past activity (``has_activity``), when some test users have none. New users are one
+    constant to every model; on real data they can be most of the test set, and then the whole-set Spearman says
+    mostly how each model places that block, while this says how it ranks the users the past graph knows."""
+    if active.all() or active.sum() < 3:
+        return
+    sub = {k: np.asarray(p, dtype=np.float64)[active] for k, p in preds.items()}
+    metrics["spearman_active"] = {k: spearman(y[active], p) for k, p in sub.items()}
+    boot = bootstrap_spearman(y[active], sub, reference="gnn", seed=seed)
+    metrics["spearman_active_se"] = boot["se"]
+    metrics["spearman_active_diff_se"] = boot.get("diff_se", {})
+    metrics["active_test_users"] = boot["users"]
 
 
 def _oracle(metrics: dict) -> None:
@@ -128,6 +145,7 @@ def evaluate(graph: LocalGraph, embeddings: pa.Table, seed: int = 0, lightgbm_th
                                seed=seed, num_threads=lightgbm_threads, x_engineered=engineered_of(graph)))
     metrics = _reliability(score_all(y, preds), y, graph.replicate[test].astype(np.float64), reliability)
     _uncertainty(metrics, y, preds, seed)
+    _active_users(metrics, y, preds, has_activity(x_flat[graph.label_index[test]]), seed)
     if truth is not None:
         test_ids = graph.ids["user"][graph.label_index[test]]
         metrics["spearman_vs_truth"] = vs_truth(y, preds, truth_of(graph.ids["user"], truth, test_ids))

@@ -49,3 +49,33 @@ def test_vs_truth_skips_users_the_oracle_did_not_simulate():
     out = vs_truth(y, {"m": np.array([5.0, 0.0, 3.0, 2.0, 1.0])}, truth)
     assert out["users"] == 4 and out["m"] == pytest.approx(-1.0) and out["label"] == pytest.approx(1.0)
     assert vs_truth(y, {"m": y}, np.full(5, np.nan)) == {}
+
+
+def test_active_users_slice_and_standard_errors():
+    """Test users without past activity are one constant to every model; ``spearman_active`` scores the rest, with
+    bootstrap SEs, and is left out when every test user is active."""
+    from ripple.data.features import USER_DIM, USER_FLAT_NAMES, has_activity
+    from ripple.evaluate.compare import _active_users, _uncertainty
+
+    x = np.zeros((6, USER_DIM), np.float32)
+    x[1, USER_FLAT_NAMES.index("log_follower_count")] = 1.0
+    x[2, USER_FLAT_NAMES.index("log_created")] = 0.5
+    x[3, USER_FLAT_NAMES.index("avg_engagement")] = 2.0  # a rate alone is no activity count
+    x[:, USER_FLAT_NAMES.index("topic_0")] = 1.0
+    assert has_activity(x).tolist() == [False, True, True, False, False, False]
+
+    rng = np.random.default_rng(0)
+    y = rng.lognormal(0, 1, 400) + 1
+    active = np.arange(400) % 4 == 0
+    preds = {"gnn": np.where(active, y, 1.0), "follower_count": np.where(active, -y, 0.0)}
+    m: dict = {}
+    _uncertainty(m, y, preds)
+    _active_users(m, y, preds, active)
+    assert m["test_users"] == 400 and m["active_test_users"] == 100
+    assert m["spearman_active"]["gnn"] == pytest.approx(1.0)
+    assert m["spearman_active"]["follower_count"] == pytest.approx(-1.0)
+    assert m["spearman_active_se"]["gnn"] == pytest.approx(0.0, abs=1e-9)
+    assert m["spearman_diff_se"]["follower_count"] > 0 and set(m["spearman_se"]) == {"gnn", "follower_count"}
+    none: dict = {}
+    _active_users(none, y, preds, np.ones(400, bool))
+    assert none == {}
