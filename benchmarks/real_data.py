@@ -86,6 +86,10 @@ def _row(dataset: str, cutoff: str, labelled: str, trained: dict[str, dict], lab
            "test_users": m.get("test_users"), "past_rows": info["rows"],
            "spearman": {k: sp.get(k) for k in MODELS}, "spearman_se": m.get("spearman_se", {}),
            "spearman_diff_se": m.get("spearman_diff_se", {}), "label_reliability": sp.get("label_reliability"),
+           "active_test_users": m.get("active_test_users"),
+           "spearman_active": {k: m.get("spearman_active", {}).get(k) for k in MODELS},
+           "spearman_active_se": m.get("spearman_active_se", {}),
+           "spearman_active_diff_se": m.get("spearman_active_diff_se", {}),
            "reliability": lab["reliability"], "kendall": m["kendall"], "ndcg_at_100": m["ndcg_at_100"],
            "gnn_variant": chosen, "best_epoch": m.get("best_epoch"),
            "variants": {k: {"val_spearman": v["val_spearman"], "test_spearman": v["metrics"]["spearman"]["gnn"],
@@ -95,7 +99,8 @@ def _row(dataset: str, cutoff: str, labelled: str, trained: dict[str, dict], lab
     row["gnn_minus_best_baseline"] = {"baseline": best_other, "gap": sp["gnn"] - sp[best_other],
                                       "paired_se": row["spearman_diff_se"].get(best_other)}
     print(json.dumps({k: row[k] for k in ("dataset", "cutoff", "test_users", "spearman", "label_reliability",
-                                          "gnn_variant", "gnn_minus_best_baseline")}, indent=1), flush=True)
+                                          "gnn_variant", "gnn_minus_best_baseline", "active_test_users",
+                                          "spearman_active")}, indent=1), flush=True)
     return row
 
 
@@ -157,18 +162,23 @@ def _plot(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(11, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 4.8), sharey=True)
     x = np.arange(len(MODELS))
     w = 0.8 / len(rows)
-    for i, r in enumerate(rows):
-        ax.bar(x + i * w, [r["spearman"][m] for m in MODELS], w,
-               yerr=[r["spearman_se"].get(m, 0) for m in MODELS], capsize=2,
-               label=f"{r['dataset']} T={r['cutoff']} ({r['test_users']:,} test users)")
-        ax.axhline(r["label_reliability"] or 0, ls="--", lw=1, color=f"C{i}")
-    ax.set_xticks(x + w * (len(rows) - 1) / 2, MODELS, rotation=15)
-    ax.set_ylabel("test Spearman vs future reach (± bootstrap SE)")
-    ax.set_title("real cascades: every model on the same labelled test users (dashed: split-half reliability)")
-    ax.legend(fontsize=8)
+    for ax, key, users, title in ((axes[0], "spearman", "test_users", "all labelled test users"),
+                                  (axes[1], "spearman_active", "active_test_users",
+                                   "test users with past activity")):
+        for i, r in enumerate(rows):
+            ax.bar(x + i * w, [r[key].get(m) or 0 for m in MODELS], w,
+                   yerr=[r[f"{key}_se"].get(m, 0) for m in MODELS], capsize=2,
+                   label=f"{r['dataset']} T={r['cutoff']} ({r[users] or 0:,} users)")
+            if key == "spearman":
+                ax.axhline(r["label_reliability"] or 0, ls="--", lw=1, color=f"C{i}")
+        ax.set_xticks(x + w * (len(rows) - 1) / 2, MODELS, rotation=15)
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("test Spearman vs future reach (± bootstrap SE)")
+    fig.suptitle("real cascades: every model on the same test users (dashed: split-half reliability)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
