@@ -169,6 +169,8 @@ def _plot(rows: list[dict], path: str) -> None:
                                   (axes[1], "spearman_active", "active_test_users",
                                    "test users with past activity")):
         for i, r in enumerate(rows):
+            if not any(v is not None for v in r[key].values()):  # no slice: every test user has a past
+                continue
             ax.bar(x + i * w, [r[key].get(m) or 0 for m in MODELS], w,
                    yerr=[r[f"{key}_se"].get(m, 0) for m in MODELS], capsize=2,
                    label=f"{r['dataset']} T={r['cutoff']} ({r[users] or 0:,} users)")

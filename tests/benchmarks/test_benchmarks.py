@@ -29,7 +29,7 @@ def test_growth_exponents_recover_known_powers():
 
 
 @pytest.mark.parametrize("name", ["devices", "train", "scale", "sharded", "partition", "seeds", "history", "labels",
-                                  "ablation", "multinode"])
+                                  "ablation", "multinode", "real"])
 def test_runner_dispatches_every_benchmark(name):
     out = subprocess.run([sys.executable, "-m", "benchmarks", name, "--help"], cwd=BENCH.parent,
                          capture_output=True, text=True, timeout=120)
@@ -79,3 +79,29 @@ def test_devices_sweeps_batch_sizes_and_depths(tmp_path):
         assert p["edges"] > 0 and p["seeds_per_s"] == pytest.approx(512 / p["seconds"])
     # a third hop samples more edges from the same seeds
     assert sweep[2]["edges"] > sweep[0]["edges"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_real_runs_the_whole_path_on_the_higgs_slice(tmp_path):
+    """``benchmarks real`` on the repo's slice of the Higgs file: import -> labels -> train -> every model with its
+    bootstrap SE, the variant reported as ``gnn`` picked by validation Spearman."""
+    import json
+
+    higgs = BENCH.parent / "tests" / "data" / "higgs" / "higgs-activity-slice.txt.gz"
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "real", "--higgs", str(higgs), "--cutoffs",
+                          "2012-07-04T12:00:00Z", "--horizon", "30h", "--epochs", "1", "--num-workers", "1",
+                          "--skip-android", "--variants", "small=model: {hidden: 16}", "--work", str(tmp_path / "w"),
+                          "--out", str(tmp_path)], cwd=BENCH.parent, capture_output=True, text=True, timeout=580)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "real_data.json").read_text())
+    imported = result["imports"]["higgs"]
+    assert imported["source"]["format"] == "snap-activity" and imported["stage"]["peak_pss_bytes"] > 0
+    (row,) = result["rows"]
+    assert row["labels_stage"]["seconds"] > 0 and row["test_users"] > 0
+    assert set(row["variants"]) == {"default", "small"}
+    val = {k: v["val_spearman"] for k, v in row["variants"].items()}
+    assert row["gnn_variant"] == max(val, key=val.get)
+    assert row["spearman"]["gnn"] == row["variants"][row["gnn_variant"]]["test_spearman"]
+    assert all(0 <= row["spearman_se"][m] < 1 for m in row["spearman"])
+    assert (tmp_path / "real_data.png").stat().st_size > 0
