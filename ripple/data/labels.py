@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 #: user columns recomputed from the past; the rest of every table is taken as the platform gives it
 RECOMPUTED = {"user": ["follower_count", "avg_engagement"]}
 AS_GIVEN = {"user": ["topic_vector"], "follows": ["interaction_freq"], "content": ["type", "topic", "text_emb"],
-            "community": ["size", "topic_focus", "density"], "member_of": ["(all rows)"]}
+            "community": ["size", "topic_focus", "density"], "member_of": ["(all rows)"], "user_names": ["(all rows)"]}
 RELIABILITY_METHOD = ("split-half: window posts of each user in time order alternate between halves A and B; "
                       "Spearman(mean A, mean B) over users with >= 2 window posts, stepped up with Spearman-Brown "
                       "2r/(1+r); cascade_reach_replicate = mean of half B (null with one window post)")
@@ -232,7 +232,7 @@ def derive_labels(data: str, out: str, spec: LabelSpec, options: StorageOptions 
     if dropped:
         log.warning("dropped %d created/shared rows before the cutoff whose content is not in the past content "
                     "table (content.timestamp >= cutoff or missing): the tables disagree on a post's time", dropped)
-    for table in ("member_of", "community"):
+    for table in ("member_of", "community", "user_names"):
         for b in iter_table_batches(src, table, None, chunk_rows):
             _write(w, table, pa.Table.from_batches([b]))
     rate_sum, post_count = np.zeros(n), np.zeros(n, np.int64)

@@ -134,6 +134,12 @@ INTERACTIONS = Table("interactions", (
     Column("kind", pa.string(), allowed=INTERACTION_KINDS),
 ), endpoints=("user", "user"), forbid_self_loops=True, optional=True)
 
+#: The names of users whose source gave no integer ids (``ripple import cascades`` of named users): ``id`` is the
+#: dense id every table uses, ``name`` the token in the source. Read it to put names on embeddings and seeds.
+USER_NAMES = Table("user_names", (
+    Column("id", pa.int64(), non_negative=True), Column("name", pa.string()),
+), id_column="id", optional=True)
+
 TRUTH_IC_EDGES = Table("_truth/ic_edges", (
     Column("src", pa.int64()), Column("dst", pa.int64()), Column("p", pa.float32(), non_negative=True),
 ), endpoints=("user", "user"), truth=True, optional=True)
@@ -152,6 +158,7 @@ TRUTH_USERS = Table("_truth/users", (
 NODE_TABLES: dict[str, Table] = {t.name: t for t in (USER, CONTENT, COMMUNITY)}
 EDGE_TABLES: dict[str, Table] = {t.name: t for t in (FOLLOWS, SHARED, CREATED, MEMBER_OF, REPLY_TO)}
 TABLES: dict[str, Table] = {**NODE_TABLES, **EDGE_TABLES, "labels": LABELS, INTERACTIONS.name: INTERACTIONS,
+                            USER_NAMES.name: USER_NAMES,
                             TRUTH_IC_EDGES.name: TRUTH_IC_EDGES, TRUTH_USERS.name: TRUTH_USERS}
 
 

@@ -39,6 +39,7 @@ MIN_VALUE: dict[tuple[str, str], float] = {
 REFERENCES: dict[tuple[str, str], str] = {
     ("labels", "user_id"): "user",
     ("_truth/users", "id"): "user",
+    ("user_names", "id"): "user",
 }
 #: Tables that must have at least one row (other empty edge tables are fine).
 NON_EMPTY = ("user", "follows")

@@ -4,6 +4,8 @@
 FILE holds one cascade per line: comma-separated ``user time`` chunks (a trailing comma is fine); the first chunk
 may be ``root user time``, where root is the user who started the cascade. Times are numbers, epoch-based or
 relative, in ``--time-unit`` (seconds by default), floored to whole seconds. Blank lines are skipped and counted.
+Users are integers (kept as the ids) or any other tokens (names, URLs): then every user gets an id 0.. in order of
+first appearance, cascades file first, and ``user_names`` maps the ids back to the names.
 
 - **posts**: each cascade is one post, created by its root (or, without one, by its earliest user) at the
   cascade's earliest time; every other user is a ``shared`` row at their own time. A user's second chunk in the
@@ -28,7 +30,7 @@ import numpy as np
 
 from ripple.data import schema as S
 from ripple.data.ingest.tables import History, interaction_graph, write_history
-from ripple.data.ingest.text import TIME_UNITS, Records, bad_line, empty_file, timestamp, user_id
+from ripple.data.ingest.text import TIME_UNITS, Records, UserNames, bad_line, empty_file, timestamp
 from ripple.data.storage import StorageOptions, TextSource, redact_url
 
 DIRECTIONS = ("follower-followee", "followee-follower")
@@ -36,8 +38,9 @@ DIFFUSION = S.INTERACTION_KINDS.index("diffusion")
 _FIX = "a cascade is `user time,user time,...`; its first chunk may be `root user time`"
 
 
-def _chunks(src: TextSource, lineno: int, line: str, per_unit: float) -> tuple[int | None, list[tuple[int, int]]]:
-    """(root or None, [(user, time)]) of one cascade line."""
+def _chunks(src: TextSource, lineno: int, line: str, per_unit: float, names: UserNames
+            ) -> tuple[int | None, list[tuple[int, int]]]:
+    """(root or None, [(user, time)]) of one cascade line, users as ``names`` codes."""
     chunks = line.split(",")
     if not chunks[-1].strip():  # a trailing comma
         chunks.pop()
@@ -45,23 +48,24 @@ def _chunks(src: TextSource, lineno: int, line: str, per_unit: float) -> tuple[i
     for j, chunk in enumerate(chunks):
         tok = chunk.split()
         if j == 0 and len(tok) == 3:
-            root = user_id(tok[0], src, lineno, line, "root")
+            root = names.code(tok[0])
             tok = tok[1:]
         if len(tok) != 2:
             raise bad_line(src, lineno, line, f"chunk {j + 1} ({chunk.strip()!r}) has {len(tok)} tokens, expected "
                                               f"2 (`user time`){' or 3 (`root user time`)' if j == 0 else ''}", _FIX)
-        out.append((user_id(tok[0], src, lineno, line), timestamp(tok[1], src, lineno, line, per_unit)))
+        out.append((names.code(tok[0]), timestamp(tok[1], src, lineno, line, per_unit)))
     return root, out
 
 
-def read_cascades(src: TextSource, per_unit: float, infer_follows: bool) -> tuple[dict, dict]:
-    """Posts, reshares and diffusion links of every cascade line, as arrays; and the line counts."""
+def read_cascades(src: TextSource, per_unit: float, infer_follows: bool, names: UserNames) -> tuple[dict, dict]:
+    """Posts, reshares and diffusion links of every cascade line, as arrays of ``names`` codes; and the line
+    counts."""
     arr = {k: array("q") for k in ("author", "created", "r_user", "r_post", "r_time", "d_src", "d_dst", "d_time")}
     users = set()
     duplicate = root_again = 0
     records = Records(src)
     for lineno, line in records:
-        root, chunks = _chunks(src, lineno, line, per_unit)
+        root, chunks = _chunks(src, lineno, line, per_unit, names)
         chunks.sort(key=lambda c: c[1])  # stable: equal times keep the line's order
         post = len(arr["author"])
         author = chunks[0][0] if root is None else root
@@ -97,26 +101,31 @@ def read_cascades(src: TextSource, per_unit: float, infer_follows: bool) -> tupl
                  "dropped": {"duplicate_adoptions": duplicate, "author_readoptions": root_again}}
 
 
-def read_edges(src: TextSource, direction: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """(follower, followee, every user named, counts) of an ``u,v`` link file, self-links and repeats dropped."""
+def read_edges(src: TextSource, names: UserNames) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(u, v, counts) of every line of an ``u,v`` link file, as ``names`` codes."""
     u, v = array("q"), array("q")
     records = Records(src)
     for lineno, line in records:
-        tok = line.split(",")
-        if len(tok) != 2 or not tok[0].strip() or not tok[1].strip():
+        tok = [t.strip() for t in line.split(",")]
+        if len(tok) != 2 or any(len(t.split()) != 1 for t in tok):
             raise bad_line(src, lineno, line, "expected one `u,v` pair of user ids",
                            "write one social link per line, e.g. `674,48`")
-        u.append(user_id(tok[0].strip(), src, lineno, line, "u"))
-        v.append(user_id(tok[1].strip(), src, lineno, line, "v"))
+        u.append(names.code(tok[0]))
+        v.append(names.code(tok[1]))
     if not u:
         raise empty_file(src, "`u,v` links")
-    u, v = np.frombuffer(u, np.int64).copy(), np.frombuffer(v, np.int64).copy()
-    src_, dst = (u, v) if direction == "follower-followee" else (v, u)
-    loops = src_ == dst
-    pairs = np.unique(np.stack([src_[~loops], dst[~loops]], 1), axis=0)
-    return pairs[:, 0].copy(), pairs[:, 1].copy(), np.unique(np.concatenate([u, v])), {
-        **records.counts(), "links": int(len(u)),
-        "dropped": {"self_links": int(loops.sum()), "duplicate_links": int((~loops).sum() - len(pairs))}}
+    return np.frombuffer(u, np.int64).copy(), np.frombuffer(v, np.int64).copy(), {**records.counts(),
+                                                                                  "links": len(u)}
+
+
+def social_graph(u: np.ndarray, v: np.ndarray, direction: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(follower, followee, dropped counts) of ``u,v`` links read as ``direction``, self-links and repeats dropped.
+    Shapes: u, v [L] user ids -> ([F], [F])."""
+    src, dst = (u, v) if direction == "follower-followee" else (v, u)
+    loops = src == dst
+    pairs = np.unique(np.stack([src[~loops], dst[~loops]], 1), axis=0)
+    return pairs[:, 0].copy(), pairs[:, 1].copy(), {"self_links": int(loops.sum()),
+                                                    "duplicate_links": int((~loops).sum() - len(pairs))}
 
 
 def import_cascades(file: str, out: str, options: StorageOptions | None = None, edges: str | None = None,
@@ -128,10 +137,21 @@ def import_cascades(file: str, out: str, options: StorageOptions | None = None, 
     if time_unit not in TIME_UNITS:
         raise ValueError(f"--time-unit must be one of {', '.join(TIME_UNITS)}, got {time_unit!r}")
     t0 = _time.perf_counter()
+    names = UserNames()
     with TextSource(file, options) as src:
-        c, counts = read_cascades(src, TIME_UNITS[time_unit], infer_follows=edges is None)
+        c, counts = read_cascades(src, TIME_UNITS[time_unit], edges is None, names)
         source = {"format": "cascades", "file": redact_url(file), "sha256": src.sha256, "bytes": src.size,
                   "gzip": src.gzip, "time_unit": time_unit, **counts}
+    if edges is not None:
+        with TextSource(edges, options) as esrc:
+            u, v, ecounts = read_edges(esrc, names)
+            source["edges"] = {"file": redact_url(edges), "sha256": esrc.sha256, "bytes": esrc.size,
+                               "direction": edge_direction, **ecounts}
+    ids, user_names = names.resolve()
+    for k in ("author", "r_user", "d_src", "d_dst", "users"):  # codes -> the users' ids
+        c[k] = ids[c[k]]
+    source["user_ids"] = ("as given (integers)" if user_names is None else
+                          "0.. in order of first appearance; the source's names are in user_names")
     users = [c["users"]]
     if edges is None:
         fs, fd, since, freq = interaction_graph(c["d_src"], c["d_dst"], c["d_time"])
@@ -141,11 +161,9 @@ def import_cascades(file: str, out: str, options: StorageOptions | None = None, 
                                      "root), at the adoption's time; since_date = the first, interaction_freq = the "
                                      "count (recounted before the cutoff by ripple labels from interactions)"}
     else:
-        with TextSource(edges, options) as esrc:
-            fs, fd, named, ecounts = read_edges(esrc, edge_direction)
-            source["edges"] = {"file": redact_url(edges), "sha256": esrc.sha256, "bytes": esrc.size,
-                               "direction": edge_direction, **ecounts}
-        users.append(named)  # a user of a dropped self-link is still a user, as in snap-activity
+        u, v = ids[u], ids[v]
+        fs, fd, source["edges"]["dropped"] = social_graph(u, v, edge_direction)
+        users += [u, v]  # a user of a dropped self-link is still a user, as in snap-activity
         interactions, since, freq = None, None, np.ones(len(fs), np.float32)
         source["follows"] = {"graph": "social graph (given)",
                              "rule": f"{edge_direction} links from the edges file; no times in it, so since_date "
@@ -154,7 +172,8 @@ def import_cascades(file: str, out: str, options: StorageOptions | None = None, 
                                "time; every other user is a reshare at their own time"}
     hist = History(users=np.unique(np.concatenate(users)), post_author=c["author"], post_time=c["created"],
                    reshare_user=c["r_user"], reshare_post=c["r_post"], reshare_time=c["r_time"],
-                   follows_src=fs, follows_dst=fd, follows_since=since, follows_freq=freq, interactions=interactions)
+                   follows_src=fs, follows_dst=fd, follows_since=since, follows_freq=freq, interactions=interactions,
+                   names=user_names)
     if since is None:
         hist.follows_since = np.full(len(fs), hist.span[0], np.int64)
     m = write_history(out, hist, source, options, chunk_rows)

@@ -16,6 +16,7 @@ the dataset layout of DESIGN.md:
   ``follows.interaction_freq`` from those before its cutoff);
 - ``community``, ``member_of``, ``reply_to``: empty. Communities detected on the whole history's graph would be
   read by ``ripple labels`` as given and leak the future into the past graph; the data names no posts replied to.
+- ``user_names``: the source's user tokens, when they are not integers (ids are then 0.. in order of appearance);
 - no ``labels``: ``ripple labels DATA --cutoff T --horizon H`` derives them from the history.
 """
 from __future__ import annotations
@@ -60,6 +61,8 @@ class History:
     follows_since: np.ndarray
     follows_freq: np.ndarray
     interactions: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    #: the source's user names, by id (``ids == arange``), when it gave no integer ids
+    names: list[str] | None = None
 
     @property
     def span(self) -> tuple[int, int]:
@@ -149,6 +152,10 @@ def write_history(out: str, h: History, source: dict, options: StorageOptions | 
     for sl in _chunks(len(h.follows_src), chunk_rows):
         w.write("follows", pa.table({"src": h.follows_src[sl], "dst": h.follows_dst[sl],
                                      "since_date": h.follows_since[sl], "interaction_freq": h.follows_freq[sl]}))
+    if h.names is not None:
+        for sl in _chunks(n, chunk_rows):
+            w.write("user_names", pa.table({"id": h.users[sl], "name": pa.array(h.names[sl.start:sl.stop],
+                                                                                 pa.string())}))
     if h.interactions is not None:
         src, dst, time, kind = h.interactions
         kinds = pa.array(S.INTERACTION_KINDS, pa.string())

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
+
 from ripple.data.storage import TextSource, redact_url
 
 _UINT = re.compile(r"[0-9]+")
@@ -33,6 +35,29 @@ class Records:
 
     def counts(self) -> dict:
         return {"lines": self.lines, "blank": self.blank, "comments": self.comments}
+
+
+class UserNames:
+    """User tokens -> int64 ids. When every token is a non-negative integer, the ids are those integers (as the
+    data gives them); otherwise (names, URLs, hashes) every user gets a dense id 0.. in order of first appearance
+    and the names are kept (``resolve``) for the dataset's ``user_names`` table. Tokens are coded as they come;
+    ``resolve`` says what each code's id is once every file has been read."""
+
+    def __init__(self):
+        self.codes: dict[str, int] = {}
+
+    def code(self, token: str) -> int:
+        c = self.codes.get(token)
+        if c is None:
+            c = self.codes[token] = len(self.codes)
+        return c
+
+    def resolve(self) -> tuple[np.ndarray, list[str] | None]:
+        """(id of each code [K] int64, the names when they are not integers, else None)."""
+        names = list(self.codes)  # dicts keep insertion order: names[code]
+        if all(_UINT.fullmatch(n) and int(n) <= _INT64_MAX for n in names):
+            return np.array([int(n) for n in names], dtype=np.int64), None
+        return np.arange(len(names), dtype=np.int64), names
 
 
 def _shown(text: str, limit: int = 160) -> str:

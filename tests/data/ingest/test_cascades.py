@@ -168,3 +168,47 @@ def test_given_social_graph_values_by_hand(tmp_path):
     assert user["follower_count"].to_pylist() == [2, 1, 0, 1, 0, 0, 0]  # 1 <- 2, 9; 2 <- 1; 4 <- 7
     # 7: 3 reshares / max(0, 1); 4: (2 + 1 + 1) / 1 / 3 posts
     assert user["avg_engagement"].to_pylist() == [0.0, 0.0, 0.0, pytest.approx(4 / 3), 0.0, 3.0, 0.0]
+
+
+def test_named_users_get_dense_ids_and_a_user_names_table(tmp_path):
+    """Users that are not integers (names, URLs) get ids 0.. in order of first appearance, cascades file first;
+    ``user_names`` maps them back, the links name the same users, and ``ripple labels`` carries the names through."""
+    from ripple.data.labels import LabelSpec, derive_labels
+
+    f = tmp_path / "cascades.txt"
+    f.write_text("blog.a/x alice 100,bob 160,carol 220\ndave 300,alice 350,\nbob 400,erin 460\n")
+    e = tmp_path / "edges.txt"
+    e.write_text("bob,blog.a/x\ncarol , bob\nfrank,dave\nbob,bob\n")
+    out = str(tmp_path / "out")
+    assert main(["import", "cascades", str(f), "--edges", str(e), "--out", out]) == 0
+    assert main(["validate", out]) == 0
+    ds = Dataset(out)
+    names = ds.read("user_names")
+    assert names["name"].to_pylist() == ["blog.a/x", "alice", "bob", "carol", "dave", "erin", "frank"]
+    assert names["id"].to_pylist() == list(range(7))
+    assert ds.read("user")["id"].to_pylist() == list(range(7))
+    assert ds.read("created").to_pylist() == [{"src": 0, "dst": 0, "timestamp": 100},
+                                              {"src": 4, "dst": 1, "timestamp": 300},
+                                              {"src": 2, "dst": 2, "timestamp": 400}]
+    assert sorted(zip(ds.read("follows")["src"].to_pylist(), ds.read("follows")["dst"].to_pylist())) == \
+        [(2, 0), (3, 2), (6, 4)]
+    assert ds.manifest.source["edges"]["dropped"] == {"self_links": 1, "duplicate_links": 0}
+    assert "user_names" in ds.manifest.source["user_ids"]
+    # more authors in the window [250, 350), so the labels have train and test users
+    more = "".join(f"author-{i} {260 + i},fan-{i} {270 + i}\n" for i in range(16))
+    f.write_text(f.read_text() + more)
+    assert main(["import", "cascades", str(f), "--edges", str(e), "--out", out]) == 0
+    lab = str(tmp_path / "lab")
+    derive_labels(out, lab, LabelSpec(cutoff=250, horizon=100))
+    assert Dataset(lab).read("user_names").to_pylist() == Dataset(out).read("user_names").to_pylist()
+    assert main(["validate", lab]) == 0
+
+
+def test_integer_users_keep_their_ids_and_write_no_names(tmp_path):
+    f = tmp_path / "cascades.txt"
+    f.write_text("7 100,3 160\n")
+    out = str(tmp_path / "out")
+    assert main(["import", "cascades", str(f), "--out", out]) == 0
+    ds = Dataset(out)
+    assert not ds.has("user_names") and ds.read("user")["id"].to_pylist() == [3, 7]
+    assert ds.manifest.source["user_ids"] == "as given (integers)"
