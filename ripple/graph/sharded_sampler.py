@@ -14,11 +14,14 @@ seeded from (hop seed, p): the same sampler seed gives the same batches whatever
 """
 from __future__ import annotations
 
+import threading
+
 import torch
 from torch import Tensor
 from torch_geometric.sampler import BaseSampler, HeteroSamplerOutput, NodeSamplerInput
 
 from ripple.graph.shards import ShardedGraph, group_by_part
+from ripple.sampling.fanouts import check_num_neighbors
 
 EdgeType = tuple[str, str, str]
 
@@ -87,12 +90,13 @@ class DistributedNeighborSampler(BaseSampler):
 
     def __init__(self, graph: ShardedGraph, num_neighbors: dict[EdgeType, list[int]], seed: int | None = None):
         self.graph = graph
-        self.num_neighbors = {tuple(k): list(v) for k, v in num_neighbors.items()}
+        self.num_neighbors = check_num_neighbors(num_neighbors, graph.meta.edge_types)
         self.num_hops = max((len(v) for v in self.num_neighbors.values()), default=0)
         self.generator = torch.Generator()
         self.generator.manual_seed(0 if seed is None else int(seed))
         #: calls per hop of the last batch, for tests and benchmarks: {hop: number of parts called}
         self.last_calls: dict[int, int] = {}
+        self._lock = threading.Lock()
 
     #: the shards return edge features with the sampled edges; ``make_loader`` attaches them (metadata[2])
     returns_edge_attr = True
@@ -107,7 +111,12 @@ class DistributedNeighborSampler(BaseSampler):
                         "prediction is not part of this sampler")
 
     def sample(self, input_type: str, seeds: Tensor) -> HeteroSamplerOutput:
-        """Shapes: seeds [B] global ids -> node dict (global ids), row/col (batch-local), edge (global edge ids)."""
+        """Shapes: seeds [B] global ids -> node dict (global ids), row/col (batch-local), edge (global edge ids).
+        One batch at a time: threads sharing the sampler take turns (its generator and ``last_calls``)."""
+        with self._lock:
+            return self._sample(input_type, seeds)
+
+    def _sample(self, input_type: str, seeds: Tensor) -> HeteroSamplerOutput:
         types = {t for et in self.num_neighbors for t in (et[0], et[2])} | {input_type}
         sets = {t: _BatchNodes() for t in types}
         seeds = seeds.long()

@@ -13,12 +13,14 @@ edges) and the same code runs as a handful of kernels on a GPU.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 from torch_geometric.sampler import BaseSampler, HeteroSamplerOutput, NodeSamplerInput
 
+from ripple.sampling.fanouts import check_num_neighbors
 from ripple.sampling.segments import sample_segments
 
 EdgeType = tuple[str, str, str]
@@ -84,6 +86,11 @@ class _NodeSet:
         self.count = len(seeds)
         self.nodes.append(seeds)
 
+    def reset(self) -> None:
+        """Every entry unseen again, after a batch that failed part-way (its touched entries are not all known)."""
+        self.assoc.fill_(_UNSEEN)
+        self.nodes, self.count = [], 0
+
     def finish(self) -> Tensor:
         out = torch.cat(self.nodes) if self.nodes else torch.empty(0, dtype=torch.long, device=self.assoc.device)
         self.assoc.index_fill_(0, out, _UNSEEN)  # reset only touched entries; the table is reused across batches
@@ -121,7 +128,7 @@ class NativeNeighborSampler(BaseSampler):
 
     def __init__(self, graph: CSCGraph, num_neighbors: dict[EdgeType, list[int]], seed: int | None = None):
         self.graph = graph
-        self.num_neighbors = {tuple(k): list(v) for k, v in num_neighbors.items()}
+        self.num_neighbors = check_num_neighbors(num_neighbors, graph.colptr)
         self.num_hops = max((len(v) for v in self.num_neighbors.values()), default=0)
         self.device = next(iter(graph.colptr.values())).device if graph.colptr else torch.device("cpu")
         self.generator = None
@@ -129,6 +136,8 @@ class NativeNeighborSampler(BaseSampler):
             self.generator = torch.Generator(device=self.device)
             self.generator.manual_seed(seed)
         self._sets = {t: _NodeSet(n, self.device) for t, n in graph.num_nodes.items()}
+        # the id tables are per sampler: one batch at a time (a prefetch thread and the trainer may share it)
+        self._lock = threading.Lock()
 
     def _hop(self, hop: int, frontier: dict[str, Tensor], frontier_local: dict[str, Tensor]
              ) -> dict[EdgeType, tuple[Tensor, Tensor]]:
@@ -176,7 +185,19 @@ class NativeNeighborSampler(BaseSampler):
 
     def sample(self, input_type: str, seeds: Tensor) -> HeteroSamplerOutput:
         """Shapes: seeds [B] global ids of ``input_type`` -> node dict of global ids (seeds first, at every position),
-        row/col local, edge CSC positions (``edge_permutation`` maps them to the store's edge ids)."""
+        row/col local, edge CSC positions (``edge_permutation`` maps them to the store's edge ids).
+
+        Threads share a sampler safely (batches are drawn one at a time); a batch that raises part-way (a bad
+        id, out of memory in a later hop) leaves the id tables clean for the next one."""
+        with self._lock:
+            try:
+                return self._sample(input_type, seeds)
+            except BaseException:
+                for s in self._sets.values():
+                    s.reset()
+                raise
+
+    def _sample(self, input_type: str, seeds: Tensor) -> HeteroSamplerOutput:
         sets = self._sets
         for s in sets.values():
             s.nodes, s.count = [], 0

@@ -91,7 +91,10 @@ def world(tmp_path_factory) -> World:
 
 
 def sampler_of(w: World, num_neighbors, seed=0) -> DistributedNeighborSampler:
-    return DistributedNeighborSampler(w.graph, num_neighbors, seed=seed)
+    """The relations ``num_neighbors`` leaves out get fanout 0 at every hop (PyG's contract: every relation)."""
+    hops = max(len(v) for v in num_neighbors.values())
+    full = {et: [0] * hops for et in w.meta.edge_types}
+    return DistributedNeighborSampler(w.graph, {**full, **num_neighbors}, seed=seed)
 
 
 def spread_seeds(w: World, n: int, seed: int = 0) -> torch.Tensor:
@@ -220,11 +223,12 @@ def test_every_relation_is_in_the_output_even_with_nothing_to_sample(world):
     nn = {FOL: [3], into_content: [2]}  # one hop from users: nothing is ever sampled into content
     out = sampler_of(world, nn, seed=0).sample("user", spread_seeds(world, 16))
     for d in (out.row, out.col, out.edge):
-        assert set(d) == set(nn) and d[into_content].numel() == 0 and d[into_content].dtype == torch.long
+        assert set(d) == set(world.meta.edge_types)  # every relation of the graph, as PyG requires them all
+        assert d[into_content].numel() == 0 and d[into_content].dtype == torch.long
     assert out.num_sampled_edges[into_content] == [0] and out.num_sampled_edges[FOL][0] > 0
     dims = world.meta.edge_dims
     assert out.metadata[FOL].shape == (len(out.edge[FOL]), dims[FOL])
-    assert set(out.metadata) == {et for et in nn if et in dims}
+    assert set(out.metadata) == set(dims)
     # a relation with edge features and nothing sampled (fanout 0): empty features of the right width
     out = sampler_of(world, {FOL: [0], REV_MEMBER_OF: [2]}, seed=0).sample("user", spread_seeds(world, 16))
     assert out.edge[FOL].numel() == 0 and out.metadata[FOL].shape == (0, dims[FOL])
@@ -474,3 +478,15 @@ def test_sharded_stores_refuse_whole_tensor_reads(world):
     attrs = {tuple(a.edge_type): a for a in gs.get_all_edge_attrs()}
     assert set(attrs) == set(S.EDGE_TYPES)
     assert attrs[FOL].size == (USERS, USERS)
+
+
+def test_num_neighbors_is_checked_as_pyg_checks_it(world):
+    """The sharded sampler refuses what PyG's NumNeighbors refuses: a relation the graph lacks, a missing one,
+    uneven hop counts."""
+    full = {et: [2] for et in world.meta.edge_types}
+    with pytest.raises(ValueError, match="does not have"):
+        DistributedNeighborSampler(world.graph, {**full, ("user", "folows", "user"): [2]})
+    with pytest.raises(ValueError, match="no fanouts for relation"):
+        DistributedNeighborSampler(world.graph, {FOL: [2]})
+    with pytest.raises(ValueError, match="same number of hops"):
+        DistributedNeighborSampler(world.graph, {**full, FOL: [2, 2]})

@@ -317,7 +317,7 @@ def test_sampler_tiny_graph_all_neighbours_is_bfs():
 
 def test_sampler_fanout_caps_per_relation():
     g = tiny_hetero()
-    nn = {FOL: [2, 1], SHR: [1], REV: [1, 1]}
+    nn = {FOL: [2, 1], SHR: [1, 0], REV: [1, 1]}
     for s in range(15):
         seeds = torch.tensor([0, 1])
         out = NativeNeighborSampler(g, nn, seed=s).sample("user", seeds)
@@ -404,7 +404,7 @@ def test_sampler_reused_across_batches():
 def test_sampler_random_graph_invariants():
     g = random_hetero(seed=3)
     for nn in ({FOL: [10, 5], SHR: [3, 2], REV: [2, 4]},          # hubs 7 and 11 -> rejection path
-               {FOL: [1, 1, 1], SHR: [-1], REV: [5, -1, 2]},     # three hops, mixed lengths, -1
+               {FOL: [1, 1, 1], SHR: [-1, 0, 0], REV: [5, -1, 2]},  # three hops, fanout 0, -1
                {FOL: [40], SHR: [40], REV: [40]}):               # mostly degree <= fanout
         for s in range(3):
             seeds = torch.tensor([7, 11, 0, 299, 150, 7])
@@ -416,7 +416,7 @@ def test_sampler_hub_gets_exactly_fanout_distinct_followers():
     g = random_hetero(seed=5)
     deg7 = int(g.colptr[FOL][8] - g.colptr[FOL][7])
     assert deg7 > 2 * 10  # the hub takes the rejection path
-    out = NativeNeighborSampler(g, {FOL: [10]}, seed=0).sample("user", torch.tensor([7]))
+    out = NativeNeighborSampler(g, {FOL: [10], SHR: [0], REV: [0]}, seed=0).sample("user", torch.tensor([7]))
     e = out.edge[FOL]
     assert len(e) == 10 and len(set(e.tolist())) == 10
     assert torch.equal(out.node["user"][out.row[FOL]], g.row[FOL][e])
@@ -462,14 +462,13 @@ def test_sampler_deterministic_given_seed():
     assert any(not torch.equal(a.edge[et], c.edge[et]) for et in a.edge)
 
 
-def test_sampler_missing_relation_and_empty_frontier():
+def test_sampler_empty_frontier_and_unsampled_relations():
     g = tiny_hetero()
-    # a relation with fanouts but absent from the graph, and seeds with no in-edges at all
-    other = ("content", "reply_to", "content")
-    nn = {FOL: [2, 2], REV: [1, 1], other: [3, 3]}
+    # seeds with no in-edges at all, and a relation with fanout 0
+    nn = {FOL: [2, 2], SHR: [0, 0], REV: [1, 1]}
     seeds = torch.tensor([2, 5])  # users 2 and 5 have no followers; rev_shared gives content c1, c2
     out = NativeNeighborSampler(g, nn, seed=0).sample("user", seeds)
-    assert out.num_sampled_edges[other] == [0, 0]
+    assert out.num_sampled_edges[SHR] == [0, 0]
     assert out.num_sampled_edges[FOL] == [0, 0]
     assert out.num_sampled_edges[REV] == [2, 0]
     assert out.node["user"].tolist() == [2, 5]
@@ -477,12 +476,12 @@ def test_sampler_missing_relation_and_empty_frontier():
     # PyG's contract: every relation is in row/col/edge, with empty tensors where nothing was sampled
     for d in (out.row, out.col, out.edge):
         assert set(d) == set(nn)
-        assert d[other].numel() == 0 and d[FOL].numel() == 0 and d[other].dtype == torch.long
+        assert d[SHR].numel() == 0 and d[FOL].numel() == 0 and d[SHR].dtype == torch.long
 
 
 def test_sample_from_nodes_metadata_and_edges_refused():
     g = tiny_hetero()
-    sampler = NativeNeighborSampler(g, {FOL: [2], REV: [1]}, seed=0)
+    sampler = NativeNeighborSampler(g, {FOL: [2], SHR: [0], REV: [1]}, seed=0)
     inp = NodeSamplerInput(input_id=torch.tensor([10, 11]), node=torch.tensor([0, 3]), input_type="user")
     out = sampler.sample_from_nodes(inp)
     assert out.node["user"][:2].tolist() == [0, 3]
@@ -573,3 +572,74 @@ def test_native_matches_pyg_neighbor_sampler_inclusion():
     assert np.abs(counts["pyg"] - fanout / degree).max() < 0.08, counts["pyg"]
     assert np.abs(counts["native"] - counts["pyg"]).max() < 0.08
     assert math.isclose(counts["native"].sum(), fanout) and math.isclose(counts["pyg"].sum(), fanout)
+
+
+# ------------------------------------------------------------------ robustness (issue N: three defects)
+
+def _all_neighbours() -> dict:
+    return {FOL: [-1, -1], SHR: [-1, -1], REV: [-1, -1]}  # no draws: every batch is exactly determined
+
+
+def test_a_batch_that_fails_part_way_leaves_the_next_batch_right(monkeypatch):
+    """A batch that raises in hop 2 (out of memory, say) had left hop 1's nodes in the id tables, and every later
+    batch lost them (24 nodes instead of 37 in the issue's repro)."""
+    import ripple.sampling.native as native
+
+    g = random_hetero(seed=3)
+    seeds = torch.tensor([7, 11, 0, 299, 150])
+    expected = NativeNeighborSampler(g, _all_neighbours()).sample("user", seeds)
+    sampler = NativeNeighborSampler(g, _all_neighbours())
+    real, calls = native.sample_segments, []
+
+    def fail_in_hop_2(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory (simulated) in hop 2")
+        return real(*a, **k)
+
+    monkeypatch.setattr(native, "sample_segments", fail_in_hop_2)
+    with pytest.raises(RuntimeError, match="hop 2"):
+        sampler.sample("user", seeds)
+    monkeypatch.setattr(native, "sample_segments", real)
+    with pytest.raises((IndexError, RuntimeError)):  # a bad id fails the batch too
+        sampler.sample("user", torch.tensor([1, 2, 10**6]))
+    out = sampler.sample("user", seeds)
+    for t in expected.node:
+        assert out.node[t].tolist() == expected.node[t].tolist(), t
+    for et in expected.row:
+        assert out.row[et].tolist() == expected.row[et].tolist() and out.col[et].tolist() == expected.col[et].tolist()
+
+
+def test_threads_sharing_a_sampler_get_the_batches_they_asked_for():
+    """Two threads sharing one sampler used to corrupt each other's batches (one id table per type)."""
+    import threading
+
+    g = random_hetero(seed=3)
+    sampler = NativeNeighborSampler(g, _all_neighbours())
+    batches = [torch.tensor([7, 11, 0]), torch.tensor([299, 150, 42, 8])]
+    expected = [NativeNeighborSampler(g, _all_neighbours()).sample("user", b).node["user"].tolist() for b in batches]
+    wrong = []
+
+    def work(i):
+        for _ in range(150):
+            if sampler.sample("user", batches[i]).node["user"].tolist() != expected[i]:
+                wrong.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong, f"{len(wrong)} corrupted batches"
+
+
+@pytest.mark.parametrize("nn, message", [
+    ({FOL: [2, 2], SHR: [1, 1], ("content", "rev_shard", "user"): [1, 1]}, "does not have"),  # misspelt
+    ({FOL: [2, 2], SHR: [1, 1]}, "no fanouts for relation"),                                # one missing
+    ({FOL: [2, 2], SHR: [1], REV: [1, 1]}, "same number of hops"),                          # uneven hops
+])
+def test_num_neighbors_is_checked_as_pyg_checks_it(nn, message):
+    """A misspelt relation was ignored (the real one got 0 edges and an empty, spurious relation appeared);
+    missing relations and uneven hop counts were accepted. PyG raises ValueError for each."""
+    with pytest.raises(ValueError, match=message):
+        NativeNeighborSampler(tiny_hetero(), nn)
