@@ -24,6 +24,8 @@
     python -m benchmarks real      [--cutoffs ...] ...    real cascades: import SNAP Higgs (and StackExchange
                                                            Android), labels at several cut points, every model
                                                            against future reach +- bootstrap SE (real_data.py)
+    python -m benchmarks pyg-tests [--ref 2.8.0] [-k ..]  PyG's own NeighborLoader tests with ripple's sampler in
+                                                           place of PyG's (needs a fetched PyG git dir; pyg_tests.py)
     python -m benchmarks multinode [--nodes 1 2 4] ...    simulated Ray nodes: per-node peak memory, cross-node
                                                            bytes per epoch and per embed, embed time (multinode.py)
 
@@ -39,7 +41,8 @@ import sys
 SCRIPTS = {"devices": "device_sampling", "train": "train_throughput", "scale": "pipeline_scale",
            "sharded": "sharded_sampling", "partition": "partition_memory",
            "seeds": "influence_max", "history": "history_quality", "labels": "labels_scale",
-           "ablation": "model_ablation", "multinode": "multinode", "real": "real_data"}
+           "ablation": "model_ablation", "multinode": "multinode", "real": "real_data",
+           "pyg-tests": "pyg_tests"}
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 
-def _segment_arange(counts: Tensor) -> Tensor:
+def segment_arange(counts: Tensor) -> Tensor:
     """[3, 2] -> [0, 1, 2, 0, 1]."""
     total = int(counts.sum())
     starts = torch.cumsum(counts, 0) - counts
@@ -35,7 +35,7 @@ def sample_segments(deg: Tensor, fanout: Tensor, generator: torch.Generator | No
         idx_e = torch.nonzero(every).view(-1)
         idx_b = torch.nonzero(~every).view(-1)
         own_e = torch.repeat_interleave(idx_e, deg[idx_e])
-        off_e = _segment_arange(deg[idx_e])
+        off_e = segment_arange(deg[idx_e])
         own_b, off_b = sample_segments(deg[idx_b], fanout[idx_b], generator)
         owner = torch.cat([own_e, idx_b[own_b]])
         order = torch.argsort(owner, stable=True)

@@ -29,7 +29,7 @@ def test_growth_exponents_recover_known_powers():
 
 
 @pytest.mark.parametrize("name", ["devices", "train", "scale", "sharded", "partition", "seeds", "history", "labels",
-                                  "ablation", "multinode", "real"])
+                                  "ablation", "multinode", "real", "pyg-tests"])
 def test_runner_dispatches_every_benchmark(name):
     out = subprocess.run([sys.executable, "-m", "benchmarks", name, "--help"], cwd=BENCH.parent,
                          capture_output=True, text=True, timeout=120)

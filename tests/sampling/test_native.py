@@ -15,7 +15,7 @@ from ripple.data.graph import build_csc
 from ripple.graph.local import CSCGraphStore, DictFeatureStore
 from ripple.sampling import backends
 from ripple.sampling.native import CSCGraph, NativeNeighborSampler, _NodeSet, sample_csc
-from ripple.sampling.segments import _segment_arange
+from ripple.sampling.segments import segment_arange
 
 FOL = ("user", "follows", "user")
 SHR = ("user", "shared", "content")
@@ -75,8 +75,8 @@ LIT_ROW = torch.tensor([7, 8, 9, 5, 0, 1, 2, 3, 4, 6, 10, 11, 12, 13, 14, 15, 16
 
 
 def test_segment_arange():
-    assert _segment_arange(torch.tensor([3, 0, 2])).tolist() == [0, 1, 2, 0, 1]
-    assert _segment_arange(torch.tensor([], dtype=torch.long)).tolist() == []
+    assert segment_arange(torch.tensor([3, 0, 2])).tolist() == [0, 1, 2, 0, 1]
+    assert segment_arange(torch.tensor([], dtype=torch.long)).tolist() == []
 
 
 @pytest.mark.parametrize("fanout", [1, 2, 3, 6, 12])
