@@ -131,8 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     kr.add_argument("--namespace", default=None, help="namespace of the manifests (k8s.namespace)")
     kr.add_argument("-o", "--output", default=None, help="write the YAML to this file instead of stdout")
 
-    e = sub.add_parser("embed", help="(re)write embeddings from a run's best checkpoint")
+    e = sub.add_parser("embed", help="(re)write embeddings from a run's best checkpoint, or score another snapshot")
     e.add_argument("run", help="<storage-path>/<run-name>")
+    e.add_argument("--data", default=None, help="another snapshot of the tables (a newer export) to score with the "
+                                                "run's model; needs --out")
+    e.add_argument("--out", default=None, help="where the snapshot's embeddings and scores go (with --data)")
     _storage_flags(e)
 
     sd = sub.add_parser("seeds", help="influence maximization: K seed users from a trained run -> <run>/seeds.parquet")
@@ -319,8 +322,8 @@ def cmd_k8s(args) -> int:
 def cmd_embed(args) -> int:
     from ripple import pipeline
 
-    m = pipeline.embed(args.run, _options(args))
-    print(f"wrote {m['rows']} embeddings in {len(m['parts'])} parts")
+    m = pipeline.embed(args.run, _options(args), data=args.data, out=args.out)
+    print(f"wrote {m['rows']} embeddings in {len(m['parts'])} parts" + (f" to {args.out}" if args.out else ""))
     return EXIT_OK
 
 

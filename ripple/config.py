@@ -293,6 +293,9 @@ class InferenceConfig:
     #: other parts): ``float16`` halves what the largest tenant of a node's memory takes, at about 1e-3 relative
     #: error in a state; ``float32`` reproduces whole-graph inference to float precision
     state_dtype: str = "float16"
+    #: where the embeddings and scores are committed (any URL); default ``<run>/embeddings``. ``ripple embed RUN
+    #: --data NEW --out OUT`` sets it to score another snapshot without touching the run's own
+    out: str | None = None
 
     def __post_init__(self):
         if self.mode not in ("layerwise", "sampled"):

@@ -29,6 +29,7 @@ from ripple.influence.select import select_seeds
 from ripple.run import (CONFIG_FILE, METRICS_FILE, PARTITIONS, SCORE, best_checkpoint, embeddings_store, is_partitioned,
                         run_dir, run_path)
 from ripple.runlog import RunLogs
+from ripple.train.checkpoint import check_fits
 from ripple.train.driver import fit
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,9 @@ def init_ray(cfg: RippleConfig | None = None, log_to_driver: bool = True) -> Non
 
 def resolve_paths(cfg: RippleConfig) -> RippleConfig:
     """The config with local paths made absolute (workers do not share the driver's working directory)."""
-    return dataclasses.replace(cfg, data=absolute_url(cfg.data), storage_path=absolute_url(cfg.storage_path))
+    out = cfg.inference.out and absolute_url(cfg.inference.out)
+    return dataclasses.replace(cfg, data=absolute_url(cfg.data), storage_path=absolute_url(cfg.storage_path),
+                               inference=dataclasses.replace(cfg.inference, out=out))
 
 
 class _Silent:
@@ -220,10 +223,33 @@ def load_run_config(run_url: str, options: StorageOptions | None = None) -> Ripp
     return resolve_paths(cfg)
 
 
-def embed(run_url: str, options: StorageOptions | None = None) -> dict:
+def embed(run_url: str, options: StorageOptions | None = None, data: str | None = None, out: str | None = None
+          ) -> dict:
+    """``ripple embed RUN``: rewrite the run's embeddings from its best checkpoint. With ``data`` (and ``out``): score
+    another snapshot of the platform (a newer export, the same tables later) with the trained model, as a platform
+    does between retrainings, into ``out``; the run itself is not touched. The snapshot is validated and the
+    checkpoint must fit the model its run's config builds; either refusal is a ValueError naming the difference,
+    before anything is written."""
     cfg = load_run_config(run_url, options)
-    init_ray(cfg)
-    return write_embeddings(cfg, best_checkpoint(cfg))
+    if data is None:
+        if out is not None:
+            raise ValueError("--out needs --data: without it `ripple embed` rewrites the run's own embeddings")
+        init_ray(cfg)
+        return write_embeddings(cfg, best_checkpoint(cfg))
+    if out is None:
+        raise ValueError("--data needs --out: the snapshot's embeddings go to a folder of their own, not over the "
+                         "run's")
+    data, out = absolute_url(data), absolute_url(out)
+    if is_partitioned(data, cfg.storage):
+        meta = PartitionMeta.open(data, cfg.storage)
+        check_partition_files(data, meta.manifest, cfg.storage)
+    else:
+        require_valid(data, cfg.storage)
+    checkpoint = best_checkpoint(cfg)
+    check_fits(cfg, checkpoint)
+    snapshot = dataclasses.replace(cfg, data=data, inference=dataclasses.replace(cfg.inference, out=out))
+    init_ray(snapshot)
+    return write_embeddings(snapshot, checkpoint, extra={"run": redact_url(run_dir(cfg)), "data": redact_url(data)})
 
 
 # ------------------------------------------------------------------------------------------ influence maximization

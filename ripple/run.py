@@ -38,7 +38,8 @@ def run_path(cfg, *parts: str) -> str:
 
 
 def embeddings_store(cfg) -> Store:
-    return Store(run_path(cfg, EMBEDDINGS), cfg.storage)
+    """``inference.out``, or ``<run>/embeddings``."""
+    return Store(cfg.inference.out or run_path(cfg, EMBEDDINGS), cfg.storage)
 
 
 def is_partitioned(url: str, options: StorageOptions | None = None) -> bool:

@@ -187,6 +187,16 @@ def _unlabelled_history(tmp: Path, request) -> list[str]:
     return _train(str(tmp / "history"), tmp)
 
 
+def _embed_snapshot(*flags: str):
+    """``ripple embed RUN`` of a run folder with a valid config.yaml, with ``flags``."""
+    def argv(tmp: Path, request) -> list[str]:
+        data = write_tiny_dataset(str(tmp / "data"))
+        cfg = load_config(None, {"data": data, "storage_path": str(tmp / "runs"), "run_name": "r"})
+        Store(str(tmp / "runs" / "r")).write_bytes(cfg.to_yaml().encode(), "config.yaml")
+        return ["embed", str(tmp / "runs" / "r"), *[f.replace("TMP", str(tmp)) for f in flags]]
+    return argv
+
+
 def _gzip_cut_short() -> bytes:
     import gzip
 
@@ -267,6 +277,11 @@ CATALOGUE: dict[str, Case] = {
                                ("nosuch-edges.txt", "does not exist")),
     "train_on_unlabelled_history": Case(_unlabelled_history, ("labels:", "history", "has no labels",
                                                               "ripple labels")),
+    # ripple embed RUN --data NEW --out OUT (issue N)
+    "embed_snapshot_without_out": Case(_embed_snapshot("--data", "TMP/data"), ("--data needs --out",)),
+    "embed_out_without_snapshot": Case(_embed_snapshot("--out", "TMP/scores"), ("--out needs --data",)),
+    "embed_snapshot_missing": Case(_embed_snapshot("--data", "TMP/no-such-export", "--out", "TMP/scores"),
+                                   ("no-such-export", "does not exist")),
     # manifests
     "missing_manifest": train_on("missing_manifest"),
     "manifest_rows_mismatch": train_on("manifest_rows_mismatch"),

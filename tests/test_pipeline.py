@@ -92,6 +92,22 @@ def test_local_two_workers_and_resume(ray_cluster, tmp_path, monkeypatch):
     m = pipeline.embed("runs/e2e")
     assert m["rows"] == USERS
 
+    # `ripple embed RUN --data NEW --out OUT`: the trained model scores a newer snapshot (more users) into OUT;
+    # the run's own embeddings stay as they were
+    generate("newer", GeneratorConfig(users=USERS + 50, seed=4, label_sims=100))
+    snap = pipeline.embed("runs/e2e", data="newer", out="scores")
+    assert snap["rows"] == USERS + 50 and snap["data"] == str(tmp_path / "newer")
+    assert snap["run"] == str(tmp_path / "runs" / "e2e") and snap["checkpoint_epoch"] == state["epoch"]
+    scores = read_committed(Store(str(tmp_path / "scores")))
+    assert scores.num_rows == USERS + 50 and np.isfinite(scores["influence_score"].to_numpy()).all()
+    assert read_manifest(Store(str(tmp_path / "runs" / "e2e" / "embeddings")))["rows"] == USERS
+    # a checkpoint that does not fit the model the run's config builds is refused, naming the tensors, first
+    config = tmp_path / "runs" / "e2e" / "config.yaml"
+    config.write_text(config.read_text().replace("hidden: 32", "hidden: 16"))
+    with pytest.raises(ValueError, match="does not fit.*checkpoint"):
+        pipeline.embed("runs/e2e", data="newer", out="scores-16")
+    assert not (tmp_path / "scores-16").exists()
+
 
 def test_s3_history_labels_partitioned_in_three(ray_cluster, s3_server, s3_bucket):
     """The history path on S3: generate a post history, `ripple labels` cuts it (the CLI verb, on the moto

@@ -100,7 +100,9 @@ def load_local_graph(ds: Dataset) -> LocalGraph:
         if rel.edge_type in FT.EDGE_DIMS:
             edge_attr[rel.edge_type] = FT.follows_edge_features(
                 tab["interaction_freq"].to_numpy(), tab["since_date"].to_numpy())[perm]
-    labels = ds.read("labels")
+    # a snapshot without labels (an imported history, a newer export scored by `ripple embed --data`) has no
+    # labelled users: inference needs none
+    labels = ds.read("labels") if ds.has("labels") else S.LABELS.arrow_schema().empty_table()
     g = LocalGraph(ids=ids, x=x, csc=csc, edge_attr=edge_attr)
     g.label_index = dense_index(ids["user"], labels["user_id"].to_numpy(), "labels.user_id")
     g.reach = labels["cascade_reach"].to_numpy().astype(np.float32)

@@ -95,9 +95,10 @@ def infer_part(cfg: RippleConfig, state: dict, part: int, num_parts: int, key: s
 
 
 def write_embeddings(cfg, checkpoint, num_parts: int | None = None,
-                     on_layer: Callable[[int, int], None] | None = None) -> dict:
-    """Run inference over all users on Ray and commit ``<run>/embeddings``; returns the manifest (with
-    ``seconds``, ``traffic`` and, for a partitioned graph, ``attempts``: passes it took).
+                     on_layer: Callable[[int, int], None] | None = None, extra: dict | None = None) -> dict:
+    """Run inference over all users of ``cfg.data`` on Ray and commit them to ``inference.out`` (default
+    ``<run>/embeddings``); returns the manifest (with ``seconds``, ``traffic`` and, for a partitioned graph,
+    ``attempts``: passes it took). ``extra``: more manifest fields (what a snapshot's embeddings came from).
 
     A partitioned graph is embedded part by part, next to shard actors spread over the nodes; the manifest is
     committed once every part is written. ``on_layer(layer, attempt)``: called in the driver when every part has
@@ -123,7 +124,7 @@ def write_embeddings(cfg, checkpoint, num_parts: int | None = None,
         task = ray.remote(**_task_resources(cfg))(infer_part)
         parts = ray.get([task.remote(cfg, state_ref, i, num_parts) for i in range(num_parts)])
     manifest = commit(store, parts, extra={"checkpoint_epoch": int(state["epoch"]), "embedding_dim":
-                                           int(cfg.model.hidden)})
+                                           int(cfg.model.hidden), **(extra or {})})
     log.info("wrote %d embeddings in %d parts to %s (%.1fs)", manifest["rows"], len(parts), store.url,
              time.perf_counter() - t0)
     manifest["seconds"] = time.perf_counter() - t0

@@ -67,6 +67,21 @@ def load_state(checkpoint, map_location="cpu") -> dict:
         return torch.load(os.path.join(d, CHECKPOINT_FILE), map_location=map_location, weights_only=False)
 
 
+def check_fits(cfg, checkpoint) -> None:
+    """Refuse a checkpoint whose weights do not fit the model ``cfg`` builds (another model section, or a ripple
+    whose feature widths changed), naming the first differences. Raises ValueError."""
+    from ripple.models.gnn import build_model
+
+    want = {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in load_state(checkpoint)["model"].items()}
+    diff = [f"{k}: checkpoint {got.get(k, 'missing')}, model {want.get(k, 'missing')}"
+            for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k)]
+    if diff:
+        raise ValueError(f"the checkpoint does not fit the model this run's config builds ({len(diff)} tensors "
+                         f"differ: {'; '.join(diff[:3])}{'; ...' if len(diff) > 3 else ''}); embed with the ripple "
+                         "version and config.yaml that trained it")
+
+
 def rng_state(sampler, device) -> dict:
     """This process's random streams: torch's (dropout, and PyG's samplers draw from it) and the sampler's own
     generator where it has one."""
