@@ -59,6 +59,48 @@ def _timed(fn, batches, device) -> dict:
     return {"edges_per_s": edges / dt, "seeds_per_s": seeds / dt, "edges": edges, "seconds": dt}
 
 
+def temporal_vs_plain(plain, batches, device: torch.device) -> dict:
+    """The native sampler's temporal mode (``ripple.sampling.temporal``) against the plain sampler on the same
+    graph and batches: time per batch, side by side. Every edge gets a time uniform in [0, 1000); seeds are
+    sampled at t = 1000 (every edge valid: the cost of the mode itself) and t = 500 (half the edges in the
+    future); ``uniform`` and ``last``; ``disjoint`` (per-seed subgraphs, PyG's semantics: more edges than the plain
+    sampler's shared subgraph) and ``shared`` (a batch of one time as one subgraph: ripple's training path)."""
+    from torch_geometric.sampler import NodeSamplerInput
+
+    from ripple.sampling.temporal import TemporalNeighborSampler
+
+    g = plain.graph
+    gen = torch.Generator().manual_seed(1)
+    edge_time = {et: torch.randint(0, 1000, (len(r),), generator=gen).to(device) for et, r in g.row.items()}
+    t0 = time.perf_counter()
+    temporal = {f"{s}_{mode}": TemporalNeighborSampler(g, plain.num_neighbors, edge_time=edge_time,
+                                                       temporal_strategy=s, seed=0, disjoint=mode == "disjoint")
+                for s in ("uniform", "last") for mode in ("disjoint", "shared")}
+    build_s = (time.perf_counter() - t0) / len(temporal)
+    edges = sum(len(r) for r in g.row.values())
+
+    def run(sampler, at=None):
+        def fn(seeds):
+            t = None if at is None else torch.full((len(seeds),), at, device=seeds.device)
+            out = sampler.sample_from_nodes(NodeSamplerInput(input_id=None, node=seeds.to(device), time=t,
+                                                             input_type="user"))
+            return sum(len(v) for v in out.row.values())
+        return fn
+
+    out = {"plain": _timed(run(plain), batches, device), "build_s_per_sampler": build_s,
+           # the temporal mode keeps, per edge, its time (int64) and its store edge id (the segments are re-sorted)
+           "extra_bytes_per_edge": 16, "graph_edges": edges}
+    for strategy, sampler in temporal.items():
+        for at in (1000, 500):
+            r = _timed(run(sampler, at), batches, device)
+            r["time_ratio_vs_plain"] = r["seconds"] / out["plain"]["seconds"]
+            out[f"{strategy}_t{at}"] = r
+            print(f"temporal {device.type} {strategy:16s} t={at:4d}: {r['edges_per_s'] / 1e6:6.2f} M edges/s, "
+                  f"{r['time_ratio_vs_plain']:.2f}x the plain sampler's time per batch "
+                  f"({r['edges'] / out['plain']['edges']:.2f}x its edges)", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=1_000_000)
@@ -74,6 +116,8 @@ def main() -> None:
     ap.add_argument("--sweep-fanouts", nargs="+", default=["15,10", "20,15,10"],
                     help="fanouts of the sweep, comma-separated per hop")
     ap.add_argument("--sweep-seeds", type=int, default=65536, help="seeds per sweep point (at least one batch)")
+    ap.add_argument("--temporal", type=int, default=1,
+                    help="1: also time the native sampler's temporal mode against the plain one (same batches)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -144,6 +188,10 @@ def main() -> None:
         print(f"{name:24s} sampler at {r['fraction_of_gather_limit']['index_select']:.1%} of the gather limit "
               f"({lim['index_select_per_s'] / 1e6:.0f}M random index_select reads/s; "
               f"{lim['advanced_index_per_s'] / 1e6:.0f}M/s with t[i])", flush=True)
+
+    if args.temporal:
+        results["temporal"] = {d.type: temporal_vs_plain(samplers[f"native_{d.type}"][0], batches, d)
+                               for d in devices}
 
     # the sweep: sampled edges/s and seeds/s of the native sampler by batch size and depth, graph on the device
     results["sweep"] = []

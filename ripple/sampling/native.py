@@ -21,7 +21,7 @@ from torch import Tensor
 from torch_geometric.sampler import BaseSampler, HeteroSamplerOutput, NodeSamplerInput
 
 from ripple.sampling.fanouts import check_num_neighbors
-from ripple.sampling.segments import sample_segments
+from ripple.sampling.segments import sample_segments, segment_arange, valid_prefix
 
 EdgeType = tuple[str, str, str]
 
@@ -139,10 +139,16 @@ class NativeNeighborSampler(BaseSampler):
         # the id tables are per sampler: one batch at a time (a prefetch thread and the trainer may share it)
         self._lock = threading.Lock()
 
-    def _hop(self, hop: int, frontier: dict[str, Tensor], frontier_local: dict[str, Tensor]
+    #: the temporal mode's shared-time path (``ripple.sampling.temporal``): per relation, the time at every CSC
+    #: position with each segment sorted by time, and how the valid prefix is drawn from; None: no times
+    time: dict[EdgeType, Tensor] | None = None
+    strategy: str = "uniform"
+
+    def _hop(self, hop: int, frontier: dict[str, Tensor], frontier_local: dict[str, Tensor], at: int | None = None
              ) -> dict[EdgeType, tuple[Tensor, Tensor]]:
         """One hop for every relation at once: the frontiers' CSC segments of all relations go through one
         ``sample_segments`` draw, so the per-kernel cost of a hop is paid once, not once per relation.
+        ``at``: every seed's time (the shared-time temporal path): a segment is its prefix of edges with time <= at.
         Returns, per relation with something sampled: (batch-local destination [S], CSC edge position [S]).
         Shapes: frontier[t] [F_t] global ids, frontier_local[t] [F_t] their batch-local ids."""
         active = [(et, fanouts[hop]) for et, fanouts in self.num_neighbors.items()
@@ -153,9 +159,17 @@ class NativeNeighborSampler(BaseSampler):
         for et, fanout in active:
             f, colptr = frontier[et[2]], self.graph.colptr[et]
             starts.append(colptr.index_select(0, f))
-            degs.append(colptr.index_select(0, f + 1) - starts[-1])
+            end = colptr.index_select(0, f + 1)
+            degs.append(end - starts[-1] if at is None else
+                        valid_prefix(self.time[et], starts[-1], end, torch.full_like(end, at)))
             fans.append(torch.full((len(f),), int(fanout), dtype=torch.long, device=self.device))
-        owner, offset = sample_segments(torch.cat(degs), torch.cat(fans), self.generator)
+        if at is not None and self.strategy == "last":  # the most recent valid edges: the end of each prefix
+            deg, fan = torch.cat(degs), torch.cat(fans)
+            k = torch.where(fan < 0, deg, torch.minimum(deg, fan))
+            owner = torch.repeat_interleave(torch.arange(len(k), device=self.device), k)
+            offset = (deg - k).index_select(0, owner) + segment_arange(k)
+        else:
+            owner, offset = sample_segments(torch.cat(degs), torch.cat(fans), self.generator)
         sizes = [len(d) for d in degs]
         bounds = torch.tensor([0, *sizes], device=self.device).cumsum(0)
         cut = torch.searchsorted(owner, bounds).tolist()  # owners are grouped, in segment order
@@ -183,7 +197,7 @@ class NativeNeighborSampler(BaseSampler):
         raise TypeError("ripple samples around seed users (node-level regression); edge-seeded sampling for link "
                         "prediction is not part of this sampler")
 
-    def sample(self, input_type: str, seeds: Tensor) -> HeteroSamplerOutput:
+    def sample(self, input_type: str, seeds: Tensor, at: int | None = None) -> HeteroSamplerOutput:
         """Shapes: seeds [B] global ids of ``input_type`` -> node dict of global ids (seeds first, at every position),
         row/col local, edge CSC positions (``edge_permutation`` maps them to the store's edge ids).
 
@@ -191,13 +205,13 @@ class NativeNeighborSampler(BaseSampler):
         id, out of memory in a later hop) leaves the id tables clean for the next one."""
         with self._lock:
             try:
-                return self._sample(input_type, seeds)
+                return self._sample(input_type, seeds, at)
             except BaseException:
                 for s in self._sets.values():
                     s.reset()
                 raise
 
-    def _sample(self, input_type: str, seeds: Tensor) -> HeteroSamplerOutput:
+    def _sample(self, input_type: str, seeds: Tensor, at: int | None = None) -> HeteroSamplerOutput:
         sets = self._sets
         for s in sets.values():
             s.nodes, s.count = [], 0
@@ -210,7 +224,7 @@ class NativeNeighborSampler(BaseSampler):
         rows, cols, edges = {}, {}, {}
         num_sampled_edges = {et: [] for et in self.num_neighbors}
         for hop in range(self.num_hops):
-            hop_edges = self._hop(hop, frontier, frontier_local)
+            hop_edges = self._hop(hop, frontier, frontier_local, at)
             nxt: dict[str, Tensor] = {}
             by_src: dict[str, list] = {}
             for et, (owner, e) in hop_edges.items():

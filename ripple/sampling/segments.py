@@ -63,3 +63,39 @@ def sample_segments(deg: Tensor, fanout: Tensor, generator: torch.Generator | No
     # cost about half of a 2-D nonzero and a two-index gather)
     flat = torch.nonzero(keep.view(-1)).view(-1)
     return flat.div(width, rounding_mode="floor"), slots.view(-1).index_select(0, flat)
+
+
+def sort_segments_by_time(colptr: Tensor, row: Tensor, time: Tensor, perm: Tensor | None
+                          ) -> tuple[Tensor, Tensor, Tensor]:
+    """Each destination's in-edges in time order (stable). Returns (row, time, perm): ``perm[p]`` is the store's
+    edge id at new CSC position p. Shapes: colptr [N + 1]; row, time, perm [E]."""
+    seg = torch.repeat_interleave(torch.arange(len(colptr) - 1, device=colptr.device), colptr.diff())
+    by_time = torch.argsort(time, stable=True)
+    order = by_time.index_select(0, torch.argsort(seg.index_select(0, by_time), stable=True))
+    store_id = order if perm is None else perm.index_select(0, order)
+    return row.index_select(0, order), time.index_select(0, order), store_id
+
+
+def valid_prefix(time: Tensor, start: Tensor, end: Tensor, limit: Tensor) -> Tensor:
+    """How many positions of each segment [start, end) of the time-sorted ``time`` are <= ``limit``.
+    Segments wholly valid or wholly in the future (most of them: a typical segment is short) are settled by their
+    last and first times; only the rest run the binary search, log2(their longest) elementwise steps.
+    Shapes: time [E]; start, end, limit [F] -> [F]."""
+    deg = end - start
+    if len(start) == 0 or len(time) == 0:
+        return torch.zeros_like(start)
+    top = len(time) - 1
+    nonempty = deg > 0
+    whole = nonempty & (time.index_select(0, (end - 1).clamp(0, top)) <= limit)
+    out = torch.where(whole, deg, torch.zeros_like(deg))
+    part = torch.nonzero(nonempty & ~whole & (time.index_select(0, start.clamp(max=top)) <= limit)).view(-1)
+    if len(part) == 0:
+        return out
+    lo, hi, lim = start.index_select(0, part), end.index_select(0, part) - 1, limit.index_select(0, part)
+    s0 = lo.clone()  # time[lo] <= limit < time[hi]: the answer lies in (lo, hi]
+    for _ in range(int((hi - lo).max()).bit_length()):
+        mid = torch.div(lo + hi, 2, rounding_mode="floor")
+        ok = time.index_select(0, mid) <= lim
+        lo = torch.where(ok, mid, lo)
+        hi = torch.where(ok, hi, mid)
+    return out.index_copy_(0, part, hi - s0)

@@ -22,39 +22,13 @@ from torch import Tensor
 from torch_geometric.sampler import BaseSampler, HeteroSamplerOutput, NodeSamplerInput
 
 from ripple.sampling.fanouts import check_num_neighbors
-from ripple.sampling.native import CSCGraph
-from ripple.sampling.segments import sample_segments, segment_arange
+from ripple.sampling.native import CSCGraph, NativeNeighborSampler
+from ripple.sampling.segments import sample_segments, segment_arange, sort_segments_by_time, valid_prefix
 
 EdgeType = tuple[str, str, str]
 STRATEGIES = ("uniform", "last")
 #: the time of an edge that has none: valid at every seed time
 _ALWAYS = torch.iinfo(torch.int64).min
-
-
-def sort_segments_by_time(colptr: Tensor, row: Tensor, time: Tensor, perm: Tensor | None
-                          ) -> tuple[Tensor, Tensor, Tensor]:
-    """Each destination's in-edges in time order (stable). Returns (row, time, perm): ``perm[p]`` is the store's
-    edge id at new CSC position p. Shapes: colptr [N + 1]; row, time, perm [E]."""
-    seg = torch.repeat_interleave(torch.arange(len(colptr) - 1, device=colptr.device), colptr.diff())
-    by_time = torch.argsort(time, stable=True)
-    order = by_time.index_select(0, torch.argsort(seg.index_select(0, by_time), stable=True))
-    store_id = order if perm is None else perm.index_select(0, order)
-    return row.index_select(0, order), time.index_select(0, order), store_id
-
-
-def valid_prefix(time: Tensor, start: Tensor, end: Tensor, limit: Tensor) -> Tensor:
-    """How many positions of each segment [start, end) of the time-sorted ``time`` are <= ``limit``.
-    Shapes: time [E]; start, end, limit [F] -> [F]."""
-    lo, hi = start.clone(), end.clone()
-    if len(start) == 0 or len(time) == 0:
-        return torch.zeros_like(start)
-    for _ in range(int((end - start).max()).bit_length() + 1):
-        active = lo < hi
-        mid = torch.div(lo + hi, 2, rounding_mode="floor")
-        ok = active & (time.index_select(0, mid.clamp(max=len(time) - 1)) <= limit)
-        lo = torch.where(ok, mid + 1, lo)
-        hi = torch.where(active & ~ok, mid, hi)
-    return lo - start
 
 
 class _PairSet:
@@ -117,11 +91,15 @@ class TemporalNeighborSampler(BaseSampler):
         node_time: node type -> [N_t] time of each node (a node type without an entry is never filtered), or
         edge_time: relation -> [E] time of each edge, in the store's edge order (one of the two).
         temporal_strategy: ``uniform`` or ``last``.
+        disjoint: True (PyG's temporal semantics): every seed a subgraph of its own. False: a batch whose seeds
+            all have the same time is sampled as one shared subgraph (the plain sampler's path, each segment cut
+            to its valid prefix: every seed sees exactly the edges it may), which is how ripple's training tables,
+            batched by cut time, are sampled; a batch of mixed times still goes disjoint.
     """
 
     def __init__(self, graph: CSCGraph, num_neighbors: dict[EdgeType, list[int]],
                  node_time: dict[str, Tensor] | None = None, edge_time: dict[EdgeType, Tensor] | None = None,
-                 temporal_strategy: str = "uniform", seed: int | None = None):
+                 temporal_strategy: str = "uniform", seed: int | None = None, disjoint: bool = True):
         if (node_time is None) == (edge_time is None):
             raise ValueError("temporal sampling needs node_time or edge_time (one of them): the times that hide "
                              "each seed's future")
@@ -150,6 +128,10 @@ class TemporalNeighborSampler(BaseSampler):
             self.generator = torch.Generator(device=self.device)
             self.generator.manual_seed(seed)
         self._lock = threading.Lock()
+        self._shared = None
+        if not disjoint:
+            self._shared = NativeNeighborSampler(self.graph, self.num_neighbors, seed=seed)
+            self._shared.time, self._shared.strategy = self.time, temporal_strategy
 
     @property
     def edge_permutation(self) -> dict[EdgeType, Tensor]:
@@ -187,6 +169,8 @@ class TemporalNeighborSampler(BaseSampler):
     def sample(self, input_type: str, seeds: Tensor, seed_time: Tensor) -> HeteroSamplerOutput:
         """Shapes: seeds, seed_time [B] -> node/batch dicts (global ids, seed of each node), row/col local, edge
         (CSC positions; ``edge_permutation`` maps them to store edge ids)."""
+        if self._shared is not None and len(seed_time) and bool((seed_time == seed_time[0]).all()):
+            return self._shared.sample(input_type, seeds, at=int(seed_time[0]))
         with self._lock:
             sets = {t: _PairSet(n, self.device) for t, n in self.graph.num_nodes.items()}
             sets[input_type].add_seeds(seeds.long())

@@ -12,7 +12,8 @@ from torch_geometric.sampler import NodeSamplerInput
 
 from ripple.data.graph import build_csc
 from ripple.sampling.native import CSCGraph
-from ripple.sampling.temporal import TemporalNeighborSampler, sort_segments_by_time, valid_prefix
+from ripple.sampling.segments import sort_segments_by_time, valid_prefix
+from ripple.sampling.temporal import TemporalNeighborSampler
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -180,3 +181,50 @@ def test_bad_arguments_are_refused():
         TemporalNeighborSampler(graph, nn, edge_time=edge_time, temporal_strategy="newest")
     with pytest.raises(ValueError, match="does not have"):
         TemporalNeighborSampler(graph, {**nn, ("user", "folows", "user"): [2]}, edge_time=edge_time)
+
+
+@pytest.mark.parametrize("level", ["edge", "node"])
+def test_shared_time_batches_are_one_subgraph_of_exactly_the_valid_edges(level):
+    """``disjoint=False``: seeds at one time share a subgraph (the plain sampler's path on the valid prefixes);
+    it holds exactly the union of what each seed may see. A batch of mixed times goes disjoint."""
+    graph, store, edge_time, node_time = make_graph(seed=6)
+    nn = {et: [-1, -1] for et in store}
+    kw = {"edge_time": edge_time} if level == "edge" else {"node_time": node_time}
+    sampler = TemporalNeighborSampler(graph, nn, disjoint=False, **kw)
+    seeds = torch.tensor([3, 7, 19, 0])
+    out = sampler.sample("user", seeds, torch.full((4,), 60))
+    assert out.batch is None and out.node["user"][:4].tolist() == seeds.tolist()
+
+    def valid(et, e, src, t):
+        return int(edge_time[et][e]) <= t if level == "edge" else int(node_time[et[0]][src]) <= t
+
+    want = reference(store, 2, seeds, torch.full((4,), 60), valid)
+    nodes = {(t, n) for t, ids in out.node.items() for n in ids.tolist()}
+    assert nodes == set().union(*(w[0] for w in want))
+    edges = {(et, i) for et, e in out.edge.items() for i in sampler.edge_permutation[et][e].tolist()}
+    assert edges == set().union(*(w[1] for w in want))
+    mixed = sampler.sample("user", seeds, torch.tensor([60, 60, 10, 60]))
+    assert mixed.batch is not None and mixed.batch["user"][:4].tolist() == [0, 1, 2, 3]
+
+
+def test_shared_time_last_takes_the_most_recent_valid_edges():
+    graph, store, edge_time, _ = make_graph(seed=3)
+    dst = int(np.bincount(store[FOL][1]).argmax())
+    nn = {FOL: [3], SHR: [0], REV: [0]}
+    sampler = TemporalNeighborSampler(graph, nn, edge_time=edge_time, temporal_strategy="last", disjoint=False)
+    out = sampler.sample("user", torch.tensor([dst]), torch.tensor([60]))
+    times = sorted(int(edge_time[FOL][e]) for e in range(len(store[FOL][0]))
+                   if store[FOL][1][e] == dst and edge_time[FOL][e] <= 60)
+    assert sorted(edge_time[FOL][sampler.edge_permutation[FOL][out.edge[FOL]]].tolist()) == times[-3:]
+
+
+def test_valid_prefix_matches_counting_on_random_segments():
+    g = torch.Generator().manual_seed(0)
+    deg = torch.randint(0, 40, (300,), generator=g)
+    colptr = torch.cat([torch.zeros(1, dtype=torch.long), deg.cumsum(0)])
+    time = torch.randint(0, 50, (int(deg.sum()),), generator=g)
+    _, time, _ = sort_segments_by_time(colptr, torch.arange(len(time)), time, None)
+    limit = torch.randint(-5, 55, (300,), generator=g)
+    got = valid_prefix(time, colptr[:-1], colptr[1:], limit)
+    want = [int((time[colptr[i]:colptr[i + 1]] <= limit[i]).sum()) for i in range(300)]
+    assert got.tolist() == want
