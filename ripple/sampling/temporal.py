@@ -11,7 +11,12 @@ How: at construction every CSC segment is sorted by time once (the store's edge 
 over the whole frontier at once (``valid_prefix``: log2(max degree) elementwise steps). Then the prefix is drawn
 from exactly as the plain sampler draws from a whole segment (``sample_segments``). Sampled nodes are deduplicated
 per (seed, node) by sorted keys, not by the plain sampler's graph-sized table (a (seed, node) pair has no slot
-there). Memory: the times at CSC positions, 8 bytes per edge, next to the 8 of ``row``.
+there). Memory: the times at CSC positions and the store edge id of each position, 16 bytes per edge next to the
+8 of ``row``.
+
+``disjoint=False`` adds ripple's training path: a batch whose seeds share one time (training rows batched by cut
+time) is sampled as one shared subgraph by the plain sampler on the valid prefixes, at about the plain sampler's
+speed; PyG's disjoint path costs 2-4x more per batch (``python -m benchmarks devices``).
 """
 from __future__ import annotations
 
