@@ -67,6 +67,36 @@ def test_device_report(device):
     assert torch.zeros(1, device=device).device.type == device.type
 
 
+@pytest.mark.parametrize("disjoint", [True, False])
+def test_temporal_sampler_on_device_equals_the_cpu(graph, device, disjoint):
+    """The temporal mode on the device: with every valid neighbour taken (no draws), the same nodes, edges and
+    per-seed batches as on the CPU, for a batch of mixed seed times (disjoint) and of one time (shared)."""
+    from ripple.sampling.temporal import TemporalNeighborSampler
+
+    _, gs = local_stores(graph)
+    cpu = CSCGraph.from_graph_store(gs, {t: graph.num_nodes(t) for t in S.NODE_TYPES})
+    dev = CSCGraph({k: v.to(device) for k, v in cpu.colptr.items()}, {k: v.to(device) for k, v in cpu.row.items()},
+                   dict(cpu.num_nodes), {k: v.to(device) for k, v in cpu.perm.items()})
+    gen = torch.Generator().manual_seed(0)
+    edge_time = {et: torch.randint(0, 100, (len(r),), generator=gen) for et, r in cpu.row.items()}
+    seeds = torch.arange(0, 3000, 300)
+    times = torch.randint(0, 100, (len(seeds),), generator=gen) if disjoint else torch.full((len(seeds),), 60)
+    outs = []
+    for g, d in ((cpu, torch.device("cpu")), (dev, device)):
+        sampler = TemporalNeighborSampler(g, {et: [-1, -1] for et in g.colptr},
+                                          edge_time={k: v.to(d) for k, v in edge_time.items()},
+                                          temporal_strategy="last", disjoint=disjoint)
+        outs.append(sampler.sample("user", seeds.to(d), times.to(d)))
+    a, b = outs
+    for t in a.node:
+        assert torch.equal(a.node[t], b.node[t].cpu()), t
+        if disjoint:
+            assert torch.equal(a.batch[t], b.batch[t].cpu()), t
+    for et in a.edge:
+        assert torch.equal(a.edge[et], b.edge[et].cpu()) and torch.equal(a.row[et], b.row[et].cpu()), et
+    assert b.node["user"].device.type == device.type
+
+
 def test_native_sampler_on_device_keeps_neighborloader_semantics(graph, device):
     """On the device: seeds first, every sampled edge is an in-edge of its destination, per destination
     min(fanout, in-degree) distinct edges, and outputs live on the device."""
