@@ -150,6 +150,9 @@ def import_cascades(file: str, out: str, options: StorageOptions | None = None, 
     ids, user_names = names.resolve()
     for k in ("author", "r_user", "d_src", "d_dst", "users"):  # codes -> the users' ids
         c[k] = ids[c[k]]
+    distinct = c["d_src"] != c["d_dst"]  # two spellings of one integer ("7", "07") are one user: no self-link
+    for k in ("d_src", "d_dst", "d_time"):
+        c[k] = c[k][distinct]
     source["user_ids"] = ("as given (integers)" if user_names is None else
                           "0.. in order of first appearance; the source's names are in user_names")
     users = [c["users"]]
