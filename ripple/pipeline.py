@@ -82,19 +82,28 @@ def train(cfg: RippleConfig, progress=None, verbose: bool = False) -> dict:
     progress = progress or _Silent()
     cfg = resolve_paths(cfg)
     progress.stage("validate")
-    sharded = is_partitioned(cfg.data, cfg.storage)
-    if sharded:  # partitioned by `ripple partition`, which validated its source
-        meta = PartitionMeta.open(cfg.data, cfg.storage)
-        check_partition_files(cfg.data, meta.manifest, cfg.storage)
+    meta = check_data(cfg.data, cfg.storage)
+    sharded = meta is not None
+    if sharded:
         source, num_parts = meta.manifest["source"], meta.num_parts
     else:
-        require_valid(cfg.data, cfg.storage)
         source, num_parts = cfg.data, cfg.partition.num_parts
     require_labels(source, cfg.storage)
     if num_parts:
         parts_of_rank(num_parts, cfg.scaling.num_workers, 0)  # every worker must own a part: refuse before Ray
     with RunLogs(run_dir(cfg), cfg.storage, verbose):  # the run folder exists from here on
         return _train_valid(cfg, progress, verbose, sharded, source, num_parts)
+
+
+def check_data(url: str, options: StorageOptions | None = None) -> PartitionMeta | None:
+    """Refuse data a run cannot read (ValueError naming table, column and value); returns the partition metadata of
+    a partitioned graph (``ripple partition`` validated its source; its files are checked here), else None."""
+    if is_partitioned(url, options):
+        meta = PartitionMeta.open(url, options)
+        check_partition_files(url, meta.manifest, options)
+        return meta
+    require_valid(url, options)
+    return None
 
 
 def require_labels(data: str, options: StorageOptions | None = None) -> None:
@@ -240,11 +249,7 @@ def embed(run_url: str, options: StorageOptions | None = None, data: str | None 
         raise ValueError("--data needs --out: the snapshot's embeddings go to a folder of their own, not over the "
                          "run's")
     data, out = absolute_url(data), absolute_url(out)
-    if is_partitioned(data, cfg.storage):
-        meta = PartitionMeta.open(data, cfg.storage)
-        check_partition_files(data, meta.manifest, cfg.storage)
-    else:
-        require_valid(data, cfg.storage)
+    check_data(data, cfg.storage)
     checkpoint = best_checkpoint(cfg)
     check_fits(cfg, checkpoint)
     snapshot = dataclasses.replace(cfg, data=data, inference=dataclasses.replace(cfg.inference, out=out))

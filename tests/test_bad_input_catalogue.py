@@ -180,6 +180,14 @@ def _import(fmt: str, name: str, content: str | bytes | None, *extra: str, edges
     return argv
 
 
+def _snap(content, *extra: str):
+    return _import("snap-activity", "activity.txt", content, *extra)
+
+
+def _cascades(content, *extra: str, edges: str | None = None):
+    return _import("cascades", "cascades.txt", content, *extra, edges=edges)
+
+
 def _unlabelled_history(tmp: Path, request) -> list[str]:
     """``ripple train`` on what ``ripple import`` wrote: a history whose labels ``ripple labels`` has not derived."""
     (tmp / "activity.txt").write_text("1 2 100 RT\n3 2 150 RT\n1 3 200 MT\n")
@@ -241,39 +249,39 @@ CATALOGUE: dict[str, Case] = {
     "labels_min_posts_below_one": Case(_labels(write_tiny_dataset, "--cutoff", "1700000150", "--horizon", "100s",
                                                "--min-posts", "0"), ("--min-posts", "got 0")),
     # ripple import: public diffusion data (issue M)
-    "snap_wrong_token_count": Case(_import("snap-activity", "activity.txt", "1 2 100 RT\n1 2 100\n"),
+    "snap_wrong_token_count": Case(_snap("1 2 100 RT\n1 2 100\n"),
                                    ("activity.txt line 2", "expected 4 tokens", "'1 2 100'")),
-    "snap_non_numeric_timestamp": Case(_import("snap-activity", "activity.txt", "# A B t K\n1 2 noon RT\n"),
+    "snap_non_numeric_timestamp": Case(_snap("# A B t K\n1 2 noon RT\n"),
                                        ("activity.txt line 2", "timestamp 'noon' is not a number")),
-    "snap_negative_timestamp": Case(_import("snap-activity", "activity.txt", "1 2 100 RT\n\n3 2 -5 RT\n"),
+    "snap_negative_timestamp": Case(_snap("1 2 100 RT\n\n3 2 -5 RT\n"),
                                     ("activity.txt line 3", "timestamp '-5' is negative", "'3 2 -5 RT'")),
-    "snap_unknown_kind": Case(_import("snap-activity", "activity.txt", "1 2 100 RT\n1 2 101 LIKE\n"),
+    "snap_unknown_kind": Case(_snap("1 2 100 RT\n1 2 101 LIKE\n"),
                               ("activity.txt line 2", "unknown KIND 'LIKE'", "RT, MT, RE")),
-    "snap_non_integer_user": Case(_import("snap-activity", "activity.txt", "alice 2 100 RT\n"),
+    "snap_non_integer_user": Case(_snap("alice 2 100 RT\n"),
                                   ("activity.txt line 1", "user A 'alice'", "non-negative integer")),
-    "snap_empty_file": Case(_import("snap-activity", "activity.txt", "# only a header\n\n"),
+    "snap_empty_file": Case(_snap("# only a header\n\n"),
                             ("activity.txt: empty", "no `A B time KIND` events")),
-    "snap_only_self_interactions": Case(_import("snap-activity", "activity.txt", "5 5 100 RT\n5 5 200 MT\n"),
+    "snap_only_self_interactions": Case(_snap("5 5 100 RT\n5 5 200 MT\n"),
                                         ("activity.txt", "no follows edge", "'self_interactions': 2")),
     "snap_gzip_cut_short": Case(_import("snap-activity", "activity.txt.gz", _gzip_cut_short()),
                                 ("activity.txt.gz line", "corrupt or cut short")),
-    "snap_bad_post_gap": Case(_import("snap-activity", "activity.txt", "1 2 100 RT\n", "--post-gap", "soon"),
+    "snap_bad_post_gap": Case(_snap("1 2 100 RT\n", "--post-gap", "soon"),
                               ("--post-gap", "'soon'", "not a duration")),
     "import_missing_file": Case(_import("snap-activity", "nosuch.txt", None), ("nosuch.txt", "does not exist")),
-    "cascades_chunk_token_count": Case(_import("cascades", "cascades.txt", "1 10,2 20\n3 30,4 40 5\n"),
+    "cascades_chunk_token_count": Case(_cascades("1 10,2 20\n3 30,4 40 5\n"),
                                        ("cascades.txt line 2", "chunk 2 ('4 40 5') has 3 tokens", "'3 30,4 40 5'")),
-    "cascades_negative_timestamp": Case(_import("cascades", "cascades.txt", "1 10,2 -20\n"),
+    "cascades_negative_timestamp": Case(_cascades("1 10,2 -20\n"),
                                         ("cascades.txt line 1", "timestamp '-20' is negative", "'1 10,2 -20'")),
-    "cascades_non_numeric_timestamp": Case(_import("cascades", "cascades.txt", "\n7 1 10,2 20x\n"),
+    "cascades_non_numeric_timestamp": Case(_cascades("\n7 1 10,2 20x\n"),
                                            ("cascades.txt line 2", "timestamp '20x' is not a number")),
-    "cascades_empty_file": Case(_import("cascades", "cascades.txt", "\n  \n"),
+    "cascades_empty_file": Case(_cascades("\n  \n"),
                                 ("cascades.txt: empty", "no cascades")),
-    "cascades_no_follows": Case(_import("cascades", "cascades.txt", "1 10\n2 20,2 30\n"),
+    "cascades_no_follows": Case(_cascades("1 10\n2 20,2 30\n"),
                                 ("cascades.txt", "no follows edge", "'duplicate_adoptions': 0",
                                  "'author_readoptions': 1")),
-    "edges_not_a_pair": Case(_import("cascades", "cascades.txt", "1 10,2 20\n", edges="1,2\n3 4\n"),
+    "edges_not_a_pair": Case(_cascades("1 10,2 20\n", edges="1,2\n3 4\n"),
                              ("edges.txt line 2", "expected one `u,v` pair", "'3 4'")),
-    "edges_missing_file": Case(_import("cascades", "cascades.txt", "1 10,2 20\n", "--edges", "nosuch-edges.txt"),
+    "edges_missing_file": Case(_cascades("1 10,2 20\n", "--edges", "nosuch-edges.txt"),
                                ("nosuch-edges.txt", "does not exist")),
     "train_on_unlabelled_history": Case(_unlabelled_history, ("labels:", "history", "has no labels",
                                                               "ripple labels")),

@@ -639,6 +639,12 @@ class _Hashing(io.RawIOBase):
         self.bytes += n
         return n
 
+    def drain(self) -> None:
+        """Hash the rest of the stored bytes (what the text reader did not need: a gzip member's trailer)."""
+        for block in iter(lambda: self.f.read(1 << 20), b""):
+            self.sha.update(block)
+            self.bytes += len(block)
+
 
 class TextSource:
     """A text file at any fsspec URL, read once as numbered lines: gzip is recognised by its magic bytes (not
@@ -678,8 +684,7 @@ class TextSource:
         except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as e:
             raise StorageError(f"{redact_url(self.url)} line {lineno + 1}: the gzip stream is corrupt or cut "
                                f"short ({e}); download the file again") from e
-        for _ in iter(lambda: self._hashing.read(1 << 20), b""):
-            pass
+        self._hashing.drain()
 
     @property
     def sha256(self) -> str:

@@ -18,10 +18,11 @@ import threading
 
 import torch
 from torch import Tensor
-from torch_geometric.sampler import BaseSampler, HeteroSamplerOutput, NodeSamplerInput
+from torch_geometric.sampler import HeteroSamplerOutput, NodeSamplerInput
 
 from ripple.graph.shards import ShardedGraph, group_by_part
 from ripple.sampling.fanouts import check_num_neighbors
+from ripple.sampling.native import SeedSampler
 
 EdgeType = tuple[str, str, str]
 
@@ -79,7 +80,7 @@ def _part_seed(hop_seed: int, part: int) -> int:
     return int((hop_seed * 0x9E3779B1 + part * 0x85EBCA77 + 1) % (2**63 - 1))
 
 
-class DistributedNeighborSampler(BaseSampler):
+class DistributedNeighborSampler(SeedSampler):
     """NeighborLoader-style sampling over a ``ShardedGraph``.
 
     Args:
@@ -105,10 +106,6 @@ class DistributedNeighborSampler(BaseSampler):
         out = self.sample(index.input_type, index.node.cpu())
         out.metadata = (index.input_id, index.time, out.metadata)
         return out
-
-    def sample_from_edges(self, index, neg_sampling=None):
-        raise TypeError("ripple samples around seed users (node-level regression); edge-seeded sampling for link "
-                        "prediction is not part of this sampler")
 
     def sample(self, input_type: str, seeds: Tensor) -> HeteroSamplerOutput:
         """Shapes: seeds [B] global ids -> node dict (global ids), row/col (batch-local), edge (global edge ids).

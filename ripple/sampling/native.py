@@ -118,7 +118,16 @@ class CSCGraph:
                    dict(num_nodes), {k: v.to(device) for k, v in (perm or {}).items() if v is not None})
 
 
-class NativeNeighborSampler(BaseSampler):
+class SeedSampler(BaseSampler):
+    """What every ripple sampler shares: it samples around seed users (node-level regression), never around
+    edges (link prediction)."""
+
+    def sample_from_edges(self, index, neg_sampling=None):
+        raise TypeError("ripple samples around seed users (node-level regression); edge-seeded sampling for link "
+                        "prediction is not part of this sampler")
+
+
+class NativeNeighborSampler(SeedSampler):
     """A PyG ``BaseSampler``: plugs into ``NodeLoader`` and returns ``HeteroSamplerOutput`` index tensors.
 
     Args:
@@ -192,10 +201,6 @@ class NativeNeighborSampler(BaseSampler):
         out = self.sample(index.input_type, seeds)
         out.metadata = (index.input_id, index.time)
         return out
-
-    def sample_from_edges(self, index, neg_sampling=None):
-        raise TypeError("ripple samples around seed users (node-level regression); edge-seeded sampling for link "
-                        "prediction is not part of this sampler")
 
     def sample(self, input_type: str, seeds: Tensor, at: int | None = None) -> HeteroSamplerOutput:
         """Shapes: seeds [B] global ids of ``input_type`` -> node dict of global ids (seeds first, at every position),

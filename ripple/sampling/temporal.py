@@ -24,10 +24,10 @@ import threading
 
 import torch
 from torch import Tensor
-from torch_geometric.sampler import BaseSampler, HeteroSamplerOutput, NodeSamplerInput
+from torch_geometric.sampler import HeteroSamplerOutput, NodeSamplerInput
 
 from ripple.sampling.fanouts import check_num_neighbors
-from ripple.sampling.native import CSCGraph, NativeNeighborSampler
+from ripple.sampling.native import CSCGraph, NativeNeighborSampler, SeedSampler
 from ripple.sampling.segments import sample_segments, segment_arange, sort_segments_by_time, valid_prefix
 
 EdgeType = tuple[str, str, str]
@@ -87,7 +87,7 @@ class _PairSet:
         return loc, new_glob, new_seed
 
 
-class TemporalNeighborSampler(BaseSampler):
+class TemporalNeighborSampler(SeedSampler):
     """A PyG ``BaseSampler`` for temporal ``NodeLoader`` batches (see the module docstring).
 
     Args:
@@ -153,10 +153,6 @@ class TemporalNeighborSampler(BaseSampler):
         out = self.sample(index.input_type, seeds, seed_time.to(self.device).long())
         out.metadata = (index.input_id, index.time)
         return out
-
-    def sample_from_edges(self, index, neg_sampling=None):
-        raise TypeError("ripple samples around seed users (node-level regression); edge-seeded sampling for link "
-                        "prediction is not part of this sampler")
 
     def _draw(self, et: EdgeType, hop: int, frontier: Tensor, limit: Tensor) -> tuple[Tensor, Tensor]:
         """(owner [S] = frontier position, CSC position [S]) of the in-edges drawn for one relation."""
