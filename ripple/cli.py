@@ -69,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("labels", help="labels from the cascade history: cut at --cutoff, past-only graph, "
                                        "future reach as labels")
     lb.add_argument("data", help="the platform's tables (local folder or s3://...)")
-    lb.add_argument("--cutoff", required=True, help="T: ISO-8601 time (2024-05-06T00:00:00Z) or epoch seconds")
+    when = lb.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cutoff", help="T: one cut, ISO-8601 time (2024-05-06T00:00:00Z) or epoch seconds; a "
+                                       "random user split")
+    when.add_argument("--cutoffs", help="T1,T2,...: a training table at many cut times, split by time (the last "
+                                        "cut tests, the one before validates, the rest train)")
+    when.add_argument("--every", help="D: cut times every D (e.g. 7d), the test cut as late as the history allows")
     lb.add_argument("--horizon", required=True, help="H: window [T, T+H) and reshare horizon, e.g. 14d, 36h")
     lb.add_argument("--out", required=True, help="where the labelled dataset goes (local folder or s3://...)")
     lb.add_argument("--min-posts", type=int, default=1, help="K: window posts a user needs for a label")
@@ -221,18 +226,26 @@ def cmd_validate(args) -> int:
 
 def cmd_labels(args) -> int:
     from ripple.data.history import parse_duration, parse_time
-    from ripple.data.labels import LabelSpec, derive_labels
+    from ripple.data.labels import LabelSpec, derive_labels, every_cutoffs, history_range
     from ripple.data.storage import absolute_url
 
     if args.chunk_rows < 1:
         raise UsageError(f"--chunk-rows must be >= 1, got {args.chunk_rows}")
-    spec = LabelSpec(cutoff=parse_time(args.cutoff), horizon=parse_duration(args.horizon), min_posts=args.min_posts,
-                     split_seed=args.split_seed)
-    m = derive_labels(absolute_url(args.data), absolute_url(args.out), spec, _options(args), args.chunk_rows)
+    horizon, kw = parse_duration(args.horizon), {"min_posts": args.min_posts, "split_seed": args.split_seed}
+    data = absolute_url(args.data)
+    if args.cutoff is not None:
+        spec = LabelSpec(cutoff=parse_time(args.cutoff), horizon=horizon, **kw)
+    elif args.cutoffs is not None:
+        spec = LabelSpec.many([parse_time(t, "--cutoffs") for t in args.cutoffs.split(",") if t.strip()], horizon,
+                              **kw)
+    else:
+        spec = LabelSpec.many(every_cutoffs(*history_range(data, _options(args)), horizon,
+                                            parse_duration(args.every, "--every")), horizon, **kw)
+    m = derive_labels(data, absolute_url(args.out), spec, _options(args), args.chunk_rows)
     info = m["labels"]
-    print(json.dumps({"rows": m["rows"], **{k: info[k] for k in ("cutoff_iso", "horizon_s", "min_posts",
-                                                                  "window_posts", "labelled_users", "reliability")}},
-                     indent=1))
+    print(json.dumps({"rows": m["rows"], **{k: info[k] for k in ("cutoff_iso", "horizon_s", "min_posts", "split",
+                                                                  "window_posts", "labelled_users", "reliability",
+                                                                  "cutoffs") if k in info}}, indent=1))
     return EXIT_OK
 
 

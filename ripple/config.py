@@ -68,8 +68,13 @@ class SamplingConfig:
     #: sample on the worker's accelerator: the CSC graph, features and labels live in its memory and the native
     #: sampler runs there (whole-graph access; a partitioned graph is sampled by its shards)
     on_device: bool = False
+    #: a training table at many cut times: which of a node's in-edges before a row's time are drawn: ``uniform``
+    #: (any of them) or ``last`` (the most recent), PyG's ``temporal_strategy``
+    temporal_strategy: str = "uniform"
 
     def __post_init__(self):
+        if self.temporal_strategy not in ("uniform", "last"):
+            raise ValueError(f"sampling.temporal_strategy must be 'uniform' or 'last', got {self.temporal_strategy!r}")
         if self.prefetch < -1:
             raise ValueError(f"sampling.prefetch must be >= 0 batches, or -1 for auto; got {self.prefetch}")
         if self.on_device and self.backend not in ("auto", "native"):

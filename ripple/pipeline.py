@@ -23,7 +23,7 @@ from ripple.evaluate.compare import MODEL_ORDER, Evaluation, evaluate, evaluate_
 from ripple.graph.access import parts_of_rank
 from ripple.graph.partition import check_partition_files, partition
 from ripple.graph.part_io import PartitionMeta
-from ripple.infer.embed import write_embeddings
+from ripple.infer.embed import predict_rows, rewrite_scores, write_embeddings
 from ripple.influence.evaluate import evaluate_seeds
 from ripple.influence.select import select_seeds
 from ripple.run import (CONFIG_FILE, METRICS_FILE, PARTITIONS, SCORE, best_checkpoint, embeddings_store, is_partitioned,
@@ -152,8 +152,15 @@ def _train_valid(cfg: RippleConfig, progress, verbose: bool, sharded: bool, sour
         result.metrics["baselines_skipped"] = (f"{ds.manifest.rows.get('follows')} follows edges > "
                                                f"eval.baselines_max_edges={cfg.eval.baselines_max_edges}")
     else:
-        result = evaluate(load_local_graph(ds), emb, seed=cfg.train.seed,
-                          lightgbm_threads=cfg.eval.lightgbm_threads, reliability=reliability, truth=truth)
+        graph = load_local_graph(ds)
+        # rows at many cut times: the GNN's validation rows are scored as of their own time, not from the
+        # embeddings of the graph as it is
+        gnn_val = predict_rows(cfg, outcome.best_checkpoint, graph, "val") if graph.temporal else None
+        result = evaluate(graph, emb, seed=cfg.train.seed, lightgbm_threads=cfg.eval.lightgbm_threads,
+                          reliability=reliability, truth=truth, gnn_val=gnn_val)
+        if result.scores is not None:  # another model won on validation: its predictions are the influence_score
+            rewrite_scores(embeddings_store(cfg), graph.ids["user"], result.scores,
+                           result.metrics["influence_score"])
     metrics = result.metrics
     last = outcome.last_metrics
     metrics["throughput"] = {

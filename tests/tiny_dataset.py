@@ -82,7 +82,7 @@ def tiny_tables() -> dict[str, pa.Table]:
             "expected_reach": REACH,
         },
     }
-    return {name: pa.table(c, schema=S.TABLES[name].arrow_schema()) for name, c in cols.items()}
+    return {name: S.TABLES[name].from_pydict(c) for name, c in cols.items()}
 
 
 def write_tiny_dataset(url: str, tables: dict[str, pa.Table] | None = None,

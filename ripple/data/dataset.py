@@ -29,6 +29,9 @@ class DatasetWriter:
 
     def write(self, table_name: str, table: pa.Table) -> None:
         spec = S.TABLES[table_name]
+        for c in spec.columns:  # an optional column the writer has nothing for: all null
+            if c.optional and c.name not in table.column_names:
+                table = table.append_column(c.name, pa.nulls(table.num_rows, c.type))
         missing = [c for c in spec.column_names if c not in table.column_names]
         if missing:
             raise StorageError(f"table {table_name!r}: missing column(s) {missing}; expected {spec.column_names}")
@@ -78,6 +81,15 @@ class Dataset:
         return bool(list_parts(self.store, name))
 
     def read(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        """The table; an optional column absent from its files reads as all null."""
         if name not in S.TABLES:
             raise KeyError(f"unknown table {name!r}; tables are {sorted(S.TABLES)}")
-        return read_table_dir(self.store, name, columns)
+        spec = S.TABLES[name]
+        optional = [c for c in spec.columns if c.optional and (columns is None or c.name in columns)]
+        if not optional:
+            return read_table_dir(self.store, name, columns)
+        table = read_table_dir(self.store, name)
+        for c in optional:
+            if c.name not in table.column_names:
+                table = table.append_column(c.name, pa.nulls(table.num_rows, c.type))
+        return table if columns is None else table.select(columns)

@@ -58,15 +58,23 @@ def _onehot(codes: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def user_activity(follower_count: np.ndarray, avg_engagement: np.ndarray, following: np.ndarray, shared: np.ndarray,
+                  created: np.ndarray) -> np.ndarray:
+    """The user feature columns that summarize past activity (``USER_FLAT_NAMES[:5]``), from per-user counts and
+    rates as of some time. Shapes: [N] each -> [N, 5] float32."""
+    return np.stack([np.log1p(np.asarray(follower_count).astype(np.float32)),
+                     # reshares per follower: ~0.1 typically, but tens for a user with few followers and one viral
+                     # post; log1p keeps typical values where they were (x10) and those outliers from dominating
+                     np.log1p(np.asarray(avg_engagement).astype(np.float32) * 10.0),
+                     np.log1p(following.astype(np.float32)), np.log1p(shared.astype(np.float32)),
+                     np.log1p(created.astype(np.float32))], 1)
+
+
 def user_features(user: pa.Table, following: np.ndarray, shared: np.ndarray, created: np.ndarray) -> np.ndarray:
     """Shapes: user rows N -> [N, USER_DIM]; following/shared/created are per-row counts [N]."""
-    cols = [np.log1p(user["follower_count"].to_numpy().astype(np.float32)),
-            # reshares per follower: ~0.1 typically, but tens for a user with few followers and one viral post;
-            # log1p keeps typical values where they were (x10) and those outliers from dominating the projection
-            np.log1p(user["avg_engagement"].to_numpy().astype(np.float32) * 10.0),
-            np.log1p(following.astype(np.float32)), np.log1p(shared.astype(np.float32)),
-            np.log1p(created.astype(np.float32))]
-    return np.concatenate([np.stack(cols, 1), list_matrix(user["topic_vector"], S.NUM_TOPICS)], 1)
+    activity = user_activity(user["follower_count"].to_numpy(), user["avg_engagement"].to_numpy(), following, shared,
+                             created)
+    return np.concatenate([activity, list_matrix(user["topic_vector"], S.NUM_TOPICS)], 1)
 
 
 def content_features(content: pa.Table, shares: np.ndarray) -> np.ndarray:

@@ -16,6 +16,12 @@ is the ``shared`` edges into it. Given a cutoff T and a horizon H:
   the full number of posts with the Spearman-Brown formula 2r / (1 + r); the manifest records both, overall and
   per split.
 
+**Many cut times** (``--cutoffs T1,T2,...`` or ``--every D``): a training table of (user, time, label) rows, one
+set per cut, each labelled from its own window [t, t+H) as above. The past is cut at the last cut; every edge
+keeps its time, and training shows each row only what existed before its own time (the sampler hides later edges,
+and the activity features are recomputed as of the row's time: ``ripple.data.timeline``). The split is by time
+(``temporal_roles``): the last cut is the test window, the one before it validation, the rest training.
+
 Nothing is written until every check has passed (exit 2 and no output on bad input). Tables are streamed in
 batches of ``chunk_rows``; what is held is per user (ids and counters), per past post (id, creator, reshares), per
 window post and per distinct window reshare: never a whole edge table. ``manifest.json`` is written last.
@@ -50,12 +56,29 @@ RELIABILITY_METHOD = ("split-half: window posts of each user in time order alter
 
 @dataclass(frozen=True)
 class LabelSpec:
-    cutoff: int          # T, epoch seconds
+    """One cut (``cutoff``: a random user split) or a training table at many (``cutoffs``: a temporal split, the
+    past cut at the last one, which is ``cutoff``; see ``temporal_roles``)."""
+
+    cutoff: int          # T, epoch seconds: the past ends here
     horizon: int         # H, seconds
     min_posts: int = 1   # K
     split_seed: int = 0
     val_fraction: float = 0.15
     test_fraction: float = 0.15
+    cutoffs: tuple[int, ...] = ()  # many cuts, ascending, the last == cutoff
+
+    @classmethod
+    def many(cls, cutoffs, horizon: int, **kw) -> "LabelSpec":
+        cuts = tuple(sorted(set(int(c) for c in cutoffs)))
+        if len(cuts) < 3:
+            raise ValueError(f"--cutoffs needs at least 3 distinct times (train, val, test), got "
+                             f"{', '.join(iso(c) for c in cuts) or 'none'}; pass one --cutoff for a single window "
+                             "with a random user split")
+        return cls(cutoff=cuts[-1], horizon=horizon, cutoffs=cuts, **kw)
+
+    @property
+    def cuts(self) -> tuple[int, ...]:
+        return self.cutoffs or (self.cutoff,)
 
     def __post_init__(self):
         if self.horizon <= 0:
@@ -64,6 +87,50 @@ class LabelSpec:
         if self.min_posts < 1:
             raise ValueError(f"--min-posts must be >= 1, got {self.min_posts}: a label is a mean over a user's "
                              "window posts")
+
+
+def temporal_roles(cutoffs: tuple[int, ...], horizon: int) -> dict[int, str]:
+    """The split of each cut time: ``test`` = the last cut T_test; ``val`` = the latest cut T_val whose window
+    [T_val, T_val+H) ends by T_test; ``train`` = every cut whose window ends by T_val. A model trained on the train
+    rows has seen no label from the validation or test windows, and is judged on the next window, as a platform
+    that retrains weekly would use it. A cut between (its window overlaps val's) is refused, not dropped."""
+    H, T_test = horizon, cutoffs[-1]
+    val = [c for c in cutoffs if c + H <= T_test]
+    if not val:
+        raise ValueError(f"--cutoffs: no cut's window [T, T+H) ends by the test cut {iso(T_test)} (H = {H} s); the "
+                         f"validation cut must be <= {iso(T_test - H)}")
+    T_val = val[-1]
+    roles = {T_test: "test", T_val: "val"}
+    for c in cutoffs:
+        if c in roles:
+            continue
+        if c + H > T_val:
+            raise ValueError(f"--cutoffs: the cut {iso(c)} is a training cut, but its window ends at {iso(c + H)}, "
+                             f"after the validation cut {iso(T_val)}: its labels would overlap validation's. Drop it "
+                             f"or move it to <= {iso(T_val - H)}")
+        roles[c] = "train"
+    if "train" not in roles.values():
+        raise ValueError(f"--cutoffs: no training cut: a training cut's window must end by the validation cut "
+                         f"{iso(T_val)}, so at least one cut <= {iso(T_val - H)} is needed")
+    return dict(sorted(roles.items()))
+
+
+def every_cutoffs(start: int, end: int, horizon: int, every: int) -> tuple[int, ...]:
+    """``--every D``: the test cut as late as the history allows (T_test = end - 2H, so its window's posts have
+    H to be reshared), validation one horizon before (T_val = T_test - H), then training cuts every D from
+    T_val - H back to the first that still has H of past behind it."""
+    if every <= 0:
+        raise ValueError(f"--every must be > 0, got {every} s; pass e.g. --every 7d")
+    T_test = end - 2 * horizon
+    cuts = [T_test, T_test - horizon]
+    c = T_test - 2 * horizon
+    while c >= start + horizon:
+        cuts.append(c)
+        c -= every
+    if len(cuts) < 3:
+        raise ValueError(f"--every: the history [{iso(start)}, {iso(end)}) is too short for a training, a validation "
+                         f"and a test window of H = {horizon} s (5H of history are needed); shorten --horizon")
+    return tuple(sorted(cuts))
 
 
 def _ids(store: Store, table: str, column: str, chunk_rows: int) -> np.ndarray:
@@ -113,6 +180,13 @@ def _time_range(store: Store, manifest: dict | None, chunk_rows: int) -> tuple[i
     return lo, hi + 1, "created/shared.timestamp"
 
 
+def history_range(data: str, options: StorageOptions | None = None, chunk_rows: int = 1 << 20) -> tuple[int, int]:
+    """The history's [start, end) (``_time_range``) of the dataset at ``data``."""
+    src = Store(data, options)
+    manifest = src.read_json(DATASET_MANIFEST) if src.exists(DATASET_MANIFEST) else None
+    return _time_range(src, manifest, chunk_rows)[:2]
+
+
 def derive_labels(data: str, out: str, spec: LabelSpec, options: StorageOptions | None = None,
                   chunk_rows: int = 1 << 20) -> dict:
     """Write the past-only dataset with future labels to ``out``; returns its manifest as a dict."""
@@ -122,45 +196,38 @@ def derive_labels(data: str, out: str, spec: LabelSpec, options: StorageOptions 
     manifest = src.read_json(DATASET_MANIFEST) if src.exists(DATASET_MANIFEST) else None
     T, H = spec.cutoff, spec.horizon
     start, end, where = _time_range(src, manifest, chunk_rows)
-    if not start < T < end:
-        raise ValueError(f"created.timestamp: --cutoff {iso(T)} ({T}) is outside the data's time range "
-                         f"[{iso(start)}, {iso(end)}) ({where}); pick a cutoff inside it")
-    if T + 2 * H > end:
-        raise ValueError(
-            f"created.timestamp / shared.timestamp: the window [{iso(T)}, {iso(T + H)}) plus the horizon H after "
-            f"its last post needs history until {iso(T + 2 * H)}, but the data ends at {iso(end)} ({where}); "
-            f"reshares of the window's posts would be cut off. Pick a cutoff <= {iso(end - 2 * H)} or a shorter "
-            "--horizon")
+    for c in spec.cuts:
+        if not start < c < end:
+            raise ValueError(f"created.timestamp: --cutoff {iso(c)} ({c}) is outside the data's time range "
+                             f"[{iso(start)}, {iso(end)}) ({where}); pick a cutoff inside it")
+        if c + 2 * H > end:
+            raise ValueError(
+                f"created.timestamp / shared.timestamp: the window [{iso(c)}, {iso(c + H)}) plus the horizon H after "
+                f"its last post needs history until {iso(c + 2 * H)}, but the data ends at {iso(end)} ({where}); "
+                f"reshares of the window's posts would be cut off. Pick a cutoff <= {iso(end - 2 * H)} or a shorter "
+                "--horizon")
+    roles = temporal_roles(spec.cuts, H) if spec.cutoffs else None
     users = _Index(_ids(src, "user", "id", chunk_rows))
     n = len(users.ids)
 
-    # -- checks that need the window's posts; nothing is written before they pass
-    win_id, win_user, win_t = [], [], []
+    # -- checks that need the windows' posts; nothing is written before they pass
+    windows = [_Window(c, H) for c in spec.cuts]
     for b in iter_table_batches(src, "created", ["src", "dst", "timestamp"], chunk_rows):
         ts = b.column(2).to_numpy()
-        m = (ts >= T) & (ts < T + H)
-        if m.any():
-            win_id.append(b.column(1).to_numpy()[m])
-            win_user.append(users.find(b.column(0).to_numpy()[m])[0])
-            win_t.append(ts[m])
-    if not win_id:
-        raise ValueError(f"created.timestamp: no posts in the window [{iso(T)}, {iso(T + H)}), so no user can be "
-                         "labelled; pick another --cutoff or a longer --horizon")
-    win_id, win_user, win_t = (np.concatenate(x) for x in (win_id, win_user, win_t))
-    order = np.argsort(win_id, kind="stable")
-    win_id, win_user, win_t = win_id[order], win_user[order], win_t[order]
-    posts_per_user = np.bincount(win_user, minlength=n)
-    labelled = np.flatnonzero(posts_per_user >= spec.min_posts)
-    if len(labelled) == 0:
-        raise ValueError(f"created: no user created >= {spec.min_posts} posts (--min-posts) in the window "
-                         f"[{iso(T)}, {iso(T + H)}); the most any user created is {int(posts_per_user.max())}: "
-                         "lower --min-posts or lengthen --horizon")
-    split = assign_splits(np.random.default_rng(spec.split_seed).random(len(labelled)), spec.val_fraction,
-                          spec.test_fraction)
-    missing = [s for s in ("train", "test") if not (split == s).any()]
-    if missing:
-        raise ValueError(f"labels.split: {len(labelled)} labelled user(s) leave no {' and no '.join(missing)} "
-                         "user; lengthen --horizon, lower --min-posts or change --split-seed")
+        for win in windows:
+            win.add_posts(b, ts, users)
+    for win in windows:
+        win.close(spec.min_posts, n)
+        if roles is None:
+            win.split = assign_splits(np.random.default_rng(spec.split_seed).random(len(win.labelled)),
+                                      spec.val_fraction, spec.test_fraction)
+            missing = [s for s in ("train", "test") if not (win.split == s).any()]
+            if missing:
+                raise ValueError(f"labels.split: {len(win.labelled)} labelled user(s) leave no "
+                                 f"{' and no '.join(missing)} user; lengthen --horizon, lower --min-posts or change "
+                                 "--split-seed")
+        else:
+            win.split = np.full(len(win.labelled), roles[win.cut])
 
     # -- the past
     w = DatasetWriter(out, options)
@@ -204,8 +271,6 @@ def derive_labels(data: str, out: str, spec: LabelSpec, options: StorageOptions 
     post_user = post_user[order]
     del post_id
     reshares = np.zeros(len(posts.ids), np.int64)
-    window = _Index(win_id)
-    win_keys = []
     for b in iter_table_batches(src, "shared", None, chunk_rows):
         t = pa.Table.from_batches([b])
         ts, dst = t["timestamp"].to_numpy(), t["dst"].to_numpy()
@@ -216,15 +281,8 @@ def derive_labels(data: str, out: str, spec: LabelSpec, options: StorageOptions 
         pos, found = posts.find(past["dst"].to_numpy())
         add_counts(reshares, pos[found])
         _write(w, "shared", past)
-        # future reshares of window posts within H of the post; only those rows pay the user lookup
-        rows = np.flatnonzero(ts >= T)
-        pos, found = window.find(dst[rows])
-        rows, pos = rows[found], pos[found]
-        within = (ts[rows] >= win_t[pos]) & (ts[rows] < win_t[pos] + H)
-        rows, pos = rows[within], pos[within]
-        who = users.find(t["src"].to_numpy()[rows])[0]
-        other = who != win_user[pos]
-        win_keys.append(np.unique(pos[other].astype(np.int64) * n + who[other]))
+        for win in windows:
+            win.add_reshares(t, ts, dst, users, n)
     for b in iter_table_batches(src, "reply_to", None, chunk_rows):
         t = pa.Table.from_batches([b])
         keep = content.find(t["src"].to_numpy())[1] & content.find(t["dst"].to_numpy())[1]
@@ -246,11 +304,13 @@ def derive_labels(data: str, out: str, spec: LabelSpec, options: StorageOptions 
         _write(w, "user", t)
 
     # -- the future
-    keys = np.unique(_cat(win_keys))
-    post_reach = 1.0 + np.bincount(keys // n, minlength=len(win_id))
-    labels, reliability = _labels(win_user, win_t, post_reach, labelled, split, n)
-    labels = labels.set_column(0, "user_id", pa.array(users.ids[labels["user_id"].to_numpy()]))
-    _write(w, "labels", labels)
+    tables, halves = [], []
+    for win in windows:
+        table, half = win.labels(n, users.ids, stamp=roles is not None)
+        tables.append(table)
+        halves.append(half)
+    _write(w, "labels", pa.concat_tables(tables))
+    reliability = _reliability(*(np.concatenate(x) for x in zip(*halves)))
     for table in ("_truth/users", "_truth/ic_edges"):  # evaluation oracles only; no timestamps in them
         if list_parts(src, table):
             for b in iter_table_batches(src, table, None, chunk_rows):
@@ -261,16 +321,26 @@ def derive_labels(data: str, out: str, spec: LabelSpec, options: StorageOptions 
         recomputed["follows"] = ["interaction_freq"]
         del as_given["follows"]
     info = {"source": redact_url(data), "cutoff": T, "cutoff_iso": iso(T), "horizon_s": H, "min_posts": spec.min_posts,
-            "split_seed": spec.split_seed, "window": [T, T + H], "window_posts": int(len(win_id)),
-            "window_reshares": int(len(keys)), "labelled_users": int(len(labelled)),
+            "split_seed": spec.split_seed, "window": [T, T + H],
+            "window_posts": sum(len(win.post_id) for win in windows),
+            "window_reshares": sum(win.reshare_count for win in windows),
+            "labelled_users": sum(len(win.labelled) for win in windows),
             "reach": "mean over the user's window posts of 1 + distinct resharers (author excluded) within H of "
                      "the post", "reliability_method": RELIABILITY_METHOD, "reliability": reliability,
             "recomputed": recomputed, "as_given": as_given,
+            "split": "temporal" if roles else "random users",
             "seconds": round(time.perf_counter() - t0, 3)}
+    if roles:  # a training table at many cut times: each cut's role, rows and reliability
+        info["cutoffs"] = [{"cutoff": win.cut, "cutoff_iso": iso(win.cut), "split": roles[win.cut],
+                            "window_posts": len(win.post_id), "labelled_users": len(win.labelled),
+                            "reliability": _reliability(*win.half)["all"]} for win in windows]
+        info["features_as_of"] = ("each row's cut time: training reads the whole past graph with its edge times and "
+                                  "recomputes the activity features of the graph before the row's time "
+                                  "(ripple.data.timeline.snapshot)")
     m = w.close(generator=(manifest or {}).get("generator"), history={"start": start, "end": end}, labels=info,
                 source=(manifest or {}).get("source"))
-    log.info("labels: %d users labelled from %d window posts; past tables %s; %.1fs", len(labelled), len(win_id),
-             m.rows, time.perf_counter() - t0)
+    log.info("labels: %d rows at %d cut time(s) from %d window posts; past tables %s; %.1fs",
+             info["labelled_users"], len(windows), info["window_posts"], m.rows, time.perf_counter() - t0)
     return asdict(m)
 
 
@@ -305,8 +375,72 @@ def split_half(a: np.ndarray, b: np.ndarray) -> dict:
     return {"users": int(len(a)), "half_spearman": r, "spearman_brown": 2 * r / (1 + r) if r > -1 else None}
 
 
-def _labels(win_user, win_t, post_reach, labelled, split, n) -> tuple[pa.Table, dict]:
-    """Per labelled user: mean reach of all window posts, of half B, and the split-half reliability.
+class _Window:
+    """One cut time's label window [cut, cut + H): its posts, the distinct users who reshared each within H of it,
+    and the labels of the users with >= K of them."""
+
+    def __init__(self, cut: int, horizon: int):
+        self.cut, self.H = cut, horizon
+        self._id, self._user, self._t, self._keys = [], [], [], []
+        self.split: np.ndarray | None = None
+
+    def add_posts(self, b: pa.RecordBatch, ts: np.ndarray, users: _Index) -> None:
+        m = (ts >= self.cut) & (ts < self.cut + self.H)
+        if m.any():
+            self._id.append(b.column(1).to_numpy()[m])
+            self._user.append(users.find(b.column(0).to_numpy()[m])[0])
+            self._t.append(ts[m])
+
+    def close(self, min_posts: int, n: int) -> None:
+        """Order the window's posts and find the labelled users, or refuse naming the window."""
+        if not self._id:
+            raise ValueError(f"created.timestamp: no posts in the window [{iso(self.cut)}, {iso(self.cut + self.H)}), "
+                             "so no user can be labelled; pick another --cutoff or a longer --horizon")
+        post_id, user, t = (np.concatenate(x) for x in (self._id, self._user, self._t))
+        order = np.argsort(post_id, kind="stable")
+        self.post_id, self.user, self.t = post_id[order], user[order], t[order]
+        self.posts = _Index(self.post_id)
+        per_user = np.bincount(self.user, minlength=n)
+        self.labelled = np.flatnonzero(per_user >= min_posts)
+        if len(self.labelled) == 0:
+            raise ValueError(f"created: no user created >= {min_posts} posts (--min-posts) in the window "
+                             f"[{iso(self.cut)}, {iso(self.cut + self.H)}); the most any user created is "
+                             f"{int(per_user.max())}: lower --min-posts or lengthen --horizon")
+
+    def add_reshares(self, t: pa.Table, ts: np.ndarray, dst: np.ndarray, users: _Index, n: int) -> None:
+        """The reshares of the window's posts within H of each post; only those rows pay the user lookup."""
+        rows = np.flatnonzero(ts >= self.cut)
+        pos, found = self.posts.find(dst[rows])
+        rows, pos = rows[found], pos[found]
+        within = (ts[rows] >= self.t[pos]) & (ts[rows] < self.t[pos] + self.H)
+        rows, pos = rows[within], pos[within]
+        who = users.find(t["src"].to_numpy()[rows])[0]
+        other = who != self.user[pos]
+        self._keys.append(np.unique(pos[other].astype(np.int64) * n + who[other]))
+
+    def labels(self, n: int, user_ids: np.ndarray, stamp: bool) -> tuple[pa.Table, tuple]:
+        """(the labels rows, the split-half halves of their users) ; ``stamp``: write the cut time on each row."""
+        keys = np.unique(_cat(self._keys))
+        self.reshare_count = len(keys)
+        post_reach = 1.0 + np.bincount(keys // n, minlength=len(self.post_id))
+        table, self.half = _labels(self.user, self.t, post_reach, self.labelled, self.split, n)
+        table = table.set_column(0, "user_id", pa.array(user_ids[table["user_id"].to_numpy()]))
+        time = pa.array(np.full(len(table), self.cut, np.int64)) if stamp else pa.nulls(len(table), pa.int64())
+        return table.append_column("time", time), self.half
+
+
+def _reliability(mean_a: np.ndarray, mean_b: np.ndarray, two: np.ndarray, split: np.ndarray) -> dict:
+    """Split-half reliability over all rows and per split (rows with >= 2 window posts)."""
+    out = {"all": split_half(mean_a[two], mean_b[two])}
+    for s in S.SPLITS:
+        m = two & (split == s)
+        out[s] = split_half(mean_a[m], mean_b[m])
+    return out
+
+
+def _labels(win_user, win_t, post_reach, labelled, split, n) -> tuple[pa.Table, tuple]:
+    """Per labelled user: mean reach of all window posts, of half B, and the halves behind the split-half
+    reliability (``_reliability``).
 
     Shapes: win_user, win_t, post_reach [W] per window post; labelled [L] dense user index; split [L]."""
     is_lab = np.zeros(n, bool)
@@ -324,12 +458,7 @@ def _labels(win_user, win_t, post_reach, labelled, split, n) -> tuple[pa.Table, 
     mean = total / count
     mean_b = np.where(count_b > 0, total_b / np.maximum(count_b, 1), np.nan)
     mean_a = (total - total_b) / (count - count_b)
-    two = count >= 2
-    reliability = {"all": split_half(mean_a[two], mean_b[two])}
-    for s in S.SPLITS:
-        m = two & (split == s)
-        reliability[s] = split_half(mean_a[m], mean_b[m])
     table = pa.table({"user_id": labelled.astype(np.int64), "cascade_reach": mean.astype(np.float32),
                       "cascade_reach_replicate": pa.array(mean_b.astype(np.float32), mask=np.isnan(mean_b)),
                       "split": split})
-    return table, reliability
+    return table, (mean_a, mean_b, count >= 2, split)

@@ -38,6 +38,9 @@ class Column:
     allowed: tuple | None = None
     #: Null means "not measured" (a replicate a one-post user cannot have, a user the oracle did not simulate).
     nullable: bool = False
+    #: The column may be absent from a table (one written before it existed, or one that has nothing to say in
+    #: it): read and written as all null. Only nullable columns can be optional.
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,15 @@ class Table:
 
     def arrow_schema(self) -> pa.Schema:
         return pa.schema([pa.field(c.name, c.type) for c in self.columns])
+
+    def from_pydict(self, columns: dict) -> pa.Table:
+        """A table of this schema from column values; optional columns not given are all null."""
+        n = len(next(iter(columns.values()))) if columns else 0
+        full = {c.name: columns.get(c.name, [None] * n if c.optional else None) for c in self.columns}
+        missing = [k for k, v in full.items() if v is None]
+        if missing:
+            raise KeyError(f"table {self.name!r}: no values for column(s) {missing}")
+        return pa.table(full, schema=self.arrow_schema())
 
 
 f32_list = pa.list_(pa.float32())
@@ -120,6 +132,10 @@ LABELS = Table("labels", (
     Column("cascade_reach", pa.float32(), non_negative=True),
     Column("cascade_reach_replicate", pa.float32(), non_negative=True, nullable=True),
     Column("split", pa.string(), allowed=SPLITS),
+    # the row's cut time T (epoch seconds) in a training table at many cut times (``ripple labels --cutoffs``): the
+    # label is the reach of the user's posts in [T, T+H), the row's inputs what existed before T. A user has one
+    # row per cut time. Null (or absent) for labels at one time: simulated, or one --cutoff.
+    Column("time", pa.int64(), non_negative=True, nullable=True, optional=True),
 ), id_column="user_id")
 
 #: ``interactions.kind``: what one user did to another, as an importer of public data found it

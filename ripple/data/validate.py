@@ -205,6 +205,8 @@ class _TableState:
     complete: bool = True  # every part readable and every column present with the right type
     complete_files: bool = True  # every part readable (row counts are exact)
     id_chunks: list = field(default_factory=list)
+    #: labels at many cut times: each row's time (-1 for null), so that (user_id, time) is the unique key
+    time_chunks: list = field(default_factory=list)
     split_counts: dict = field(default_factory=dict)
 
 
@@ -362,6 +364,8 @@ class _Validator:
             columns = []
             for col in spec.columns:
                 idx = arrow_schema.get_field_index(col.name)
+                if idx < 0 and col.optional:  # written before the column existed, or nothing to say in it
+                    continue
                 if idx < 0:
                     st.complete = False
                     self.note(name, col.name, "missing_column",
@@ -409,7 +413,11 @@ class _Validator:
             self.check_values(name, col, arr, labels, is_id=(col.name == spec.id_column and name != "labels"))
 
         if spec.id_column in present:
-            st.id_chunks.append(pc.drop_null(id_arr).to_numpy(zero_copy_only=False).astype(np.int64, copy=False))
+            keep = pc.is_valid(id_arr)
+            st.id_chunks.append(pc.filter(id_arr, keep).to_numpy(zero_copy_only=False).astype(np.int64, copy=False))
+            if name == "labels" and "time" in present:
+                times = pc.fill_null(pc.filter(batch.column("time"), keep), -1)
+                st.time_chunks.append(times.to_numpy(zero_copy_only=False).astype(np.int64, copy=False))
         if name == "labels" and "split" in present:
             for item in pc.value_counts(batch.column("split")).to_pylist():
                 st.split_counts[item["values"]] = st.split_counts.get(item["values"], 0) + item["counts"]
@@ -521,14 +529,22 @@ class _Validator:
             self.note(name, None, "empty",
                       f"the {name} table has 0 rows; a dataset needs at least one {name} row: write them")
         if spec.id_column and st.id_chunks:
-            ids = np.sort(np.concatenate(st.id_chunks)) if len(st.id_chunks) > 1 else np.sort(st.id_chunks[0])
-            st.id_chunks = []
-            dup = ids[1:] == ids[:-1]
+            ids = np.concatenate(st.id_chunks)
+            if st.time_chunks:  # labels at many cut times: the key is (user_id, time)
+                times = np.concatenate(st.time_chunks)
+                order = np.lexsort((times, ids))
+                ids, times = ids[order], times[order]
+                dup = (ids[1:] == ids[:-1]) & (times[1:] == times[:-1])
+            else:
+                ids = np.sort(ids)
+                dup = ids[1:] == ids[:-1]
+            key = f"{spec.id_column} at each time" if st.time_chunks else spec.id_column
+            st.id_chunks, st.time_chunks = [], []
             if dup.any():
                 dups = np.unique(ids[1:][dup])
                 self.note(name, spec.id_column, "duplicate",
                           f"duplicated ids: {{n}} distinct value{'s' if len(dups) != 1 else ''} repeated in {_rows(int(dup.sum()))} more; "
-                          f"{spec.id_column} must be unique: deduplicate the table", len(dups), dups[:MAX_EXAMPLES].tolist())
+                          f"{key} must be unique: deduplicate the table", len(dups), dups[:MAX_EXAMPLES].tolist())
                 unique = ids[np.concatenate(([True], ~dup))]
             else:
                 unique = ids

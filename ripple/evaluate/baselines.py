@@ -361,21 +361,54 @@ def run_baselines(x_flat, follower_count, follows_src, follows_dst, label_idx, r
             raise ValueError(f"split has no {name!r} rows (counts: "
                              f"{ {k: int(v.sum()) for k, v in masks.items()} })")
 
-    two_hop = np.hstack([flat, hop_aggregates(flat, s, d, n, hops=2)])
-
-    tr, va, te = idx[masks["train"]], idx[masks["val"]], idx[masks["test"]]
-    y_tr, y_va = y[masks["train"]], y[masks["val"]]
-    log.info("baselines: %d users, %d edges, %d/%d/%d train/val/test labels", n, s.shape[0], tr.size, va.size,
-             te.size)
-
-    out: dict[str, np.ndarray] = {
-        "follower_count": fc[te].astype(np.float64),
-        "pagerank": pagerank(s, d, n)[te],
-    }
-    fits = [("lightgbm_flat", flat), ("lightgbm_2hop", two_hop)]
-    if x_engineered is not None:
-        fits.append(("lightgbm_engineered", _check_2d("x_engineered", x_engineered, n)))
-    for name, feats in fits:
-        model = fit_lightgbm(feats[tr], y_tr, feats[va], y_va, seed=seed, num_threads=num_threads)
-        out[name] = predict_lightgbm(model, feats[te])
+    log.info("baselines: %d users, %d edges, %d/%d/%d train/val/test labels", n, s.shape[0],
+             *(int(m.sum()) for m in masks.values()))
+    feats = baseline_features(flat, s, d, x_engineered)
+    te = idx[masks["test"]]
+    out: dict[str, np.ndarray] = {"follower_count": fc[te].astype(np.float64), "pagerank": pagerank(s, d, n)[te]}
+    for name, model in fit_baselines({k: f[idx] for k, f in feats.items()}, y, sp_arr, seed, num_threads).items():
+        out[name] = predict_lightgbm(model, feats[name][te])
     return out
+
+
+def baseline_features(x_flat: np.ndarray, follows_src: np.ndarray, follows_dst: np.ndarray,
+                      x_engineered: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Each LightGBM baseline's per-user features (``run_baselines``). Shapes: x_flat [N, F] -> {name: [N, F_name]}."""
+    n = x_flat.shape[0]
+    flat = np.asarray(x_flat, dtype=np.float64)
+    feats = {"lightgbm_flat": flat,
+             "lightgbm_2hop": np.hstack([flat, hop_aggregates(flat, follows_src, follows_dst, n, hops=2)])}
+    if x_engineered is not None:
+        feats["lightgbm_engineered"] = _check_2d("x_engineered", x_engineered, n)
+    return feats
+
+
+def fit_baselines(rows: dict[str, np.ndarray], reach: np.ndarray, split: np.ndarray, seed: int = 0,
+                  num_threads: int = 1) -> dict:
+    """Fit each LightGBM on the ``train`` rows with early stopping on the ``val`` rows; returns the boosters
+    (``predict_lightgbm`` predicts with them).
+
+    The rows are label rows, not users: in a training table at many cut times one user has a row per time, each
+    with the features as of that time. Shapes: rows {name: [L, F]}; reach, split [L]."""
+    tr, va = split == "train", split == "val"
+    return {name: fit_lightgbm(f[tr], reach[tr], f[va], reach[va], seed=seed, num_threads=num_threads)
+            for name, f in rows.items()}
+
+
+#: the hybrid's weights on the GNN's log prediction, tried on the validation rows
+HYBRID_WEIGHTS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
+
+
+def hybrid(gnn: np.ndarray, lgbm: np.ndarray, w: float) -> np.ndarray:
+    """The GNN's and engineered LightGBM's predicted reach blended in log space, ``w`` on the GNN.
+    Shapes: [n], [n] -> [n] reach."""
+    return np.expm1(w * np.log1p(np.clip(gnn, 0, None)) + (1 - w) * np.log1p(np.clip(lgbm, 0, None)))
+
+
+def hybrid_weight(y_val: np.ndarray, gnn_val: np.ndarray, lgbm_val: np.ndarray) -> float:
+    """The weight in ``HYBRID_WEIGHTS`` whose blend ranks the validation rows best (Spearman; ties: the first,
+    i.e. more weight on LightGBM)."""
+    from ripple.evaluate.metrics import spearman
+
+    scores = [spearman(y_val, hybrid(gnn_val, lgbm_val, w)) for w in HYBRID_WEIGHTS]
+    return float(HYBRID_WEIGHTS[int(np.argmax(scores))])

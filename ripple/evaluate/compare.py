@@ -24,12 +24,15 @@ import pyarrow as pa
 from ripple.data.features import has_activity
 from ripple.data.graph import LocalGraph
 from ripple.data.ids import dense_index
-from ripple.evaluate.baselines import engineered_features, run_baselines
+from ripple.data.history import iso
+from ripple.data.timeline import snapshot
+from ripple.evaluate.baselines import (baseline_features, engineered_features, fit_baselines, hybrid, hybrid_weight,
+                                       pagerank, predict_lightgbm)
 from ripple.evaluate.metrics import bootstrap_spearman, score_all, spearman
 
 log = logging.getLogger(__name__)
 
-MODEL_ORDER = ["gnn", "follower_count", "pagerank", "lightgbm_flat", "lightgbm_2hop", "lightgbm_engineered",
+MODEL_ORDER = ["gnn", "hybrid", "follower_count", "pagerank", "lightgbm_flat", "lightgbm_2hop", "lightgbm_engineered",
                "label_reliability", "oracle", "label"]
 CREATED = ("user", "created", "content")
 FOLLOWS = ("user", "follows", "user")
@@ -42,7 +45,10 @@ class Evaluation:
 
     metrics: dict
     observed: np.ndarray  # Shapes: [n] the test users' observed reach
-    predicted: np.ndarray  # Shapes: [n] the GNN's influence_score (predicted reach) of the same users
+    predicted: np.ndarray  # Shapes: [n] the written influence_score (predicted reach) of the same users
+    #: Shapes: [N] every user's predicted reach by the model that won on validation, when it is not the GNN
+    #: (whose scores the embeddings already hold): the pipeline writes them as ``influence_score``
+    scores: np.ndarray | None = None
 
 
 def _reliability(metrics: dict, y, ceiling, reliability: float | None) -> dict:
@@ -111,11 +117,7 @@ def truth_of(user_ids: np.ndarray, truth: pa.Table, test_ids: np.ndarray) -> np.
 
 def gnn_test_predictions(graph: LocalGraph, embeddings: pa.Table) -> np.ndarray:
     """The written ``influence_score`` of every test user, in label order."""
-    test_users = graph.label_index[graph.split == "test"]
-    pos = dense_index(graph.ids["user"], embeddings["user_id"].to_numpy(), "embeddings.user_id")
-    score = np.full(graph.num_nodes("user"), np.nan)
-    score[pos] = embeddings["influence_score"].to_numpy()
-    out = score[test_users]
+    out = _scores_of(graph, embeddings)[graph.label_index[graph.split == "test"]]
     if np.isnan(out).any():
         raise ValueError(f"embeddings lack {int(np.isnan(out).sum())} test users; re-run `ripple embed`")
     return out
@@ -130,27 +132,91 @@ def engineered_of(graph: LocalGraph) -> np.ndarray:
                                np.repeat(shares, np.diff(colptr)))
 
 
+@dataclass
+class BaselineInputs:
+    """What the baselines read, each as of the right time: ``rows`` {name: [L, F]} the LightGBM features of every
+    label row as of the row's own cut time (``snapshot``); ``now`` {name: [N, F]} the same per user on the graph
+    as it is (the test rows' time, and what a written ``influence_score`` is predicted from); ``follower_count``
+    and ``pagerank`` [N] on that graph."""
+
+    rows: dict[str, np.ndarray]
+    now: dict[str, np.ndarray]
+    follower_count: np.ndarray
+    pagerank: np.ndarray
+
+
+def baseline_inputs(graph: LocalGraph) -> BaselineInputs:
+    """``BaselineInputs`` of a dataset's label rows: at one time, the graph's own features; at many cut times,
+    each row's features from the graph as it stood before its time, the test rows at the last cut."""
+    times = np.unique(graph.label_time) if graph.temporal else [None]
+    test = graph.split == "test"
+    rows: dict[str, np.ndarray] = {}
+    for t in times:
+        snap = graph if t is None else snapshot(graph, int(t))
+        at = np.ones(len(graph.label_index), bool) if t is None else graph.label_time == t
+        src, dst = snap.follows_coo()
+        feats = baseline_features(snap.x["user"], src, dst, engineered_of(snap))
+        for name, f in feats.items():
+            rows.setdefault(name, np.zeros((len(at), f.shape[1])))[at] = f[graph.label_index[at]]
+        if t is not None and (at & test).any() and not (at == test).all():
+            raise ValueError(f"the test rows must be exactly the rows of the last cut time; rows at {iso(int(t))} mix "
+                             "test with other splits (derive them with `ripple labels --cutoffs`)")
+    followers = np.rint(np.expm1(snap.x["user"][:, 0].astype(np.float64)))  # the last time: the graph as it is
+    return BaselineInputs(rows, feats, followers, pagerank(src, dst, snap.num_nodes("user")))
+
+
+def _scores_of(graph: LocalGraph, embeddings: pa.Table) -> np.ndarray:
+    """The written ``influence_score`` of every user of ``graph`` (NaN for a user the embeddings lack). Shapes: [N]."""
+    score = np.full(graph.num_nodes("user"), np.nan)
+    score[dense_index(graph.ids["user"], embeddings["user_id"].to_numpy(), "embeddings.user_id")] = \
+        embeddings["influence_score"].to_numpy()
+    return score
+
+
 def evaluate(graph: LocalGraph, embeddings: pa.Table, seed: int = 0, lightgbm_threads: int = 1,
-             reliability: float | None = None, truth: pa.Table | None = None) -> Evaluation:
+             reliability: float | None = None, truth: pa.Table | None = None,
+             gnn_val: np.ndarray | None = None) -> Evaluation:
     """Metrics ``{"spearman": {model: v}, "kendall": ..., "ndcg_at_100": ..., "msle": ...}`` and, given the
     oracle's ``truth`` table, ``spearman_vs_truth``. ``reliability``: the labels' own split-half reliability
-    (history labels); without it the replicate column is scored as the ceiling."""
-    test = graph.split == "test"
-    y = graph.reach[test].astype(np.float64)
-    x_flat = graph.x["user"]
-    follower_count = np.rint(np.expm1(x_flat[:, 0].astype(np.float64)))  # column 0 is log1p(follower_count)
-    src, dst = graph.follows_coo()
-    preds = {"gnn": gnn_test_predictions(graph, embeddings)}
-    preds.update(run_baselines(x_flat, follower_count, src, dst, graph.label_index, graph.reach, graph.split,
-                               seed=seed, num_threads=lightgbm_threads, x_engineered=engineered_of(graph)))
+    (history labels); without it the replicate column is scored as the ceiling.
+
+    Every model is scored on the same test rows, each with its features as of the row's time
+    (``baseline_inputs``). ``hybrid`` blends the GNN with engineered LightGBM, its weight chosen on the validation
+    rows; ``influence_score`` (``metrics["influence_score"]``) names the model with the best validation Spearman,
+    whose predictions for every user ``Evaluation.scores`` holds when it is not the GNN. ``gnn_val``: the GNN's
+    predicted reach of the validation rows in label order (a training table at many cut times, where they are not
+    the written scores of the graph as it is)."""
+    test, val = graph.split == "test", graph.split == "val"
+    reach = graph.reach.astype(np.float64)
+    y = reach[test]
+    inputs = baseline_inputs(graph)
+    test_users = graph.label_index[test]
+    gnn_now = _scores_of(graph, embeddings)
+    preds = {"gnn": gnn_test_predictions(graph, embeddings), "follower_count": inputs.follower_count[test_users],
+             "pagerank": inputs.pagerank[test_users]}
+    val_preds = {"gnn": gnn_now[graph.label_index[val]] if gnn_val is None else np.asarray(gnn_val, np.float64)}
+    now = {"gnn": gnn_now}
+    for name, model in fit_baselines(inputs.rows, reach, graph.split, seed, lightgbm_threads).items():
+        preds[name] = predict_lightgbm(model, inputs.rows[name][test])
+        val_preds[name] = predict_lightgbm(model, inputs.rows[name][val])
+        now[name] = predict_lightgbm(model, inputs.now[name])
+    w = None
+    if "lightgbm_engineered" in preds and val.sum() > 2:
+        w = hybrid_weight(reach[val], val_preds["gnn"], val_preds["lightgbm_engineered"])
+        for d in (preds, val_preds, now):
+            d["hybrid"] = hybrid(d["gnn"], d["lightgbm_engineered"], w)
     metrics = _reliability(score_all(y, preds), y, graph.replicate[test].astype(np.float64), reliability)
+    val_rho = {k: spearman(reach[val], v) for k, v in val_preds.items()} if val.sum() > 2 else {}
+    winner = max(val_rho, key=val_rho.get) if val_rho else "gnn"
+    metrics["val_spearman"] = val_rho
+    metrics["influence_score"] = {"model": winner, "chosen_by": "validation Spearman", "hybrid_gnn_weight": w}
     _uncertainty(metrics, y, preds, seed)
-    _active_users(metrics, y, preds, has_activity(x_flat[graph.label_index[test]]), seed)
+    _active_users(metrics, y, preds, has_activity(graph.x["user"][test_users]), seed)
     if truth is not None:
-        test_ids = graph.ids["user"][graph.label_index[test]]
+        test_ids = graph.ids["user"][test_users]
         metrics["spearman_vs_truth"] = vs_truth(y, preds, truth_of(graph.ids["user"], truth, test_ids))
         _oracle(metrics)
-    return Evaluation(metrics, y, preds["gnn"])
+    return Evaluation(metrics, y, preds[winner], None if winner == "gnn" else now[winner])
 
 
 def evaluate_from_tables(labels: pa.Table, users: pa.Table, embeddings: pa.Table,

@@ -27,6 +27,7 @@ from ripple.context import WorkerContext
 from ripple.data import schema as S
 from ripple.data.dataset import Dataset
 from ripple.data.graph import LocalGraph, load_local_graph
+from ripple.data.timeline import as_of
 from ripple.graph.local import local_stores
 from ripple.graph.sharded_sampler import DistributedNeighborSampler
 from ripple.graph.part_io import PartitionMeta
@@ -34,7 +35,7 @@ from ripple.graph.shards import (ShardedFeatureStore, ShardedGraph, ShardedGraph
                                  this_node)
 from ripple.run import is_partitioned, run_dir
 from ripple.sampling import backends
-from ripple.sampling.loader import make_loader, make_sampler
+from ripple.sampling.loader import AsOfTensors, Seeds, make_loader, make_sampler
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +50,18 @@ class GraphAccess(Protocol):
     #: its ``generator`` (where it has one) is saved with each checkpoint, so a restart draws the same batches
     sampler: BaseSampler
 
-    def loader(self, users: Tensor, batch_size: int) -> Iterable:
-        """PyG ``NodeLoader`` batches around ``users`` (Shapes: [U] global user indices)."""
+    def loader(self, users: Tensor | Seeds, batch_size: int) -> Iterable:
+        """PyG ``NodeLoader`` batches around ``users`` (Shapes: [U] global user indices), or around label rows
+        at their cut times (``Seeds``: a training table at many cut times, batched by time)."""
 
     def resident_bytes(self) -> int:
         """Bytes of graph arrays this process holds."""
 
-    def train_users(self, epoch: int) -> Tensor:
-        """This rank's training users for ``epoch``, shuffled per epoch; the same count on every rank (DDP
+    def train_users(self, epoch: int) -> Tensor | Seeds:
+        """This rank's training users (label rows with their times: ``Seeds``) for ``epoch``, shuffled per epoch; the same count on every rank (DDP
         needs equal step counts)."""
 
-    def eval_users(self, split: str) -> tuple[Tensor, Tensor]:
+    def eval_users(self, split: str) -> tuple[Tensor | Seeds, Tensor]:
         """This rank's share of the labelled users of ``split`` (the ranks' shares together cover the split), and
         their labels. Shapes: -> (users [V], log1p(reach) [V]). The labels come from here, never from the
         feature store, which holds training labels only (NaN elsewhere), so no batch can carry another split's."""
@@ -93,33 +95,66 @@ class LocalAccess:
         y[torch.from_numpy(graph.label_index[train])] = torch.from_numpy(np.log1p(graph.reach[train]))
         self.feature_store.put_tensor(y.to(where), group_name="user", attr_name="y", index=None)
         self.edge_attr = graph.edge_attr_tensors(where)
-        self.backend = backends.select("native" if cfg.sampling.on_device else cfg.sampling.backend)
+        self.as_of, edge_time = None, None
+        if graph.temporal:  # rows at many cut times: each sees the graph and its activity as of its own time
+            self.as_of = as_of_tensors(graph, where)
+            edge_time = {et: torch.from_numpy(t).to(where) for et, t in graph.edge_time.items()}
+            log.info("training table at %d cut times: time-aware sampling (%s), inputs as of each time (%.1f MiB)",
+                     len(self.as_of), cfg.sampling.temporal_strategy,
+                     sum(a.user.nbytes + a.content.nbytes + a.y.nbytes + (0 if a.follows is None else a.follows.nbytes)
+                         for a in self.as_of.values()) / 2**20)
+        self.backend = "native" if edge_time is not None else \
+            backends.select("native" if cfg.sampling.on_device else cfg.sampling.backend)
         self.sampler = make_sampler(self.feature_store, self.graph_store, self.num_nodes, cfg.sampling,
-                                    list(S.EDGE_TYPES), self.backend, seed=rng_seed, device=where)
+                                    list(S.EDGE_TYPES), self.backend, seed=rng_seed, device=where, edge_time=edge_time)
 
-    def loader(self, users: Tensor, batch_size: int):
-        return make_loader(self.feature_store, self.graph_store, self.sampler, users, batch_size, self.edge_attr)
+    def loader(self, users: Tensor | Seeds, batch_size: int):
+        if self.as_of is not None and not isinstance(users, Seeds):  # users now: the graph as it is
+            users = Seeds(users, torch.full_like(users, max(self.as_of)))
+        return make_loader(self.feature_store, self.graph_store, self.sampler, users, batch_size, self.edge_attr,
+                           as_of=self.as_of)
 
     def resident_bytes(self) -> int:
         g = self.graph
         arrays = [*g.x.values(), *g.edge_attr.values(), *(a for c in g.csc.values() for a in c)]
         return int(sum(a.nbytes for a in arrays))
 
-    def train_users(self, epoch: int) -> Tensor:
+    def rows(self, rows: np.ndarray) -> Seeds:
+        """Label rows (positions in the label arrays) as seeds with their cut times."""
+        g = self.graph
+        return Seeds(torch.from_numpy(g.label_index[rows]), torch.from_numpy(g.label_time[rows]))
+
+    def train_users(self, epoch: int) -> Tensor | Seeds:
         index, world = self.graph.split_index("train"), self.ctx.world_size
+        g = torch.Generator().manual_seed(self.shuffle_seed * 1000 + epoch)
+        if self.as_of is not None:
+            # each rank takes its share of every cut time's rows: batches hold one time, and every rank must run
+            # the same number of steps (DDP)
+            rows = np.flatnonzero(self.graph.split == "train")
+            mine = []
+            for t in np.unique(self.graph.label_time[rows]):
+                at = rows[self.graph.label_time[rows] == t]
+                at = at[torch.randperm(len(at), generator=g).numpy()]
+                per = len(at) // world
+                mine.append(at[self.ctx.rank * per:(self.ctx.rank + 1) * per])
+            mine = np.concatenate(mine)
+            return self.rows(mine[torch.randperm(len(mine), generator=g).numpy()])
         if len(index) < world:
             raise ValueError(f"{len(index)} training users cannot be split over {world} workers; "
                              "use fewer --num-workers or label more users")
         # every rank draws the same permutation and takes its own slice of it
-        g = torch.Generator().manual_seed(self.shuffle_seed * 1000 + epoch)
         perm = torch.from_numpy(index)[torch.randperm(len(index), generator=g)]
         per = len(index) // world
         return perm[self.ctx.rank * per:(self.ctx.rank + 1) * per]
 
-    def eval_users(self, split: str) -> tuple[Tensor, Tensor]:
+    def eval_users(self, split: str) -> tuple[Tensor | Seeds, Tensor]:
         g, world, rank = self.graph, self.ctx.world_size, self.ctx.rank
-        mine = np.array_split(np.flatnonzero(g.split == split), world)[rank]  # positions in the label arrays
-        return torch.from_numpy(g.label_index[mine]), torch.from_numpy(np.log1p(g.reach[mine]))
+        rows = np.flatnonzero(g.split == split)
+        if self.as_of is not None:  # grouped by time: the loader's batches keep their order
+            rows = rows[np.argsort(g.label_time[rows], kind="stable")]
+        mine = np.array_split(rows, world)[rank]  # positions in the label arrays
+        users = self.rows(mine) if self.as_of is not None else torch.from_numpy(g.label_index[mine])
+        return users, torch.from_numpy(np.log1p(g.reach[mine]))
 
     def users(self, part: int, num_parts: int) -> tuple[Tensor, np.ndarray]:
         users = np.array_split(np.arange(self.graph.num_nodes("user")), num_parts)[part]
@@ -130,6 +165,21 @@ class LocalAccess:
 
     def placement(self) -> dict:
         return {"node": this_node(), "whole_graph": True}
+
+
+def as_of_tensors(graph: LocalGraph, device) -> dict[int, AsOfTensors]:
+    """Per cut time of the graph's label rows: its activity inputs (``ripple.data.timeline.as_of``) and the
+    training labels of that time's rows, on ``device``."""
+    out = {}
+    train = graph.split == "train"
+    for t in np.unique(graph.label_time):
+        a = as_of(graph, int(t))
+        y = torch.full((graph.num_nodes("user"),), float("nan"))
+        rows = train & (graph.label_time == t)
+        y[torch.from_numpy(graph.label_index[rows])] = torch.from_numpy(np.log1p(graph.reach[rows]))
+        out[int(t)] = AsOfTensors(torch.from_numpy(a.user).to(device), torch.from_numpy(a.content).to(device),
+                                  None if a.follows is None else torch.from_numpy(a.follows).to(device), y.to(device))
+    return out
 
 
 def parts_of_rank(num_parts: int, world_size: int, rank: int) -> list[int]:
@@ -174,7 +224,7 @@ class ShardedAccess:
                  "other nodes: %s", cfg.data, self.meta.num_parts, mine, sorted(self.graph.local),
                  self.graph.resident_bytes() / 2**20, sorted(set(range(self.meta.num_parts)) - set(self.graph.local)))
 
-    def loader(self, users: Tensor, batch_size: int):
+    def loader(self, users: Tensor | Seeds, batch_size: int):
         # the sharded sampler returns edge features with the edges: no join from a store
         return make_loader(self.feature_store, self.graph_store, self.sampler, users, batch_size)
 
@@ -195,7 +245,7 @@ class ShardedAccess:
     def _labelled(self, split: str) -> np.ndarray:
         return np.concatenate([self.graph.local[p].labelled(split) for p in self.parts])
 
-    def train_users(self, epoch: int) -> Tensor:
+    def train_users(self, epoch: int) -> Tensor | Seeds:
         own = self._labelled("train")
         if self.train_per_rank < 1:
             raise ValueError(f"a worker's parts hold no training users (per-rank counts from the partition "
@@ -204,7 +254,7 @@ class ShardedAccess:
         perm = torch.randperm(len(own), generator=g)[: self.train_per_rank]
         return torch.from_numpy(own)[perm]
 
-    def eval_users(self, split: str) -> tuple[Tensor, Tensor]:
+    def eval_users(self, split: str) -> tuple[Tensor | Seeds, Tensor]:
         users = self._labelled(split)
         parts = [self.graph.local[p] for p in self.parts]
         y = np.concatenate([s.y.numpy()[s.labelled(split) - s.node_offset["user"]] for s in parts])

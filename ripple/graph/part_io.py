@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 EdgeType = tuple[str, str, str]
 EDGE_ATTR = "edge_attr"
+EDGE_TIME = "time"
 
 
 @dataclass
@@ -65,6 +66,21 @@ class PartitionMeta:
         import torch
 
         return torch.tensor(np.concatenate([[0], np.cumsum(self.manifest["edge_counts"][et[1]])]), dtype=torch.long)
+
+    @property
+    def timed_edge_types(self) -> list[EdgeType] | None:
+        """The relations whose edges carry times (each destination's in-edges stored in time order); None for a
+        partition written before the partitioner stored edge times."""
+        names = self.manifest.get("edge_times")
+        return None if names is None else [et for et in self.edge_types if et[1] in names]
+
+    def check_edge_times(self) -> None:
+        """Refuses time-aware sampling of a partition that holds no edge times: sampled without them every edge,
+        future ones included, would be taken, which is the leak time-aware sampling exists to prevent."""
+        if self.timed_edge_types is None:
+            raise ValueError(f"{self.url} was partitioned before edge times were stored ({PARTITIONS_MANIFEST} has no "
+                             "'edge_times'), so it cannot be sampled at a time: re-partition the dataset (`ripple "
+                             "partition DATA --num-parts P --out PARTS`)")
 
     def num_nodes(self, t: str) -> int:
         return int(sum(self.manifest["node_counts"][t]))
@@ -174,6 +190,8 @@ def read_part(meta: PartitionMeta, part: int):
             d = meta.edge_dims[et]
             yield f"edge_attr/{et[1]}", (tab[EDGE_ATTR].combine_chunks().flatten().to_numpy()
                                          .astype(np.float32, copy=False).reshape(tab.num_rows, d))
+        if EDGE_TIME in tab.column_names:  # each destination's in-edges in time order (``partition``)
+            yield f"time/{et[1]}", tab[EDGE_TIME].to_numpy()
         del tab
         _release_decode()
 

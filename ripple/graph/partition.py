@@ -23,7 +23,16 @@ Layout under ``PARTS`` (``manifest.json`` is written last; readers refuse a fold
     part-00000/user.parquet        id, x, in_<rel> (in-degree per relation into user), labels (nullable)
     part-00000/content.parquet     id, x, in_<rel>
     part-00000/community.parquet   id, x, in_<rel>
-    part-00000/edges/<rel>.parquet src (global index), [edge_attr]; CSC order (by local destination)
+    part-00000/edges/<rel>.parquet src (global index), [edge_attr], [time]; CSC order (by local destination)
+
+Edge times (``time``, int64, for every relation ``ripple.data.timeline.edge_times`` gives times; the manifest's
+``edge_times`` lists them): each destination's in-edges are written in time order (ties in the order the tables
+were read), so a shard's CSC segments are time-sorted as stored and time-aware sampling finds the edges valid at
+T as a prefix of each segment with no permutation kept beside them. ``reply_to`` takes its times from its posts'
+timestamps: read with the content ids in the id pass (one int64 per post held), not by a second pass.
+
+Labels: a part stores one label per user, so a labels table at more than one cut time (``labels.time``, a row per
+user per cut) is refused; the one cut time of a table that has one is the manifest's ``label_time``.
 """
 from __future__ import annotations
 
@@ -37,11 +46,13 @@ from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ripple.config import PartitionConfig
 from ripple.data import features as FT
 from ripple.data import schema as S
+from ripple.data import timeline as TL
 from ripple.data.dataset import Dataset
 from ripple.data.ids import add_counts, dense_index, is_id_range
 from ripple.data.storage import StorageError, StorageOptions, Store, file_sha256, iter_table_batches, join
@@ -135,11 +146,44 @@ class _Scan:
                    dense_index(self.ids[d_t], b.column("dst").to_numpy(), f"{table}.dst", self.id_range[d_t]), b)
 
 
-def _record_dtype(edge_dim: int) -> np.dtype:
+def _record_dtype(edge_dim: int, timed: bool = False) -> np.dtype:
     fields = [("dst", np.int64), ("src", np.int64)]
     if edge_dim:
         fields.append(("attr", np.float32, (edge_dim,)))
+    if timed:
+        fields.append(("time", np.int64))
     return np.dtype(fields)
+
+
+def _time_columns(table: str) -> tuple[str, ...]:
+    """The columns of edge table ``table`` that ``timeline.edge_times`` reads (none for a table whose times come
+    from elsewhere, ``reply_to``'s from its posts, or that has none)."""
+    col = TL.EDGE_TIME_COLUMN.get(table)
+    return (col,) if col else ()
+
+
+def _has_times(table: str, content_time: np.ndarray) -> bool:
+    """Whether ``timeline.edge_times`` gives the rows of ``table`` times, asked of no rows: the rule stays in the
+    timeline module, and a relation with no rows still gets its (empty) time column."""
+    none = np.empty(0, np.int64)
+    return TL.edge_times(table, {c: none for c in _time_columns(table)}, content_time, none, none) is not None
+
+
+def _label_time(ds: Dataset, chunk_rows: int) -> int | None:
+    """The one cut time of the labels table (``labels.time``), None where it has none. Checked before anything is
+    written: a part stores one label per user, so a training table at several cut times (a row per user per cut)
+    cannot be partitioned."""
+    found: set[int] = set()
+    for b in iter_table_batches(ds.store, "labels", None, chunk_rows):
+        if "time" in b.schema.names:  # an optional column: files written before it existed lack it
+            found.update(pc.unique(b.column("time").drop_null()).to_pylist())
+    if len(found) > 1:
+        times = sorted(found)
+        raise ValueError(f"labels.time holds {len(times)} distinct cut times ({times[:5]}"
+                         f"{' ...' if len(times) > 5 else ''}); a partitioned graph stores one label per user, so it "
+                         "takes labels at one time only: train on the whole graph (`ripple train` on the dataset, "
+                         "partition.num_parts 0), which samples each row at its own time")
+    return found.pop() if found else None
 
 
 def partition(data: str, out: str, cfg: PartitionConfig, options: StorageOptions | None = None) -> dict:
@@ -165,11 +209,23 @@ def partition(data: str, out: str, cfg: PartitionConfig, options: StorageOptions
         tick = now
         log.info("partition: %s done (%.1fs, peak RSS %.0f MiB)", name, stage_s[name], peak_rss_bytes() / 2**20)
 
-    # 1. node ids (sorted; a node's dense index is its rank)
+    label_time = _label_time(ds, cfg.chunk_rows)
+
+    # 1. node ids (sorted; a node's dense index is its rank), and each post's time (``reply_to``'s edge times)
     ids = {}
+    content_time = np.empty(0, np.int64)
     for t in S.NODE_TYPES:
-        chunks = [b.column("id").to_numpy() for b in iter_table_batches(ds.store, t, ["id"], cfg.chunk_rows)]
-        ids[t] = np.sort(np.concatenate(chunks)) if chunks else np.empty(0, np.int64)
+        cols = ["id", "timestamp"] if t == "content" else ["id"]
+        batches = list(iter_table_batches(ds.store, t, cols, cfg.chunk_rows))
+        raw = np.concatenate([b.column("id").to_numpy() for b in batches]) if batches else np.empty(0, np.int64)
+        if t == "content" and batches:
+            order = np.argsort(raw, kind="stable")
+            ids[t] = raw[order]
+            content_time = np.concatenate([b.column("timestamp").to_numpy() for b in batches])[order]
+            del order
+        else:
+            ids[t] = np.sort(raw)
+        del batches, raw
         dup = ids[t][1:][ids[t][1:] == ids[t][:-1]]
         if len(dup):
             raise StorageError(f"table {t!r}: column 'id' has duplicate ids (examples: {dup[:5].tolist()}); "
@@ -237,7 +293,8 @@ def partition(data: str, out: str, cfg: PartitionConfig, options: StorageOptions
     scratch = tempfile.mkdtemp(prefix="ripple-partition-", dir=cfg.scratch)
     files: dict[str, dict] = {}
     try:
-        edge_counts, cut = _write_edges(scan, dest, scratch, cfg, part, new_of_old, offsets, indeg, outdeg, files)
+        edge_counts, cut, timed = _write_edges(scan, dest, scratch, cfg, part, new_of_old, offsets, indeg, outdeg,
+                                               content_time, files)
         stage("edges")
         label_counts = _write_nodes(ds, dest, scratch, cfg, part, new_of_old, offsets, ids, indeg, outdeg, files)
         stage("nodes")
@@ -257,7 +314,11 @@ def partition(data: str, out: str, cfg: PartitionConfig, options: StorageOptions
         "edge_cut": cut,
         "feature_dims": dict(FT.NODE_DIMS),
         "edge_dims": {et[1]: d for et, d in FT.EDGE_DIMS.items()},
+        # the relations whose edge files hold each edge's time, in-edges time-sorted (absent: written before edge
+        # times existed, and refused by time-aware sampling)
+        "edge_times": timed,
         "labels": label_counts,
+        "label_time": label_time,
         "files": files,
         "stats": {"seconds": round(time.perf_counter() - t0, 3), "stage_seconds": stage_s,
                   "peak_rss_bytes": peak_rss_bytes(), "edges": total_edges,
@@ -293,15 +354,21 @@ def _upload(dest: Store, local: str, rel_path: str, rows: int, files: dict) -> N
     os.remove(local)
 
 
-def _write_edges(scan, dest, scratch, cfg, part, new_of_old, offsets, indeg, outdeg, files):
-    """Spill every relation's edges to (part, bucket) files, then write each part's CSC bucket by bucket."""
+def _write_edges(scan, dest, scratch, cfg, part, new_of_old, offsets, indeg, outdeg, content_time, files):
+    """Spill every relation's edges to (part, bucket) files, then write each part's CSC bucket by bucket (each
+    destination's in-edges in time order where the relation has times). Returns (edge counts per part, edge cut,
+    names of the relations written with times)."""
     P = cfg.num_parts
     edge_counts, cut_edges, all_edges = {}, {}, 0
     cut_total = 0
+    timed_names = []
     for rel in S.relations():
         src_t, name, dst_t = rel.edge_type
         edge_dim = FT.EDGE_DIMS.get(rel.edge_type, 0)
-        rec = _record_dtype(edge_dim)
+        timed = _has_times(rel.table, content_time)
+        if timed:
+            timed_names.append(name)
+        rec = _record_dtype(edge_dim, timed)
         deg_new = np.zeros(len(new_of_old[dst_t]), np.int64)  # in-degree by new dst index
         deg_new[new_of_old[dst_t]] = outdeg[rel.table] if rel.reverse else indeg[rel.table]
         # buckets: consecutive local destinations holding <= chunk_rows edges (a hub may exceed it alone)
@@ -311,9 +378,12 @@ def _write_edges(scan, dest, scratch, cfg, part, new_of_old, offsets, indeg, out
             cum = np.cumsum(deg_new[lo:hi])
             bounds.append(np.unique(np.searchsorted(cum, np.arange(cfg.chunk_rows, int(cum[-1]) if len(cum) else 0,
                                                                    cfg.chunk_rows), side="right")))
-        columns = ("interaction_freq", "since_date") if edge_dim else ()
+        time_cols = _time_columns(rel.table) if timed else ()
+        columns = tuple(dict.fromkeys((*(("interaction_freq", "since_date") if edge_dim else ()), *time_cols)))
         n_cut = 0
         for s, d, b in scan(rel.table, columns):
+            if timed:  # the table's own src/dst: a reverse relation's edge has its forward edge's time
+                e_time = TL.edge_times(rel.table, {c: b.column(c).to_numpy() for c in time_cols}, content_time, s, d)
             if rel.reverse:
                 s, d = d, s
             if not rel.reverse:
@@ -325,6 +395,8 @@ def _write_edges(scan, dest, scratch, cfg, part, new_of_old, offsets, indeg, out
             if edge_dim:
                 recs["attr"] = FT.follows_edge_features(b.column("interaction_freq").to_numpy(),
                                                         b.column("since_date").to_numpy())
+            if timed:
+                recs["time"] = e_time
             for p in np.unique(owner):
                 mine = recs[owner == p]
                 bucket = np.searchsorted(bounds[p], mine["dst"], side="right")
@@ -339,6 +411,8 @@ def _write_edges(scan, dest, scratch, cfg, part, new_of_old, offsets, indeg, out
         schema = [pa.field("src", pa.int64())]
         if edge_dim:
             schema.append(pa.field("edge_attr", pa.list_(pa.float32(), edge_dim)))
+        if timed:
+            schema.append(pa.field("time", pa.int64()))
         for p in range(P):
             local = os.path.join(scratch, f"out-{name}-{p}.parquet")
             with pq.ParquetWriter(local, pa.schema(schema), compression="zstd") as w:
@@ -348,10 +422,15 @@ def _write_edges(scan, dest, scratch, cfg, part, new_of_old, offsets, indeg, out
                         continue
                     recs = np.fromfile(path, rec)
                     os.remove(path)
-                    recs = recs[np.argsort(recs["dst"], kind="stable")]
+                    # by destination, then (timed relations) by time; ties keep the order the tables were read in,
+                    # whatever chunk_rows cut them into (lexsort is stable)
+                    recs = recs[np.lexsort((recs["time"], recs["dst"])) if timed
+                                else np.argsort(recs["dst"], kind="stable")]
                     cols = [pa.array(recs["src"])]
                     if edge_dim:
                         cols.append(pa.FixedSizeListArray.from_arrays(pa.array(recs["attr"].reshape(-1)), edge_dim))
+                    if timed:
+                        cols.append(pa.array(recs["time"]))
                     w.write_table(pa.Table.from_arrays(cols, schema=pa.schema(schema)))
                     counts[p] += len(recs)
             expected = int(deg_new[offsets[dst_t][p]:offsets[dst_t][p + 1]].sum())
@@ -362,7 +441,7 @@ def _write_edges(scan, dest, scratch, cfg, part, new_of_old, offsets, indeg, out
         edge_counts[name] = counts
     cut = {name: c / max(int(indeg[name].sum()), 1) for name, c in cut_edges.items()}
     cut["all"] = cut_total / max(all_edges, 1)
-    return edge_counts, cut
+    return edge_counts, cut, timed_names
 
 
 def _node_columns(t: str, b: pa.RecordBatch, rows: np.ndarray, outdeg, indeg) -> np.ndarray:

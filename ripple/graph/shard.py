@@ -15,7 +15,7 @@ from torch import Tensor
 from ripple.data import features as FT
 from ripple.data import schema as S
 from ripple.graph.part_io import PartitionMeta, labelled_users, read_part, resident_bytes, take_rows
-from ripple.sampling.segments import sample_segments
+from ripple.sampling.segments import sample_segments, segment_arange, valid_prefix
 
 EdgeType = tuple[str, str, str]
 
@@ -24,6 +24,15 @@ def _tensor(a: np.ndarray) -> Tensor:
     with warnings.catch_warnings():  # arrays mapped from Ray's object store are read-only; nobody writes them
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(a)
+
+
+def _last_offsets(deg: Tensor, fanout: Tensor) -> tuple[Tensor, Tensor]:
+    """The ``min(fanout_i, deg_i)`` last offsets of every segment (``fanout_i < 0``: all of them): on a segment's
+    time-sorted valid prefix, its most recent edges (temporal strategy ``last``). No draw: the generator is unused.
+    Shapes: deg, fanout [F] -> (owner [S], offset [S]), grouped by owner, as ``sample_segments`` returns them."""
+    k = torch.where(fanout < 0, deg, torch.minimum(deg, fanout))
+    owner = torch.repeat_interleave(torch.arange(len(k)), k)
+    return owner, (deg - k).index_select(0, owner) + segment_arange(k)
 
 
 class PackedRows:
@@ -79,7 +88,8 @@ class ShardData:
         y [n_user] log1p(reach), NaN when unlabelled (``y_train``: NaN except for training users);
         split [n_user] int8 code (-1 unlabelled); colptr[et] [n_dst + 1]; row[et] [E] global source indices
         (int32 while the source type has < 2^31 nodes, else int64);
-        edge_attr[et] [E, D].
+        edge_attr[et] [E, D]; time[et] [E] int64 each edge's time, every CSC segment sorted by it (the relations
+        the partition stores times for: ``meta.timed_edge_types``).
     """
 
     def __init__(self, meta: PartitionMeta, part: int, arrays: dict[str, np.ndarray]):
@@ -96,6 +106,7 @@ class ShardData:
         self.row = {et: _tensor(arrays[f"row/{et[1]}"]) for et in meta.edge_types}
         self.edge_attr = {et: _tensor(arrays[f"edge_attr/{et[1]}"]) for et in meta.edge_types
                           if f"edge_attr/{et[1]}" in arrays}
+        self.time = {et: _tensor(arrays[f"time/{et[1]}"]) for et in meta.edge_types if f"time/{et[1]}" in arrays}
         self.edge_offset = {et: int(meta.edge_offsets(et)[part]) for et in meta.edge_types}
         self.node_offset = {t: int(meta.offsets(t)[part]) for t in S.NODE_TYPES}
 
@@ -120,20 +131,38 @@ class ShardData:
 
     # ------------------------------------------------------------ serving
 
-    def sample(self, requests: dict[EdgeType, tuple[np.ndarray, int]], seed: int) -> dict:
+    def sample(self, requests: dict[EdgeType, tuple[np.ndarray, int]], seed: int, at: int | None = None,
+               strategy: str = "uniform") -> dict:
         """Per relation: ``(local destination indices [F], fanout)`` -> ``(owner [S] int32 position in the
         request, source global indices [S] int32 (int64 past 2^31 nodes), local edge positions [S] int32, edge
         features [S, D] or None)``,
         without replacement, grouped by owner. Edge features travel with the edges: no second round trip.
-        Global edge id = local edge position + ``edge_offset[et]``."""
+        Global edge id = local edge position + ``edge_offset[et]``.
+
+        ``at``: the batch's time (PyG's temporal semantics, one time for the whole batch): a destination's fanout is
+        drawn from its in-edges with time <= ``at`` only, the valid prefix of its time-sorted segment; a relation
+        without times is never filtered. ``strategy`` (with ``at``; the sampler checks it): ``uniform`` draws as
+        without a time, ``last`` takes the most recent valid in-edges, as the whole-graph sampler does."""
+        if at is not None:
+            self.meta.check_edge_times()
         gen = torch.Generator().manual_seed(int(seed))
         ets = list(requests)
         dst = [torch.as_tensor(requests[et][0]) for et in ets]
         start = torch.cat([self.colptr[et][d] for et, d in zip(ets, dst)])
-        deg = torch.cat([self.colptr[et][d + 1] for et, d in zip(ets, dst)]) - start
+        end = torch.cat([self.colptr[et][d + 1] for et, d in zip(ets, dst)])
+        if at is None:
+            deg = end - start
+        else:  # per relation: the valid prefix of each segment (all of it where the relation has no times)
+            bounds = torch.tensor([0] + [len(d) for d in dst]).cumsum(0).tolist()
+            deg = torch.cat([valid_prefix(self.time[et], start[a:b], end[a:b], torch.full((b - a,), int(at)))
+                             if et in self.time else end[a:b] - start[a:b]
+                             for et, a, b in zip(ets, bounds[:-1], bounds[1:])])
         fan = torch.cat([torch.full((len(d),), int(requests[et][1]), dtype=torch.long) for et, d in zip(ets, dst)])
         # one draw for every relation of the hop: per-call overhead paid once, not once per relation
-        owner, off = sample_segments(deg, fan, gen)
+        if at is not None and strategy == "last":
+            owner, off = _last_offsets(deg, fan)
+        else:
+            owner, off = sample_segments(deg, fan, gen)
         bounds = torch.tensor([0] + [len(d) for d in dst]).cumsum(0)
         cut = torch.searchsorted(owner, bounds)
         out = {}

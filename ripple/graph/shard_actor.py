@@ -75,8 +75,8 @@ class GraphShard:
         """``[{array name: ObjectRef}]``: the refs wrapped, or the caller's ``ray.get`` would resolve them."""
         return [self._refs]
 
-    def sample(self, requests, seed):
-        return self.data.sample(requests, seed)
+    def sample(self, requests, seed, at=None, strategy="uniform"):
+        return self.data.sample(requests, seed, at, strategy)
 
     def fetch(self, requests):
         # feature rows leave the process packed (one-hot blocks as uint8 codes); ShardedGraph.fetch unpacks them

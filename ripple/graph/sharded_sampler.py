@@ -11,6 +11,11 @@ nodes (``_BatchNodes``), so a trainer's memory does not grow with the graph.
 
 Determinism: every hop draws one 63-bit seed from the sampler's generator, and part p samples with a generator
 seeded from (hop seed, p): the same sampler seed gives the same batches whatever the timing of remote calls.
+
+Time (PyG's temporal semantics, ``ripple.sampling.temporal``'s shared-time path): a batch at time T samples only
+in-edges with time <= T (relations without times are never filtered), each part drawing from the valid prefix of
+its time-sorted CSC segments (``ripple.graph.partition`` writes them sorted). The batch is one subgraph at one
+time: ripple batches training rows by cut time, and a batch of mixed times is refused, not sampled disjointly.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from torch_geometric.sampler import HeteroSamplerOutput, NodeSamplerInput
 from ripple.graph.shards import ShardedGraph, group_by_part
 from ripple.sampling.fanouts import check_num_neighbors
 from ripple.sampling.native import SeedSampler
+from ripple.sampling.temporal import STRATEGIES
 
 EdgeType = tuple[str, str, str]
 
@@ -87,10 +93,16 @@ class DistributedNeighborSampler(SeedSampler):
         graph: the trainer's sharded graph client.
         num_neighbors: relation -> per-hop fanouts (-1 = all neighbours).
         seed: sampler seed (same seed, same batches).
+        temporal_strategy: how a batch with a time draws from the valid in-edges: ``uniform`` (as without a time)
+            or ``last`` (the most recent ones).
     """
 
-    def __init__(self, graph: ShardedGraph, num_neighbors: dict[EdgeType, list[int]], seed: int | None = None):
+    def __init__(self, graph: ShardedGraph, num_neighbors: dict[EdgeType, list[int]], seed: int | None = None,
+                 temporal_strategy: str = "uniform"):
+        if temporal_strategy not in STRATEGIES:
+            raise ValueError(f"temporal_strategy must be one of {STRATEGIES}, got {temporal_strategy!r}")
         self.graph = graph
+        self.strategy = temporal_strategy
         self.num_neighbors = check_num_neighbors(num_neighbors, graph.meta.edge_types)
         self.num_hops = max((len(v) for v in self.num_neighbors.values()), default=0)
         self.generator = torch.Generator()
@@ -103,17 +115,30 @@ class DistributedNeighborSampler(SeedSampler):
     returns_edge_attr = True
 
     def sample_from_nodes(self, index: NodeSamplerInput, **kwargs) -> HeteroSamplerOutput:
-        out = self.sample(index.input_type, index.node.cpu())
+        """``index.time`` (the seeds' times, PyG's ``input_time``): one time for the whole batch, sampled at it."""
+        at = None
+        if index.time is not None and len(index.time):
+            times = torch.unique(index.time)
+            if len(times) > 1:
+                raise ValueError(f"the sharded sampler takes batches of one time, got seeds at {len(times)} times "
+                                 f"({times[:5].tolist()}{' ...' if len(times) > 5 else ''}): batch the rows by their "
+                                 "time (ripple batches training rows by cut time), or sample on the whole graph "
+                                 "(TemporalNeighborSampler samples each seed at its own time)")
+            at = int(times[0])
+        out = self.sample(index.input_type, index.node.cpu(), at=at)
         out.metadata = (index.input_id, index.time, out.metadata)
         return out
 
-    def sample(self, input_type: str, seeds: Tensor) -> HeteroSamplerOutput:
+    def sample(self, input_type: str, seeds: Tensor, at: int | None = None) -> HeteroSamplerOutput:
         """Shapes: seeds [B] global ids -> node dict (global ids), row/col (batch-local), edge (global edge ids).
+        ``at``: the batch's time: only in-edges with time <= ``at`` are sampled (module docstring).
         One batch at a time: threads sharing the sampler take turns (its generator and ``last_calls``)."""
+        if at is not None:
+            self.graph.meta.check_edge_times()  # before any part is called
         with self._lock:
-            return self._sample(input_type, seeds)
+            return self._sample(input_type, seeds, at)
 
-    def _sample(self, input_type: str, seeds: Tensor) -> HeteroSamplerOutput:
+    def _sample(self, input_type: str, seeds: Tensor, at: int | None = None) -> HeteroSamplerOutput:
         types = {t for et in self.num_neighbors for t in (et[0], et[2])} | {input_type}
         sets = {t: _BatchNodes() for t in types}
         seeds = seeds.long()
@@ -138,7 +163,8 @@ class DistributedNeighborSampler(SeedSampler):
                     by_part.setdefault(p, {})[et] = (local.numpy(), fanouts[hop])
                     where[(p, et[2])] = pos
             hop_seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
-            answers = self.graph.sample({p: (req, _part_seed(hop_seed, p)) for p, req in by_part.items()})
+            timed = {} if at is None else {"at": at, "strategy": self.strategy}
+            answers = self.graph.sample({p: (req, _part_seed(hop_seed, p)) for p, req in by_part.items()}, **timed)
             self.last_calls[hop] = len(by_part)
             sampled: dict[str, list[tuple[EdgeType, Tensor, Tensor, Tensor]]] = {}
             for et in self.num_neighbors:

@@ -234,7 +234,13 @@ class ShardedGraph:
             out.update(replies)
         return out
 
-    def sample(self, by_part: dict[int, tuple[dict, int]]) -> dict[int, dict]:
+    def sample(self, by_part: dict[int, tuple[dict, int]], at: int | None = None, strategy: str = "uniform"
+               ) -> dict[int, dict]:
+        """``{part: (requests, seed)}`` -> ``{part: sampled in-edges}`` (``ShardData.sample``). ``at``: the batch's
+        time, every part drawing from the in-edges valid at it, by ``strategy``; an untimed batch's call carries
+        neither (its requests are what they were before edge times)."""
+        if at is not None:
+            by_part = {p: (*args, int(at), strategy) for p, args in by_part.items()}
         return self.call("sample", by_part)
 
     def fetch(self, by_part: dict[int, dict]) -> dict[int, dict]:

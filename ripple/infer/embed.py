@@ -29,8 +29,8 @@ from ripple.context import WorkerContext, is_lost_process
 from ripple.data import schema as S
 from ripple.data.dataset import Dataset
 from ripple.data.graph import load_local_graph
-from ripple.data.storage import PartInfo, PartWriter, begin, commit, write_part
-from ripple.graph.access import ShardedAccess, open_access
+from ripple.data.storage import PartInfo, PartWriter, begin, commit, read_committed, read_manifest, write_part
+from ripple.graph.access import LocalAccess, ShardedAccess, open_access
 from ripple.graph.part_io import PartitionMeta, release_memory
 from ripple.graph.shard import _tensor
 from ripple.graph.shards import ShardedGraph, Traffic, alive_nodes, find_shards, group_by_part, start_shard
@@ -181,6 +181,36 @@ def _largest_node_cpus() -> float:
     import ray
 
     return max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=1.0) or 1.0
+
+
+def predict_rows(cfg: RippleConfig, checkpoint, graph, split: str) -> np.ndarray:
+    """The model's predicted reach of the label rows of ``split`` of a training table at many cut times, each
+    sampled and featured as of its own time (as validation saw them in training), in label order; runs in this
+    process on the CPU. Shapes: -> [L_split]."""
+    ctx, model = _task_setup(cfg, load_state(checkpoint), on_device=False)
+    access = LocalAccess(graph, cfg, ctx, rng_seed=cfg.train.seed + 15485863)
+    rows = np.flatnonzero(graph.split == split)
+    order = np.argsort(graph.label_time[rows], kind="stable")  # one time per batch: predictions in seed order
+    pred, _, _ = predict(model, access, access.rows(rows[order]), no_grad_batch(cfg.sampling.batch_size),
+                         ctx.device, cfg.sampling.prefetch)
+    out = np.empty(len(rows))
+    out[order] = np.expm1(np.clip(pred.numpy().astype(np.float64), 0, None))
+    return out
+
+
+def rewrite_scores(store, user_ids: np.ndarray, scores: np.ndarray, chosen: dict) -> dict:
+    """Replace the ``influence_score`` of committed embeddings with ``scores`` (a model other than the GNN won
+    on validation), as a new commit: parts, then the manifest naming the model. Shapes: user_ids [N] sorted,
+    scores [N] predicted reach."""
+    manifest = read_manifest(store)
+    table = read_committed(store)
+    pos = np.searchsorted(user_ids, table["user_id"].to_numpy())
+    table = table.set_column(table.schema.get_field_index("influence_score"), "influence_score",
+                             pa.array(np.clip(scores[pos], 0, None).astype(np.float32)))
+    extra = {k: v for k, v in manifest.items() if k not in ("format", "rows", "parts")}
+    begin(store)
+    part = write_part(store, table, index=0, writer="score")
+    return commit(store, [part], extra={**extra, "influence_score": chosen})
 
 
 def infer_whole_layerwise(cfg: RippleConfig, state: dict) -> PartInfo:

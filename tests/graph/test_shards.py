@@ -78,6 +78,8 @@ def expected_shapes(meta: PartitionMeta, p: int) -> dict[str, tuple[int, ...]]:
         out[f"row/{et[1]}"] = (e,)
         if et in FT.EDGE_DIMS:
             out[f"edge_attr/{et[1]}"] = (e, FT.EDGE_DIMS[et])
+        if et in meta.timed_edge_types:  # each edge's time, for time-aware sampling
+            out[f"time/{et[1]}"] = (e,)
     return out
 
 
