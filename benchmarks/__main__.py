@@ -24,6 +24,9 @@
     python -m benchmarks real      [--cutoffs ...] ...    real cascades: import SNAP Higgs (and StackExchange
                                                            Android), labels at several cut points, every model
                                                            against future reach +- bootstrap SE (real_data.py)
+    python -m benchmarks temporal  [--users 20000] ...    training tables at many cut times, temporal split: every
+                                                           model on the next window, one window against many, 2
+                                                           seeds and Higgs +- SE           (temporal_quality.py)
     python -m benchmarks pyg-tests [--ref 2.8.0] [-k ..]  PyG's own NeighborLoader tests with ripple's sampler in
                                                            place of PyG's (needs a fetched PyG git dir; pyg_tests.py)
     python -m benchmarks multinode [--nodes 1 2 4] ...    simulated Ray nodes: per-node peak memory, cross-node
@@ -42,7 +45,7 @@ SCRIPTS = {"devices": "device_sampling", "train": "train_throughput", "scale": "
            "sharded": "sharded_sampling", "partition": "partition_memory",
            "seeds": "influence_max", "history": "history_quality", "labels": "labels_scale",
            "ablation": "model_ablation", "multinode": "multinode", "real": "real_data",
-           "pyg-tests": "pyg_tests"}
+           "pyg-tests": "pyg_tests", "temporal": "temporal_quality"}
 
 
 def main() -> None:

@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", default=None, help="another snapshot of the tables (a newer export) to score with the "
                                                 "run's model; needs --out")
     e.add_argument("--out", default=None, help="where the snapshot's embeddings and scores go (with --data)")
+    e.add_argument("--as-of", default=None, help="score the snapshot as it stood strictly before T (ISO-8601 or epoch "
+                                                 "seconds): later edges dropped, activity features recomputed")
     _storage_flags(e)
 
     sd = sub.add_parser("seeds", help="influence maximization: K seed users from a trained run -> <run>/seeds.parquet")
@@ -198,12 +200,17 @@ def _print_metrics(metrics: dict) -> None:
         table["spearman_vs_truth"] = {k: v for k, v in metrics["spearman_vs_truth"].items() if k != "users"}
     if metrics.get("spearman_active"):  # test users with past activity, when some have none
         table[f"spearman_active ({metrics['active_test_users']:,})"] = metrics["spearman_active"]
+    if metrics.get("val_spearman"):  # what chose the written influence_score
+        table["val_spearman"] = metrics["val_spearman"]
     present = [m for m in MODEL_ORDER if any(m in col for col in table.values())]
     print(format_table(table, order=present))
     thr = metrics.get("throughput", {})
     best = metrics.get("best_epoch")
     print(f"kernel backend: {metrics.get('kernel_backend')}; train {thr.get('train_seeds_per_s') or 0:.0f} "
           f"seeds/s over {thr.get('num_workers')} workers; best epoch {best + 1 if best is not None else None}")
+    chosen = (metrics.get("influence_score") or {}).get("model")
+    if chosen:
+        print(f"influence_score written by: {chosen} (the best validation Spearman)")
 
 
 def cmd_generate(args) -> int:
@@ -226,7 +233,7 @@ def cmd_validate(args) -> int:
 
 def cmd_labels(args) -> int:
     from ripple.data.history import parse_duration, parse_time
-    from ripple.data.labels import LabelSpec, derive_labels, every_cutoffs, history_range
+    from ripple.data.labels import LabelSpec, derive_labels
     from ripple.data.storage import absolute_url
 
     if args.chunk_rows < 1:
@@ -238,9 +245,8 @@ def cmd_labels(args) -> int:
     elif args.cutoffs is not None:
         spec = LabelSpec.many([parse_time(t, "--cutoffs") for t in args.cutoffs.split(",") if t.strip()], horizon,
                               **kw)
-    else:
-        spec = LabelSpec.many(every_cutoffs(*history_range(data, _options(args)), horizon,
-                                            parse_duration(args.every, "--every")), horizon, **kw)
+    else:  # placed on the history once derive_labels has validated the tables
+        spec = LabelSpec.every_(parse_duration(args.every, "--every"), horizon, **kw)
     m = derive_labels(data, absolute_url(args.out), spec, _options(args), args.chunk_rows)
     info = m["labels"]
     print(json.dumps({"rows": m["rows"], **{k: info[k] for k in ("cutoff_iso", "horizon_s", "min_posts", "split",
@@ -335,7 +341,10 @@ def cmd_k8s(args) -> int:
 def cmd_embed(args) -> int:
     from ripple import pipeline
 
-    m = pipeline.embed(args.run, _options(args), data=args.data, out=args.out)
+    from ripple.data.history import parse_time
+
+    as_of = None if args.as_of is None else parse_time(args.as_of, "--as-of")
+    m = pipeline.embed(args.run, _options(args), data=args.data, out=args.out, as_of=as_of)
     print(f"wrote {m['rows']} embeddings in {len(m['parts'])} parts" + (f" to {args.out}" if args.out else ""))
     return EXIT_OK
 

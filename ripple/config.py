@@ -301,6 +301,9 @@ class InferenceConfig:
     #: where the embeddings and scores are committed (any URL); default ``<run>/embeddings``. ``ripple embed RUN
     #: --data NEW --out OUT`` sets it to score another snapshot without touching the run's own
     out: str | None = None
+    #: score the graph as it stood strictly before this time (epoch seconds): edges from then on dropped, activity
+    #: features recomputed (``ripple.data.timeline.snapshot``); ``ripple embed RUN --data D --as-of T``
+    as_of: int | None = None
 
     def __post_init__(self):
         if self.mode not in ("layerwise", "sampled"):

@@ -239,14 +239,18 @@ def load_run_config(run_url: str, options: StorageOptions | None = None) -> Ripp
     return resolve_paths(cfg)
 
 
-def embed(run_url: str, options: StorageOptions | None = None, data: str | None = None, out: str | None = None
-          ) -> dict:
+def embed(run_url: str, options: StorageOptions | None = None, data: str | None = None, out: str | None = None,
+          as_of: int | None = None) -> dict:
     """``ripple embed RUN``: rewrite the run's embeddings from its best checkpoint. With ``data`` (and ``out``): score
     another snapshot of the platform (a newer export, the same tables later) with the trained model, as a platform
     does between retrainings, into ``out``; the run itself is not touched. The snapshot is validated and the
     checkpoint must fit the model its run's config builds; either refusal is a ValueError naming the difference,
-    before anything is written."""
+    before anything is written. ``as_of``: score the snapshot as it stood strictly before that time (the model
+    trained before T scores the graph as of T)."""
     cfg = load_run_config(run_url, options)
+    if as_of is not None and data is None:
+        raise ValueError("--as-of needs --data and --out: it scores a snapshot of a dataset as of a time, into a "
+                         "folder of its own")
     if data is None:
         if out is not None:
             raise ValueError("--out needs --data: without it `ripple embed` rewrites the run's own embeddings")
@@ -259,9 +263,24 @@ def embed(run_url: str, options: StorageOptions | None = None, data: str | None 
     check_data(data, cfg.storage)
     checkpoint = best_checkpoint(cfg)
     check_fits(cfg, checkpoint)
-    snapshot = dataclasses.replace(cfg, data=data, inference=dataclasses.replace(cfg.inference, out=out))
+    if as_of is not None:
+        check_as_of(data, as_of, cfg.storage)
+    snapshot = dataclasses.replace(cfg, data=data, inference=dataclasses.replace(cfg.inference, out=out, as_of=as_of))
     init_ray(snapshot)
-    return write_embeddings(snapshot, checkpoint, extra={"run": redact_url(run_dir(cfg)), "data": redact_url(data)})
+    return write_embeddings(snapshot, checkpoint, extra={"run": redact_url(run_dir(cfg)), "data": redact_url(data),
+                                                         "as_of": None if as_of is None else iso(as_of)})
+
+
+def check_as_of(data: str, as_of: int, options: StorageOptions | None = None) -> None:
+    """``--as-of T`` must fall inside the snapshot's history, where one is recorded: before its start nothing
+    existed, and at or after its end the cut changes nothing (say so rather than score silently)."""
+    if is_partitioned(data, options):
+        raise ValueError(f"--as-of cuts a dataset's tables, but {redact_url(data)} is a partitioned graph; pass the "
+                         "dataset it was partitioned from")
+    h = Dataset(data, options).manifest.history
+    if h and not h["start"] < as_of <= h["end"]:
+        raise ValueError(f"--as-of {iso(as_of)} is outside {redact_url(data)}'s history [{iso(h['start'])}, "
+                         f"{iso(h['end'])}] (manifest.json history); pick a time inside it")
 
 
 # ------------------------------------------------------------------------------------------ influence maximization

@@ -248,6 +248,19 @@ CATALOGUE: dict[str, Case] = {
                                ("--horizon", "got -259200")),
     "labels_min_posts_below_one": Case(_labels(write_tiny_dataset, "--cutoff", "1700000150", "--horizon", "100s",
                                                "--min-posts", "0"), ("--min-posts", "got 0")),
+    # ripple labels at many cut times: --cutoffs T1,T2,... or --every D (issue N)
+    "labels_training_cut_overlaps_validation": Case(
+        _labels(write_tiny_dataset, "--cutoffs", "1700000050,1700000100,1700000200", "--horizon", "100s"),
+        ("--cutoffs", "the cut 2023-11-14T22:14:10Z is a training cut", "validation cut 2023-11-14T22:15:00Z",
+         "overlap")),
+    "labels_cutoffs_only_two_times": Case(
+        _labels(write_tiny_dataset, "--cutoffs", "1700000100,1700000200", "--horizon", "100s"),
+        ("--cutoffs", "at least 3 distinct times", "2023-11-14T22:15:00Z, 2023-11-14T22:16:40Z")),
+    "labels_every_not_positive": Case(_labels(write_tiny_dataset, "--every", "0d", "--horizon", "100s"),
+                                      ("--every", "got 0")),
+    "labels_every_history_too_short": Case(_labels(write_tiny_dataset, "--every", "1d", "--horizon", "1d"),
+                                           ("--every", "2023-11-14T22:13:20Z", "2023-11-14T22:30:05Z", "too short",
+                                            "H = 86400 s")),
     # ripple import: public diffusion data (issue M)
     "snap_wrong_token_count": Case(_snap("1 2 100 RT\n1 2 100\n"),
                                    ("activity.txt line 2", "expected 4 tokens", "'1 2 100'")),
@@ -376,6 +389,10 @@ def test_catalogue_covers_the_issue():
         "no posts in the window": "labels_no_posts_in_window", "null timestamps": "labels_null_timestamp",
         "missing timestamps": "labels_missing_timestamp", "H <= 0": "labels_horizon_not_positive",
         "K < 1": "labels_min_posts_below_one",
+        # issue N: ripple labels at many cut times
+        "--cutoffs: a training cut overlapping validation": "labels_training_cut_overlaps_validation",
+        "--cutoffs: fewer than 3 times": "labels_cutoffs_only_two_times", "--every <= 0": "labels_every_not_positive",
+        "--every: history too short": "labels_every_history_too_short",
         # issue M: ripple import
         "snap: wrong token count": "snap_wrong_token_count", "snap: non-numeric timestamp":
         "snap_non_numeric_timestamp", "snap: negative timestamp": "snap_negative_timestamp",

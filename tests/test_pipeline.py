@@ -51,8 +51,8 @@ def _check_run(cfg, options=None, num_parts=1):
     assert b"logs of this run go to" in run.read_bytes("logs", "ripple.log")
     assert run.ls("logs", "ray"), "the Ray session's logs were not copied into the run"
     for metric in ("spearman", "kendall", "ndcg_at_100", "msle"):
-        assert set(metrics[metric]) == {"gnn", "follower_count", "pagerank", "lightgbm_flat", "lightgbm_2hop",
-                                        "lightgbm_engineered", "ceiling", "label_reliability"}
+        assert set(metrics[metric]) == {"gnn", "hybrid", "follower_count", "pagerank", "lightgbm_flat",
+                                        "lightgbm_2hop", "lightgbm_engineered", "ceiling", "label_reliability"}
         assert all(np.isfinite(v) for v in metrics[metric].values())
     assert metrics["kernel_backend"] in ("pyg-lib", "torch-sparse", "native", "distributed")
     assert metrics["throughput"]["train_seeds_per_s"] > 0
@@ -128,7 +128,7 @@ def test_s3_history_labels_partitioned_in_three(ray_cluster, s3_server, s3_bucke
     metrics = pipeline.train(cfg)
     saved = Store(f"{s3_bucket}/runs/history-s3", options).read_json("metrics.json")
     assert saved["spearman"] == json.loads(json.dumps(metrics))["spearman"]
-    models = {"gnn", "follower_count", "pagerank", "lightgbm_flat", "lightgbm_2hop", "lightgbm_engineered"}
+    models = {"gnn", "hybrid", "follower_count", "pagerank", "lightgbm_flat", "lightgbm_2hop", "lightgbm_engineered"}
     assert models | {"label_reliability", "ceiling", "oracle"} == set(saved["spearman"])
     assert saved["spearman"]["label_reliability"] == info["reliability"]["test"]["spearman_brown"]
     truth = saved["spearman_vs_truth"]
@@ -138,3 +138,50 @@ def test_s3_history_labels_partitioned_in_three(ray_cluster, s3_server, s3_bucke
     assert saved["throughput"]["num_parts"] == 3 and saved["kernel_backend"] == "distributed"
     emb = read_committed(Store(f"{s3_bucket}/runs/history-s3/embeddings", options))
     assert emb.num_rows == USERS
+
+
+def test_training_table_at_many_cut_times_end_to_end(ray_cluster, tmp_path):
+    """`ripple labels --every` -> train on the whole graph with time-aware sampling -> every model on the same
+    test rows; influence_score is the model that won on validation, and the written scores are its test ranking."""
+    from ripple.cli import EXIT_OK, main
+    from ripple.data.dataset import Dataset
+    from ripple.evaluate.metrics import spearman
+
+    data, labelled = str(tmp_path / "data"), str(tmp_path / "labelled")
+    generate(data, GeneratorConfig(users=USERS, seed=3, label_sims=10))
+    assert main(["labels", data, "--every", "14d", "--horizon", "14d", "--out", labelled]) == EXIT_OK
+    labels = Dataset(labelled).read("labels")
+    assert len(set(labels["time"].to_pylist())) >= 3
+    cfg = _cfg(labelled, str(tmp_path / "runs"), "many")
+    metrics = pipeline.train(cfg)
+    chosen = metrics["influence_score"]["model"]
+    learned = {"gnn", "hybrid", "lightgbm_flat", "lightgbm_2hop", "lightgbm_engineered"}
+    assert set(metrics["val_spearman"]) == learned and chosen in learned
+    assert metrics["val_spearman"][chosen] == max(metrics["val_spearman"].values())
+    assert metrics["test_users"] == int((labels["split"].to_numpy(zero_copy_only=False) == "test").sum())
+    # the written influence_score ranks the test rows as the chosen model does
+    emb = read_committed(Store(str(tmp_path / "runs" / "many" / "embeddings")))
+    score = dict(zip(emb["user_id"].to_pylist(), emb["influence_score"].to_pylist()))
+    test = [(u, r) for u, r, s in zip(labels["user_id"].to_pylist(), labels["cascade_reach"].to_pylist(),
+                                      labels["split"].to_pylist()) if s == "test"]
+    rho = spearman(np.array([r for _, r in test]), np.array([score[u] for u, _ in test]))
+    assert rho == pytest.approx(metrics["spearman"][chosen], abs=1e-5)
+    written = read_manifest(Store(str(tmp_path / "runs" / "many" / "embeddings")))
+    assert written.get("influence_score", {"model": "gnn"})["model"] == chosen
+    # the trained model scores the graph as it stood at an earlier cut: at the last cut that is the graph itself
+    times = sorted(set(labels["time"].to_pylist()))
+    scores = {}
+    for name, as_of in (("now", None), ("last", times[-1]), ("first", times[0])):
+        m = pipeline.embed(str(tmp_path / "runs" / "many"), data=labelled, out=str(tmp_path / name), as_of=as_of)
+        assert m["rows"] == USERS
+        got = read_committed(Store(str(tmp_path / name)))
+        scores[name] = dict(zip(got["user_id"].to_pylist(), got["influence_score"].to_pylist()))
+    assert read_manifest(Store(str(tmp_path / "first")))["as_of"].startswith("20")
+    assert scores["last"] == pytest.approx(scores["now"], rel=1e-6)
+    assert scores["first"] != pytest.approx(scores["now"], rel=1e-3)
+    with pytest.raises(ValueError, match="--as-of .* is outside"):
+        pipeline.embed(str(tmp_path / "runs" / "many"), data=labelled, out=str(tmp_path / "x"), as_of=10)
+    assert not (tmp_path / "x").exists()
+    # a partitioned run cannot take rows at many times yet: refused before any part is written
+    with pytest.raises(ValueError, match="labels.time"):
+        pipeline.train(_cfg(labelled, str(tmp_path / "runs"), "many-parts", num_parts=2))

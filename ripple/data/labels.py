@@ -28,6 +28,7 @@ window post and per distinct window reshare: never a whole edge table. ``manifes
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -66,6 +67,7 @@ class LabelSpec:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     cutoffs: tuple[int, ...] = ()  # many cuts, ascending, the last == cutoff
+    every: int = 0  # many cuts every this many seconds, from the data's end (``every_cutoffs``), once it is read
 
     @classmethod
     def many(cls, cutoffs, horizon: int, **kw) -> "LabelSpec":
@@ -75,6 +77,14 @@ class LabelSpec:
                              f"{', '.join(iso(c) for c in cuts) or 'none'}; pass one --cutoff for a single window "
                              "with a random user split")
         return cls(cutoff=cuts[-1], horizon=horizon, cutoffs=cuts, **kw)
+
+    @classmethod
+    def every_(cls, every: int, horizon: int, **kw) -> "LabelSpec":
+        """Cut times every ``every`` seconds, placed on the data's history by ``derive_labels`` once the tables
+        have been validated (``every_cutoffs``)."""
+        if every <= 0:
+            raise ValueError(f"--every must be > 0, got {every} s; pass e.g. --every 7d")
+        return cls(cutoff=0, horizon=horizon, every=every, **kw)
 
     @property
     def cuts(self) -> tuple[int, ...]:
@@ -115,13 +125,22 @@ def temporal_roles(cutoffs: tuple[int, ...], horizon: int) -> dict[int, str]:
     return dict(sorted(roles.items()))
 
 
+#: the most cut times one training table takes (each is a pass over its window and a snapshot in training)
+MAX_CUTS = 1000
+
+
 def every_cutoffs(start: int, end: int, horizon: int, every: int) -> tuple[int, ...]:
     """``--every D``: the test cut as late as the history allows (T_test = end - 2H, so its window's posts have
     H to be reshared), validation one horizon before (T_val = T_test - H), then training cuts every D from
     T_val - H back to the first that still has H of past behind it."""
     if every <= 0:
         raise ValueError(f"--every must be > 0, got {every} s; pass e.g. --every 7d")
+    if horizon <= 0:
+        raise ValueError(f"--horizon must be > 0, got {horizon} s; pass e.g. --horizon 14d")
     T_test = end - 2 * horizon
+    if (T_test - 2 * horizon - start) // every + 3 > MAX_CUTS:
+        raise ValueError(f"--every {every} s over the history [{iso(start)}, {iso(end)}) makes more than {MAX_CUTS} "
+                         "cut times; pass a longer --every")
     cuts = [T_test, T_test - horizon]
     c = T_test - 2 * horizon
     while c >= start + horizon:
@@ -194,8 +213,12 @@ def derive_labels(data: str, out: str, spec: LabelSpec, options: StorageOptions 
     require_valid(data, options, history_source=True)  # nulls, types, dangling ids: named per table and column
     src = Store(data, options)
     manifest = src.read_json(DATASET_MANIFEST) if src.exists(DATASET_MANIFEST) else None
-    T, H = spec.cutoff, spec.horizon
+    H = spec.horizon
     start, end, where = _time_range(src, manifest, chunk_rows)
+    if spec.every:
+        cuts = every_cutoffs(start, end, spec.horizon, spec.every)
+        spec = dataclasses.replace(spec, cutoff=cuts[-1], cutoffs=cuts, every=0)
+    T = spec.cutoff
     for c in spec.cuts:
         if not start < c < end:
             raise ValueError(f"created.timestamp: --cutoff {iso(c)} ({c}) is outside the data's time range "

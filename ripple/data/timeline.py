@@ -140,4 +140,5 @@ def snapshot(graph, t: int):
     return LocalGraph(ids=graph.ids, x={**graph.x, "user": x_user, "content": x_content},
                       csc={et: _filtered(*c, keep[et]) for et, c in graph.csc.items()}, edge_attr=edge_attr,
                       edge_time={et: (v if keep[et] is None else v[keep[et]]) for et, v in graph.edge_time.items()},
-                      interactions=graph.interactions)
+                      interactions=graph.interactions, label_index=np.zeros(0, np.int64),
+                      reach=np.zeros(0, np.float32), replicate=np.zeros(0, np.float32), split=np.zeros(0, str))

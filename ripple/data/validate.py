@@ -415,9 +415,10 @@ class _Validator:
         if spec.id_column in present:
             keep = pc.is_valid(id_arr)
             st.id_chunks.append(pc.filter(id_arr, keep).to_numpy(zero_copy_only=False).astype(np.int64, copy=False))
-            if name == "labels" and "time" in present:
-                times = pc.fill_null(pc.filter(batch.column("time"), keep), -1)
-                st.time_chunks.append(times.to_numpy(zero_copy_only=False).astype(np.int64, copy=False))
+            if name == "labels":  # a part without the (optional) time column: null times
+                times = (pc.fill_null(pc.filter(batch.column("time"), keep), -1).to_numpy(zero_copy_only=False)
+                         if "time" in present else np.full(len(st.id_chunks[-1]), -1))
+                st.time_chunks.append(times.astype(np.int64, copy=False))
         if name == "labels" and "split" in present:
             for item in pc.value_counts(batch.column("split")).to_pylist():
                 st.split_counts[item["values"]] = st.split_counts.get(item["values"], 0) + item["counts"]
@@ -538,7 +539,7 @@ class _Validator:
             else:
                 ids = np.sort(ids)
                 dup = ids[1:] == ids[:-1]
-            key = f"{spec.id_column} at each time" if st.time_chunks else spec.id_column
+            key = f"{spec.id_column} at each time" if st.time_chunks and (times >= 0).any() else spec.id_column
             st.id_chunks, st.time_chunks = [], []
             if dup.any():
                 dups = np.unique(ids[1:][dup])

@@ -27,7 +27,7 @@ from ripple.context import WorkerContext
 from ripple.data import schema as S
 from ripple.data.dataset import Dataset
 from ripple.data.graph import LocalGraph, load_local_graph
-from ripple.data.timeline import as_of
+from ripple.data.timeline import as_of, snapshot
 from ripple.graph.local import local_stores
 from ripple.graph.sharded_sampler import DistributedNeighborSampler
 from ripple.graph.part_io import PartitionMeta
@@ -272,8 +272,18 @@ class ShardedAccess:
 def open_access(cfg: RippleConfig, ctx: WorkerContext, rng_seed: int) -> GraphAccess:
     """``ShardedAccess`` when ``cfg.data`` is a partitioned graph, else the whole graph in this process."""
     if is_partitioned(cfg.data, cfg.storage):
+        if cfg.inference.as_of is not None:
+            raise ValueError(f"inference.as_of (--as-of) cuts a graph held whole, but {cfg.data} is a partitioned "
+                             "graph; score the dataset itself (`ripple embed RUN --data DATASET --as-of T`)")
         if cfg.sampling.on_device:
             raise ValueError(f"sampling.on_device needs the whole graph in each worker, but {cfg.data} is a "
                              "partitioned graph, sampled by its shards; set sampling.on_device: false")
         return ShardedAccess(cfg, ctx, rng_seed)
-    return LocalAccess(load_local_graph(Dataset(cfg.data, cfg.storage)), cfg, ctx, rng_seed)
+    return LocalAccess(load_graph(cfg), cfg, ctx, rng_seed)
+
+
+def load_graph(cfg: RippleConfig) -> LocalGraph:
+    """``cfg.data`` held whole in this process; with ``inference.as_of`` the graph as it stood before that time
+    (a snapshot has no label rows: it is scored, not trained on)."""
+    graph = load_local_graph(Dataset(cfg.data, cfg.storage))
+    return graph if cfg.inference.as_of is None else snapshot(graph, cfg.inference.as_of)

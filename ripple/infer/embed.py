@@ -27,10 +27,8 @@ import torch
 from ripple.config import RippleConfig
 from ripple.context import WorkerContext, is_lost_process
 from ripple.data import schema as S
-from ripple.data.dataset import Dataset
-from ripple.data.graph import load_local_graph
 from ripple.data.storage import PartInfo, PartWriter, begin, commit, read_committed, read_manifest, write_part
-from ripple.graph.access import LocalAccess, ShardedAccess, open_access
+from ripple.graph.access import LocalAccess, ShardedAccess, load_graph, open_access
 from ripple.graph.part_io import PartitionMeta, release_memory
 from ripple.graph.shard import _tensor
 from ripple.graph.shards import ShardedGraph, Traffic, alive_nodes, find_shards, group_by_part, start_shard
@@ -218,7 +216,7 @@ def infer_whole_layerwise(cfg: RippleConfig, state: dict) -> PartInfo:
     import ray
 
     ctx, model = _task_setup(cfg, state, threads=ray.get_runtime_context().get_assigned_resources().get("CPU", 1))
-    graph = load_local_graph(Dataset(cfg.data, cfg.storage))
+    graph = load_graph(cfg)
     pred, emb = infer_local(model, LayerwiseGraph.from_local(graph).to(ctx.device), cfg.inference.chunk_edges)
     return _write_part(cfg, graph.ids["user"], emb, pred, 0)
 

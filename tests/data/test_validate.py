@@ -4,12 +4,14 @@ import json
 import os
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from bad_inputs import after, raw_part
 from tiny_dataset import tiny_tables, write_tiny_dataset
 
 from ripple.data import schema as S
-from ripple.data.storage import StorageOptions, Store
+from ripple.data.dataset import Dataset
+from ripple.data.storage import StorageOptions, Store, table_to_parquet_bytes
 from ripple.data.validate import DatasetInvalid, Problem, Report, require_valid, validate_dataset
 
 F32_LIST = pa.list_(pa.float32())
@@ -253,3 +255,70 @@ def test_rows_without_ids_are_named_by_file_and_row(tmp_path):
     _edit("follows", "interaction_freq", _at(3, float("nan")))(url)
     p = _find(validate_dataset(url), "follows", "interaction_freq", "nan")
     assert p.examples == ["part-00000.parquet row 3"]
+
+
+# ---------------------------------------------------------------- labels at many cut times (``time``)
+
+def _labels_at(user_ids: list, times: list):
+    """The tiny dataset with labels rows (user_id, time) = zip(user_ids, times) (splits and reach as in tiny)."""
+    def write(url: str) -> str:
+        tables = tiny_tables()
+        _set(tables, "labels", "user_id", user_ids)
+        _set(tables, "labels", "time", times)
+        return write_tiny_dataset(url, tables)
+    return write
+
+
+@pytest.mark.timeout(60)
+def test_labels_may_hold_a_user_at_several_times(tmp_path):
+    # users 0 and 1 at 100 and again at 200: one row per (user_id, time)
+    url = _labels_at([0, 1, 2, 3, 4, 5, 0, 1], [100] * 6 + [200] * 2)(str(tmp_path / "d"))
+    report = validate_dataset(url)
+    assert report.ok, report.text()
+    assert report.rows["labels"] == 8
+
+
+@pytest.mark.timeout(60)
+def test_labels_same_user_at_the_same_time_twice_is_a_duplicate(tmp_path):
+    url = _labels_at([0, 1, 2, 3, 4, 5, 0, 1], [100] * 6 + [100, 200])(str(tmp_path / "d"))
+    p = _find(validate_dataset(url), "labels", "user_id", "duplicate")
+    assert p.examples == [0]  # (1, 100) and (1, 200) are two times; (0, 100) is there twice
+    line = str(p)
+    assert line.startswith("labels.user_id: duplicated ids: 1 distinct value repeated in 1 row more"), line
+    assert "user_id at each time must be unique" in line and "(examples: 0)" in line, line
+
+
+@pytest.mark.timeout(60)
+def test_labels_same_user_twice_without_times_is_a_duplicate(tmp_path):
+    """Rows with a null time are labels at one time: a user twice among them is a duplicate."""
+    url = _labels_at([0, 1, 2, 3, 4, 5, 6, 6], [None] * 8)(str(tmp_path / "d"))
+    assert _find(validate_dataset(url), "labels", "user_id", "duplicate").examples == [6]
+
+
+@pytest.mark.timeout(60)
+def test_labels_without_a_time_column_still_validate(tmp_path):
+    """Labels written before the ``time`` column existed: valid, and read with the column all null."""
+    url = str(tmp_path / "d")
+    raw_part("labels", lambda t: t.drop_columns(["time"]))(url)
+    assert "time" not in pq.read_schema(os.path.join(url, "labels", "part-00000.parquet")).names
+    report = validate_dataset(url)
+    assert report.ok, report.text()
+    labels = Dataset(url).read("labels")
+    assert labels["time"].null_count == len(labels) == 8
+    # the same file with a user twice is still a duplicate of user_id
+    raw_part("labels", lambda t: t.drop_columns(["time"]).set_column(
+        0, "user_id", pa.array([0, 1, 2, 3, 4, 5, 6, 0], pa.int64())))(url)
+    assert _find(validate_dataset(url), "labels", "user_id", "duplicate").examples == [0]
+
+
+@pytest.mark.timeout(60)
+def test_labels_parts_with_and_without_a_time_column(tmp_path):
+    """One labels part written before the ``time`` column existed, one after: a report, not a crash."""
+    url = write_tiny_dataset(str(tmp_path / "d"))
+    labels = tiny_tables()["labels"]
+    store = Store(url)
+    store.write_bytes(table_to_parquet_bytes(labels.slice(0, 4).drop_columns(["time"])), "labels",
+                      "part-00000.parquet")
+    store.write_bytes(table_to_parquet_bytes(labels.slice(4)), "labels", "part-00001.parquet")
+    report = validate_dataset(url)
+    assert report.ok, report.text()

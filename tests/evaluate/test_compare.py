@@ -79,3 +79,36 @@ def test_active_users_slice_and_standard_errors():
     none: dict = {}
     _active_users(none, y, preds, np.ones(400, bool))
     assert none == {}
+
+
+@pytest.mark.timeout(300)
+def test_rows_at_many_cut_times_get_features_as_of_their_time_and_the_written_model_wins_on_validation(tmp_path):
+    from ripple.data.dataset import Dataset
+    from ripple.data.generator import GeneratorConfig, generate
+    from ripple.data.graph import load_local_graph
+    from ripple.data.labels import LabelSpec, derive_labels, every_cutoffs, history_range
+    from ripple.data.timeline import snapshot
+    from ripple.evaluate.compare import baseline_inputs, evaluate
+
+    day = 86400
+    data, out = str(tmp_path / "data"), str(tmp_path / "many")
+    generate(data, GeneratorConfig(users=600, seed=2, label_sims=5))
+    derive_labels(data, out, LabelSpec.many(every_cutoffs(*history_range(data), 14 * day, 14 * day), 14 * day))
+    g = load_local_graph(Dataset(out))
+    inputs = baseline_inputs(g)
+    for t in np.unique(g.label_time)[[0, -1]]:
+        at = g.label_time == t
+        np.testing.assert_allclose(inputs.rows["lightgbm_flat"][at], snapshot(g, int(t)).x["user"][g.label_index[at]])
+    np.testing.assert_allclose(inputs.now["lightgbm_flat"], g.x["user"])  # the graph as it is: the test time
+    val = g.split == "val"
+    emb = pa.table({"user_id": g.ids["user"], "influence_score": np.ones(g.num_nodes("user"), np.float32)})
+    # a GNN perfect on validation is written; one that is noise there loses to a model fit on the rows
+    good = evaluate(g, emb, reliability=0.5, gnn_val=g.reach[val].astype(np.float64))
+    assert good.metrics["influence_score"]["model"] == "gnn" and good.scores is None
+    noise = np.random.default_rng(0).random(int(val.sum()))
+    bad = evaluate(g, emb, reliability=0.5, gnn_val=noise)
+    chosen = bad.metrics["influence_score"]["model"]
+    assert chosen != "gnn" and chosen == max(bad.metrics["val_spearman"], key=bad.metrics["val_spearman"].get)
+    assert bad.scores.shape == (g.num_nodes("user"),)
+    test_users = g.label_index[g.split == "test"]
+    np.testing.assert_allclose(bad.scores[test_users], bad.predicted, rtol=1e-6)  # written = scored on test

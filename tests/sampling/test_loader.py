@@ -192,3 +192,33 @@ def test_make_loader_rejects_duplicate_seeds():
 
     with pytest.raises(ValueError, match="distinct"):
         make_loader(None, None, None, torch.tensor([3, 1, 3]), batch_size=2)
+
+
+def test_seeds_with_times_come_in_batches_of_one_time_and_keep_their_order():
+    """Rows at many cut times: every batch holds one time, sampled at the last second before it, with the inputs
+    of that time; rows grouped by time come back in their order; the same user at two times is two seeds."""
+    from ripple.sampling.loader import AsOfTensors, Seeds
+
+    g = tiny_graph()
+    fs, gs = local_stores(g)
+    times = {et: torch.zeros(len(g.csc[et][1]), dtype=torch.long) for et in g.csc}
+    times[FOL] = torch.arange(len(g.csc[FOL][1]))  # follows edge k exists from time k
+    sampler = make_sampler(fs, gs, N, SamplingConfig(fanouts=[-1]), list(S.EDGE_TYPES), "native", seed=0,
+                           edge_time=times)
+    as_of = {t: AsOfTensors(torch.full((N["user"], 5), float(t)), torch.zeros(N["content"]), None,
+                            torch.full((N["user"],), float(t) / 10)) for t in (5, 9)}
+    seeds = Seeds(torch.tensor([0, 1, 6, 0, 1]), torch.tensor([5, 5, 5, 9, 9]))
+    loader = make_loader(fs, gs, sampler, seeds, 2, g.edge_attr_tensors(), as_of=as_of)
+    got = []
+    for batch in loader:
+        t = int(batch["user"].seed_time[0]) + 1
+        assert (batch["user"].seed_time + 1 == t).all()
+        assert (batch["user"].x[:, :5] == t).all() and (batch["user"].y == t / 10).all()
+        e = batch[FOL].e_id
+        assert (times[FOL][e] <= t - 1).all()  # nothing from the row's time or after it
+        got += batch["user"].n_id[:batch["user"].batch_size].tolist()
+    assert got == seeds.users.tolist()
+    with pytest.raises(ValueError, match="distinct"):
+        make_loader(fs, gs, sampler, Seeds(torch.tensor([0, 0]), torch.tensor([5, 5])), 2, as_of=as_of)
+    with pytest.raises(ValueError, match="as of each time"):
+        make_loader(fs, gs, sampler, Seeds(torch.tensor([0]), torch.tensor([7])), 2, as_of=as_of)
