@@ -210,14 +210,18 @@ def main() -> None:
     if not args.skip_android:
         imports["android"], android_rows = android(args)
         rows += android_rows
-    os.makedirs(args.out, exist_ok=True)
-    result = {"benchmark": "real_data", "host": platform.node(), "cpus": os.cpu_count(),
-              "command": "python -m benchmarks real " + " ".join(sys.argv[1:]), "imports": imports, "rows": rows}
-    name = f"real_data{args.tag}"
-    with open(os.path.join(args.out, f"{name}.json"), "w") as f:
+    write_results(args.out, f"real_data{args.tag}", "real", {"imports": imports, "rows": rows}, _plot, rows)
+
+
+def write_results(out: str, name: str, verb: str, result: dict, plot, rows: list[dict]) -> None:
+    """``<out>/<name>.json`` (with the host and the command that made it) and ``<name>.png`` (``plot(rows, path)``)."""
+    os.makedirs(out, exist_ok=True)
+    result = {"benchmark": name, "host": platform.node(), "cpus": os.cpu_count(),
+              "command": f"python -m benchmarks {verb} " + " ".join(sys.argv[1:]), **result}
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump(result, f, indent=1)
-    _plot(rows, os.path.join(args.out, f"{name}.png"))
-    print(f"wrote {args.out}/{name}.json and .png")
+    plot(rows, os.path.join(out, f"{name}.png"))
+    print(f"wrote {out}/{name}.json and .png")
 
 
 if __name__ == "__main__":

@@ -21,29 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import subprocess
-import sys
-import time
+
+from history_quality import _ripple
+from real_data import _json, write_results
 
 MODELS = ["gnn", "hybrid", "lightgbm_engineered", "lightgbm_2hop", "lightgbm_flat", "pagerank", "follower_count"]
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
-
-
-def _ripple(*args: str) -> float:
-    print("$ ripple " + " ".join(args), flush=True)
-    t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "ripple.cli", *args], capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.stderr.write(out.stderr[-5000:])
-        raise SystemExit(f"ripple {args[0]} failed with exit code {out.returncode}")
-    return time.perf_counter() - t0
-
-
-def _json(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
 
 
 def _variant(name: str, data: str, work: str, label_args: list[str], args) -> dict:
@@ -147,14 +131,8 @@ def main() -> None:
     rows = [] if args.skip_generated else [generated(s, args) for s in args.seeds]
     if not args.skip_higgs:
         rows.append(higgs(args))
-    os.makedirs(args.out, exist_ok=True)
-    result = {"benchmark": "temporal_quality", "host": platform.node(), "cpus": os.cpu_count(),
-              "command": "python -m benchmarks temporal " + " ".join(sys.argv[1:]), "rows": rows}
-    name = "temporal_quality" + ("_higgs" if args.skip_generated else "")
-    with open(os.path.join(args.out, f"{name}.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    _plot(rows, os.path.join(args.out, f"{name}.png"))
-    print(f"wrote {args.out}/{name}.json and .png")
+    write_results(args.out, "temporal_quality" + ("_higgs" if args.skip_generated else ""), "temporal",
+                  {"rows": rows}, _plot, rows)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,15 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         raise UsageError(f"{self.prog}: {message}")
 
+    def _get_values(self, action, arg_strings):
+        # `--flag=--`: argparse (3.11) strips the '--' and stores [] unconverted (`--num-parts=--` reached the
+        # verb as a list); convert and check it as the value it is
+        if arg_strings == ["--"] and action.option_strings and action.nargs is None:
+            value = self._get_value(action, "--")
+            self._check_value(action, value)
+            return value
+        return super()._get_values(action, arg_strings)
+
 
 def _storage_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--s3-endpoint-url", default=None,
@@ -47,6 +56,8 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-failures", type=int, default=None, help="worker-group restarts from the last checkpoint")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local one)")
+    p.add_argument("--init-from", default=None, help="warm start: begin a new run from the best weights of this "
+                                                     "run (<storage-path>/<run-name> URL)")
     _storage_flags(p)
 
 
@@ -185,7 +196,7 @@ def config_from_args(args):
     overrides = {"data": args.data, "storage_path": args.storage_path, "run_name": args.run_name,
                  "scaling.num_workers": args.num_workers, "scaling.use_gpu": args.use_gpu,
                  "scaling.max_failures": args.max_failures, "scaling.address": args.address,
-                 "train.epochs": args.epochs,
+                 "train.epochs": args.epochs, "train.init_from": getattr(args, "init_from", None),
                  "storage.endpoint_url": getattr(args, "s3_endpoint_url", None),
                  "k8s.image": getattr(args, "image", None), "k8s.namespace": getattr(args, "namespace", None)}
     return load_config(args.config, overrides)
@@ -420,8 +431,8 @@ COMMANDS = {"generate": cmd_generate, "validate": cmd_validate, "labels": cmd_la
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-    except UsageError as e:
-        print(str(e), file=sys.stderr)
+    except UsageError as e:  # after argparse's usage lines: one error line, as every refusal ends
+        print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     # the console shows warnings (and, with -v, every record); a run's logs/ folder keeps INFO (ripple.runlog)
     console = logging.StreamHandler(sys.stderr)

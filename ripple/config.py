@@ -10,6 +10,7 @@ Unknown keys and ill-typed values are errors that name the key, the value and wh
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -44,6 +45,10 @@ class ModelConfig:
     degree_scaler: bool = True
 
     def __post_init__(self):
+        if self.hidden < 1 or self.heads < 1:
+            raise ValueError(f"model.hidden and model.heads must be >= 1, got hidden={self.hidden}, heads={self.heads}")
+        if not 0 <= self.dropout <= 1:  # NaN too
+            raise ValueError(f"model.dropout must be a probability in [0, 1], got {self.dropout}")
         if self.hidden % self.heads:
             raise ValueError(f"model.hidden ({self.hidden}) must be divisible by model.heads ({self.heads})")
         if self.num_layers < 1:
@@ -118,8 +123,9 @@ class PartitionConfig:
             raise ValueError(f"partition.method must be one of {METHODS}, got {self.method!r}")
         if self.passes < 0:
             raise ValueError(f"partition.passes must be >= 0, got {self.passes}")
-        if self.balance < 1.0:
-            raise ValueError(f"partition.balance must be >= 1.0 (max part size / mean), got {self.balance}")
+        if not 1.0 <= self.balance < math.inf:  # NaN and inf too
+            raise ValueError(f"partition.balance must be a finite number >= 1.0 (max part size / mean), got "
+                             f"{self.balance}")
         if self.chunk_rows < 1:
             raise ValueError(f"partition.chunk_rows must be >= 1, got {self.chunk_rows}")
 
@@ -205,8 +211,8 @@ class K8sConfig:
             raise bad("s3_secret", self.s3_secret, "use a Secret name (lowercase letters, digits, '-', '.')")
         for key in ("head_cpu", "worker_cpu"):
             value = getattr(self, key)
-            if value is not None and not value > 0:
-                raise bad(key, value, "CPU cores must be > 0 (e.g. 2 or 0.5)")
+            if value is not None and not 0 < value < math.inf:
+                raise bad(key, value, "CPU cores must be > 0 and finite (e.g. 2 or 0.5)")
         if self.gpus_per_worker < 1:
             raise bad("gpus_per_worker", self.gpus_per_worker, "must be >= 1")
         if self.ttl_seconds_after_finished < 0:
@@ -247,12 +253,22 @@ class TrainConfig:
     seed: int = 0
     #: stop when validation MSE has not improved for this many epochs (0 = never)
     patience: int = 8
+    #: warm start: a new run begins from the best weights of this run (``<storage_path>/<run_name>`` URL), as a
+    #: weekly retraining does from last week's model (``ripple train --init-from``)
+    init_from: str | None = None
+    #: one writer per run: a run's lease (``<run>/_lease.json``) whose heartbeat is older than this is free to
+    #: take (a killed driver); a live holder renews it every quarter of it
+    lease_ttl_s: float = 60.0
 
     def __post_init__(self):
         if self.epochs < 1:
             raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
-        if not self.lr > 0:
-            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if not self.lease_ttl_s > 0:
+            raise ConfigError(f"train.lease_ttl_s must be > 0 seconds, got {self.lease_ttl_s}")
+        if not 0 < self.lr < math.inf:
+            raise ConfigError(f"train.lr must be > 0 and finite, got {self.lr}")
+        if not 0 <= self.weight_decay < math.inf:  # NaN too; AdamW refuses it in the workers, after Ray started
+            raise ConfigError(f"train.weight_decay must be >= 0 and finite, got {self.weight_decay}")
 
 
 #: Ray's placement group strategies
@@ -281,6 +297,8 @@ class ScalingConfig:
                               f"{self.placement_strategy!r}")
         if self.num_workers < 1:
             raise ConfigError(f"scaling.num_workers (--num-workers) must be >= 1, got {self.num_workers}")
+        if not 0 <= self.cpus_per_worker < math.inf:  # NaN too: Ray refuses it once the cluster is up
+            raise ConfigError(f"scaling.cpus_per_worker must be >= 0 and finite, got {self.cpus_per_worker}")
         if self.max_failures < -1:
             raise ConfigError(f"scaling.max_failures must be >= -1 (-1 = unlimited), got {self.max_failures}")
 
@@ -387,6 +405,27 @@ def _build(cls, raw: Any, where: str):
         raise ConfigError(f"{where or 'config'}: {e}") from e
 
 
+#: how deep a free-form value (``storage.extra``) may nest lists and mappings, and how many values it may hold (YAML
+#: aliases make a few lines name millions: a "billion laughs" document)
+MAX_DEPTH, MAX_VALUES = 32, 10_000
+
+
+def _too_big(value) -> str | None:
+    """Why a free-form value is too deep or too large, or None (iterative, and stops at the bound: a hostile
+    document must neither recurse nor expand here)."""
+    todo, seen = [(value, 0)], 0
+    while todo:
+        v, d = todo.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            return f"holds more than {MAX_VALUES:,} values"
+        if isinstance(v, (list, dict)):
+            if d >= MAX_DEPTH:
+                return f"nests more than {MAX_DEPTH} levels deep"
+            todo += [(x, d + 1) for x in (v.values() if isinstance(v, dict) else v)]
+    return None
+
+
 def _coerce(tp, value, where):
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -402,7 +441,13 @@ def _coerce(tp, value, where):
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        keys = [k for k in value if not isinstance(k, str)]
+        if keys:
+            raise ConfigError(f"{where}: keys must be strings, got {keys[0]!r}")
         _, inner = typing.get_args(tp) or (Any, Any)
+        why = _too_big(value) if inner is Any else None  # free-form (storage.extra): taken as it is, if small
+        if why:
+            raise ConfigError(f"{where}: {why}; give plain options")
         return {k: _coerce(inner, v, f"{where}.{k}") for k, v in value.items()}
     if tp is Any:
         return value
@@ -422,6 +467,8 @@ def parse_yaml(text: str | bytes, where: str) -> dict:
     mapping at the top. Errors are one-line ``ConfigError``s naming ``where``, the line and its text."""
     try:
         raw = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"config file {where!r} is not a config: its YAML is nested too deeply to read") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = ""

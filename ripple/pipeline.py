@@ -5,6 +5,7 @@ Order matters for "bad input writes nothing": the dataset is validated before th
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import time
@@ -12,7 +13,9 @@ import time
 import pyarrow as pa
 
 from ripple.config import RippleConfig, from_dict, parse_yaml
-from ripple.data.dataset import Dataset
+from ripple.data import features as FT
+from ripple.data import schema as S
+from ripple.data.dataset import DATASET_MANIFEST, Dataset
 from ripple.data.graph import load_local_graph
 from ripple.data.history import iso
 from ripple.data.storage import (StorageOptions, Store, absolute_url, join, read_committed, redact_url,
@@ -26,10 +29,11 @@ from ripple.graph.part_io import PartitionMeta
 from ripple.infer.embed import predict_rows, rewrite_scores, write_embeddings
 from ripple.influence.evaluate import evaluate_seeds
 from ripple.influence.select import select_seeds
-from ripple.run import (CONFIG_FILE, METRICS_FILE, PARTITIONS, SCORE, best_checkpoint, embeddings_store, is_partitioned,
-                        run_dir, run_path)
+from ripple.lease import RunLease
+from ripple.run import (CHECKPOINTS, CONFIG_FILE, METRICS_FILE, PARTITIONS, RUN_FILE, SCORE, best_checkpoint,
+                        embeddings_store, is_partitioned, run_dir, run_path)
 from ripple.runlog import RunLogs
-from ripple.train.checkpoint import check_fits
+from ripple.train.checkpoint import check_fits, load_state
 from ripple.train.driver import fit
 
 log = logging.getLogger(__name__)
@@ -91,8 +95,73 @@ def train(cfg: RippleConfig, progress=None, verbose: bool = False) -> dict:
     require_labels(source, cfg.storage)
     if num_parts:
         parts_of_rank(num_parts, cfg.scaling.num_workers, 0)  # every worker must own a part: refuse before Ray
-    with RunLogs(run_dir(cfg), cfg.storage, verbose):  # the run folder exists from here on
-        return _train_valid(cfg, progress, verbose, sharded, source, num_parts)
+    # one writer per run: nothing is written into the run folder before its lease is held
+    with RunLease(run_dir(cfg), cfg.storage, cfg.train.lease_ttl_s, "ripple train"):
+        lineage, init = begin_run(cfg, source)
+        with RunLogs(run_dir(cfg), cfg.storage, verbose):  # the run folder exists from here on
+            metrics = _train_valid(cfg, progress, verbose, sharded, source, num_parts, init, lineage)
+    return metrics
+
+
+def run_identity(cfg: RippleConfig, source: str) -> dict:
+    """What a run trains on and what shapes its model: the data URL, the sha256 of its dataset's manifest (a
+    regenerated or re-exported dataset at the same URL has another), the model section, the fanouts and the
+    feature widths; and the run it was warm-started from."""
+    manifest = Store(source, cfg.storage).read_bytes(DATASET_MANIFEST)
+    return {"data": redact_url(cfg.data), "dataset_manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+            "shape": {"model": dataclasses.asdict(cfg.model),
+                      "sampling": {"fanouts": list(cfg.sampling.fanouts), "per_relation": dict(cfg.sampling.per_relation)},
+                      "features": {"node_dims": dict(FT.NODE_DIMS),
+                                   "edge_dims": {"/".join(et): d for et, d in FT.EDGE_DIMS.items()},
+                                   "schema_version": S.SCHEMA_VERSION}},
+            "init_from": redact_url(cfg.train.init_from) if cfg.train.init_from else None}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def begin_run(cfg: RippleConfig, source: str) -> tuple[dict, dict | None]:
+    """Record what the run trains on (``run.json``), or refuse to resume it with anything else; returns (its
+    lineage, the weights a warm-started run begins from or None). ValueError names every difference."""
+    run = Store(run_dir(cfg), cfg.storage)
+    ident = run_identity(cfg, source)
+    has_checkpoints = bool(run.ls(CHECKPOINTS))
+    if run.exists(RUN_FILE):
+        old, new = _flat(run.read_json(RUN_FILE)), _flat(ident)
+        diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                if k != "init_from_epoch" and old.get(k) != new.get(k)]
+        if diff and has_checkpoints:
+            raise ValueError(
+                f"run {redact_url(run_dir(cfg))} was trained on other data or with another shape, and resuming it "
+                f"would mix the two into one model ({len(diff)} difference(s): {'; '.join(diff[:4])}"
+                f"{'; ...' if len(diff) > 4 else ''}). Use a new --run-name; to start from this run's weights, pass "
+                f"--init-from {redact_url(run_dir(cfg))}")
+    elif has_checkpoints and cfg.train.init_from:
+        raise ValueError(f"--init-from starts a new run, but {redact_url(run_dir(cfg))} already has checkpoints; use a "
+                         "new --run-name")
+    init = None
+    if cfg.train.init_from and not has_checkpoints:
+        parent = load_run_config(absolute_url(cfg.train.init_from), cfg.storage)
+        checkpoint = best_checkpoint(parent)
+        try:
+            check_fits(cfg, checkpoint)
+        except ValueError as e:
+            raise ValueError(f"--init-from {redact_url(cfg.train.init_from)}: {e}") from None
+        state = load_state(checkpoint)
+        init = state["model"]
+        ident["init_from_epoch"] = int(state["epoch"])
+        log.info("warm start from %s (its best checkpoint, epoch %d)", redact_url(cfg.train.init_from), state["epoch"])
+    elif run.exists(RUN_FILE):
+        ident["init_from_epoch"] = run.read_json(RUN_FILE).get("init_from_epoch")
+    run.write_json(ident, RUN_FILE)
+    return ident, init
 
 
 def check_data(url: str, options: StorageOptions | None = None) -> PartitionMeta | None:
@@ -120,7 +189,8 @@ def require_labels(data: str, options: StorageOptions | None = None) -> None:
                          "on OUT")
 
 
-def _train_valid(cfg: RippleConfig, progress, verbose: bool, sharded: bool, source: str, num_parts: int) -> dict:
+def _train_valid(cfg: RippleConfig, progress, verbose: bool, sharded: bool, source: str, num_parts: int,
+                 init: dict | None, lineage: dict) -> dict:
     run = Store(run_dir(cfg), cfg.storage)
     if not sharded and cfg.partition.num_parts > 0:
         progress.stage("partition")
@@ -134,7 +204,7 @@ def _train_valid(cfg: RippleConfig, progress, verbose: bool, sharded: bool, sour
 
     progress.stage("train")
     t0 = time.perf_counter()
-    outcome = fit(cfg, on_epoch=progress.epoch)
+    outcome = fit(cfg, on_epoch=progress.epoch, init=init)
     train_s = time.perf_counter() - t0
 
     progress.stage("embed")
@@ -187,6 +257,7 @@ def _train_valid(cfg: RippleConfig, progress, verbose: bool, sharded: bool, sour
     metrics["best_epoch"] = outcome.best_metrics.get("epoch")
     metrics[f"best_{SCORE}"] = outcome.best_metrics.get(SCORE)
     metrics["best_val_spearman"] = outcome.best_metrics.get("val_spearman")
+    metrics["run"] = lineage  # what it trained on, and the run it was warm-started from
     metrics["pictures"] = write_pictures(run, result)
     run.write_json(metrics, METRICS_FILE)
     return metrics
@@ -254,8 +325,9 @@ def embed(run_url: str, options: StorageOptions | None = None, data: str | None 
     if data is None:
         if out is not None:
             raise ValueError("--out needs --data: without it `ripple embed` rewrites the run's own embeddings")
-        init_ray(cfg)
-        return write_embeddings(cfg, best_checkpoint(cfg))
+        with RunLease(run_dir(cfg), cfg.storage, cfg.train.lease_ttl_s, "ripple embed"):
+            init_ray(cfg)
+            return write_embeddings(cfg, best_checkpoint(cfg))
     if out is None:
         raise ValueError("--data needs --out: the snapshot's embeddings go to a folder of their own, not over the "
                          "run's")
@@ -266,9 +338,10 @@ def embed(run_url: str, options: StorageOptions | None = None, data: str | None 
     if as_of is not None:
         check_as_of(data, as_of, cfg.storage)
     snapshot = dataclasses.replace(cfg, data=data, inference=dataclasses.replace(cfg.inference, out=out, as_of=as_of))
-    init_ray(snapshot)
-    return write_embeddings(snapshot, checkpoint, extra={"run": redact_url(run_dir(cfg)), "data": redact_url(data),
-                                                         "as_of": None if as_of is None else iso(as_of)})
+    with RunLease(out, cfg.storage, cfg.train.lease_ttl_s, "ripple embed --out"):  # one writer per output too
+        init_ray(snapshot)
+        return write_embeddings(snapshot, checkpoint, extra={"run": redact_url(run_dir(cfg)), "data": redact_url(data),
+                                                             "as_of": None if as_of is None else iso(as_of)})
 
 
 def check_as_of(data: str, as_of: int, options: StorageOptions | None = None) -> None:

@@ -5,6 +5,9 @@
                               partitions/      shards, when the run partitions its data (``partition.num_parts``)
                               embeddings/      committed parts + ``_manifest.json``
                               metrics.json     evaluation, throughput, epochs, the per-epoch history
+                              run.json         what the run trains on: data, its manifest's sha256, the shape
+                                               of model and inputs, the run it was warm-started from
+                              _lease.json      the one writer that holds the run (``ripple.lease``)
                               *.png            the run's pictures (``ripple.evaluate.plots``)
                               logs/            ripple's and Ray's logs (``ripple.runlog``)
 
@@ -17,6 +20,7 @@ from ripple.data.storage import StorageOptions, Store, join, pyarrow_filesystem
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
+RUN_FILE = "run.json"
 CHECKPOINTS = "checkpoints"
 PARTITIONS = "partitions"
 EMBEDDINGS = "embeddings"

@@ -21,7 +21,7 @@ import pytest
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = {"data": 0, "config": 1, "run": 1, "context": 1, "runlog": 1, "console": 1, "deploy": 2, "sampling": 2,
+LAYERS = {"data": 0, "config": 1, "run": 1, "context": 1, "runlog": 1, "lease": 1, "console": 1, "deploy": 2, "sampling": 2,
           "models": 3, "graph": 4, "evaluate": 5, "train": 5, "infer": 6, "influence": 6, "pipeline": 7, "cli": 8}
 
 

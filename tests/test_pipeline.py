@@ -185,3 +185,44 @@ def test_training_table_at_many_cut_times_end_to_end(ray_cluster, tmp_path):
     # a partitioned run cannot take rows at many times yet: refused before any part is written
     with pytest.raises(ValueError, match="labels.time"):
         pipeline.train(_cfg(labelled, str(tmp_path / "runs"), "many-parts", num_parts=2))
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_run_cannot_be_resumed_on_other_data_and_a_warm_start_is_explicit(ray_cluster, s3_server, s3_bucket,
+                                                                            tmp_path, where):
+    """run r1 trains on A; `train --run-name r1` on B exits 2 naming the difference (it would resume A's model on
+    B); `--init-from r1` starts r2 on B from r1's best weights (checked: at lr ~0 its weights stay r1's), records
+    the parent, and refuses a model whose shapes do not fit."""
+    import torch
+
+    from ripple.cli import EXIT_BAD_INPUT, main
+    from ripple.run import RUN_FILE
+    from ripple.train.checkpoint import load_state
+
+    options = StorageOptions(endpoint_url=s3_server) if where == "s3" else None
+    root = s3_bucket if where == "s3" else str(tmp_path)
+    a, b, runs = f"{root}/a", f"{root}/b", f"{root}/runs"
+    generate(a, GeneratorConfig(users=300, seed=1, label_sims=5), options)
+    generate(b, GeneratorConfig(users=200, seed=2, label_sims=5), options)
+    pipeline.train(_cfg(a, runs, "r1", options, epochs=1))
+    r1 = Store(f"{runs}/r1", options).read_json(RUN_FILE)
+    assert r1["data"] == a and len(r1["dataset_manifest_sha256"]) == 64 and r1["init_from"] is None
+    flags = ["--s3-endpoint-url", s3_server] if options else []
+    assert main(["train", "--data", b, "--storage-path", runs, "--run-name", "r1", "--epochs", "2", *flags]) \
+        == EXIT_BAD_INPUT
+    with pytest.raises(ValueError, match=r"other data.*dataset_manifest_sha256.*--init-from"):
+        pipeline.train(_cfg(b, runs, "r1", options, epochs=2))
+    assert Store(f"{runs}/r1", options).read_json(RUN_FILE) == r1  # the refused command changed nothing
+    # warm start: r2 on B begins from r1's best weights
+    cfg2 = _cfg(b, runs, "r2", options, epochs=1)
+    cfg2.train.init_from, cfg2.train.lr = f"{runs}/r1", 1e-12
+    metrics = pipeline.train(cfg2)
+    assert metrics["run"]["init_from"] == f"{runs}/r1" and metrics["run"]["init_from_epoch"] == 0
+    parent = load_state(best_checkpoint(pipeline.load_run_config(f"{runs}/r1", options)))["model"]
+    child = load_state(best_checkpoint(pipeline.load_run_config(f"{runs}/r2", options)))["model"]
+    assert all(torch.allclose(parent[k], child[k], atol=1e-6) for k in parent)
+    # a parent whose shapes do not fit is refused, naming the tensors
+    cfg3 = _cfg(b, runs, "r3", options, epochs=1)
+    cfg3.train.init_from, cfg3.model.hidden = f"{runs}/r1", 16
+    with pytest.raises(ValueError, match="--init-from .*does not fit"):
+        pipeline.train(cfg3)

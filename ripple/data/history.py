@@ -6,6 +6,7 @@ from the past of a cut history mean the same thing.
 """
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timezone
 
@@ -21,10 +22,12 @@ def parse_time(text: str | int | float, what: str = "--cutoff") -> int:
     """Epoch seconds from epoch seconds (``1715000000``) or an ISO-8601 time (``2024-05-06``,
     ``2024-05-06T12:00:00Z``, ``...+02:00``); a time without a zone is UTC."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return int(text)
+        return _in_range(text, text, what, "epoch seconds")
     s = str(text).strip()
+    if re.fullmatch(r"[+-]?\d+", s):  # exact: a float would round a 19-digit time, or overflow to inf
+        return _in_range(int(s), text, what, "epoch seconds")
     if re.fullmatch(r"[+-]?\d+(\.\d+)?", s):
-        return int(float(s))
+        return _in_range(float(s), text, what, "epoch seconds")
     try:
         t = datetime.fromisoformat(s.replace("Z", "+00:00") if s.endswith("Z") else s)
     except ValueError:
@@ -43,11 +46,28 @@ def parse_duration(text: str | int | float, what: str = "--horizon") -> int:
     if not m:
         raise ValueError(f"{what} {text!r} is not a duration; write a number with a unit s, m, h, d or w "
                          "(e.g. 14d, 36h)")
-    return int(float(m.group(1)) * _UNITS[m.group(2) or "s"])
+    return _in_range(float(m.group(1)) * _UNITS[m.group(2) or "s"], text, what, "seconds")
+
+
+#: times and durations are int64 seconds in every table and array
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _in_range(value: int | float, text, what: str, unit: str) -> int:
+    """``value`` as int64 seconds, or a ValueError naming the flag (a huge number must not overflow later)."""
+    if isinstance(value, float) and not math.isfinite(value) or not _INT64[0] <= value <= _INT64[1]:
+        shown = str(text) if len(str(text)) <= 40 else str(text)[:40] + "..."
+        raise ValueError(f"{what} {shown!r} is out of range: {unit} must fit in 64 bits (|t| < 2^63)")
+    return int(value)
 
 
 def iso(ts: int) -> str:
-    return datetime.fromtimestamp(int(ts), tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    """UTC ISO-8601 of epoch seconds; a time outside the years 1-9999 (a history in the wrong --time-unit) as
+    ``epoch <seconds>s``, so a message naming it never fails itself."""
+    try:
+        return datetime.fromtimestamp(int(ts), tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):
+        return f"epoch {int(ts)}s"
 
 
 def assign_splits(r: np.ndarray, val_fraction: float = 0.15, test_fraction: float = 0.15) -> np.ndarray:

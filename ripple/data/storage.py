@@ -57,6 +57,10 @@ class StorageError(ValueError):
     """A URL, file or manifest that cannot be used as asked; the message names it and says what to do."""
 
 
+class WriteConflict(StorageError):
+    """A conditional write (``Store.write_if``) found the object created, changed or removed by another writer."""
+
+
 class StorageUnavailable(StorageError):
     """The storage service kept failing with errors that may pass (HTTP 5xx, throttling, timeouts, dropped
     connections) through every retry: a runtime failure (CLI exit 1), not bad input; a later run may succeed."""
@@ -383,6 +387,17 @@ def _cannot_reach(url: str, e: BaseException, options: StorageOptions, tries: st
                         "(--s3-endpoint-url) and the network")
 
 
+def _precondition_failed(e: BaseException) -> bool:
+    """A conditional request the store refused: the object exists (create) or is at another version (HTTP 412)."""
+    if isinstance(e, FileExistsError):
+        return True
+    for x in _chain(e):
+        answer = _service_answer(x)
+        if answer and (answer[0] == 412 or answer[1] == "PreconditionFailed"):
+            return True
+    return "pre-conditions you specified did not hold" in str(e)  # s3fs's translation of a 412
+
+
 def _no_such_bucket(e: BaseException) -> bool:
     return any((_service_answer(x) or (0, "", ""))[1] == "NoSuchBucket" for x in _chain(e))
 
@@ -522,6 +537,129 @@ class Store:
                 raise
         else:
             self._do("write", parts, lambda q: self._fs.pipe_file(q, data))
+
+    # -- conditional writes: what one writer per run (``ripple.lease``) is built on. S3: one request that the store
+    # checks (PUT with If-None-Match: * / If-Match: <ETag>, DELETE with If-Match), so two writers cannot both win
+    # on any S3 that implements them (AWS since 2024; moto's server). Local disk: a create is a hard link of a
+    # written temp file (fails if the name exists); a replace or delete compares the content's digest under an
+    # exclusive flock of ``<path>.lock``, which serializes writers on one host's filesystem (not NFS).
+
+    def read_versioned(self, *parts: str) -> tuple[bytes, str] | None:
+        """(the object's bytes, its version for ``write_if``), or None when it does not exist."""
+        p = self.path(*parts)
+        if not self.remote:
+            try:
+                with open(p, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                return None
+            return data, hashlib.sha256(data).hexdigest()
+        bucket, key = self._bucket_key(p)
+
+        def get():
+            try:
+                head = self._fs.call_s3("head_object", Bucket=bucket, Key=key)
+                data = self._fs.cat_file(p)
+                again = self._fs.call_s3("head_object", Bucket=bucket, Key=key)
+            except FileNotFoundError:
+                return None
+            return (data, head["ETag"]) if head["ETag"] == again["ETag"] else get()  # changed while read: again
+
+        return self._do("read", parts, lambda _: get())
+
+    def write_if(self, data: bytes, *parts: str, version: str | None) -> str:
+        """Write ``data`` only if the object does not exist (``version`` None) or is still at ``version``; returns
+        the new version. ``WriteConflict`` when another writer got there first."""
+        p = self.path(*parts)
+        where = join(self.url, *parts)
+        if not self.remote:
+            return self._local_write_if(data, p, version, where)
+        bucket, key = self._bucket_key(p)
+        cond = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+
+        def put():
+            try:
+                return self._fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **cond)["ETag"]
+            except Exception as e:  # noqa: BLE001 - a refused condition is an answer, not a failure to retry
+                if _precondition_failed(e) or (version is not None and isinstance(e, FileNotFoundError)):
+                    return None
+                raise
+
+        out = self._do("write", parts, lambda _: put())
+        if out is None:
+            raise WriteConflict(f"{where} was {'created' if version is None else 'changed'} by another writer")
+        return out
+
+    def rm_if(self, version: str, *parts: str) -> None:
+        """Delete the object only if it is still at ``version`` (``WriteConflict`` otherwise)."""
+        p = self.path(*parts)
+        where = join(self.url, *parts)
+        if not self.remote:
+            with self._local_lock(p):
+                cur = self.read_versioned(*parts)
+                if cur is None or cur[1] != version:
+                    raise WriteConflict(f"{where} was changed by another writer")
+                os.remove(p)
+            return
+        bucket, key = self._bucket_key(p)
+
+        def delete():
+            try:
+                self._fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=version)
+                return True
+            except Exception as e:  # noqa: BLE001
+                if _precondition_failed(e):
+                    return False
+                raise
+
+        if not self._do("delete", parts, lambda _: delete()):
+            raise WriteConflict(f"{where} was changed by another writer")
+        self._fs.invalidate_cache(p)
+
+    def _bucket_key(self, p: str) -> tuple[str, str]:
+        bucket, _, key = p.partition("/")
+        return bucket, key
+
+    @contextlib.contextmanager
+    def _local_lock(self, p: str):
+        import fcntl
+
+        os.makedirs(os.path.dirname(p) or ".", exist_ok=True)
+        with open(f"{p}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _local_write_if(self, data: bytes, p: str, version: str | None, where: str) -> str:
+        tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
+        os.makedirs(os.path.dirname(p) or ".", exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            with self._local_lock(p):
+                if version is None:
+                    try:
+                        os.link(tmp, p)  # atomic: fails if the name exists
+                    except FileExistsError:
+                        raise WriteConflict(f"{where} was created by another writer") from None
+                else:
+                    try:
+                        with open(p, "rb") as f:
+                            current = hashlib.sha256(f.read()).hexdigest()
+                    except FileNotFoundError:
+                        current = None
+                    if current != version:
+                        raise WriteConflict(f"{where} was {'removed' if current is None else 'changed'} by another "
+                                            "writer")
+                    os.replace(tmp, p)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+        return hashlib.sha256(data).hexdigest()
 
     def put_file(self, local_path: str, *parts: str) -> None:
         """Upload a local file without reading it into memory (multipart on S3; temp + rename locally)."""

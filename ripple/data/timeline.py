@@ -20,6 +20,7 @@ dataset's own past, so its features equal the ones ``load_local_graph`` computes
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,8 +125,6 @@ def as_of(graph, t: int) -> AsOf:
 def snapshot(graph, t: int):
     """The ``LocalGraph`` as known strictly before ``t``: edges with a time >= t dropped, activity features
     recomputed (``as_of``); labels are not carried (a snapshot is an input, never a target)."""
-    from ripple.data.graph import LocalGraph  # the graph module builds on this one
-
     a = as_of(graph, t)
     x_user, x_content = graph.x["user"].copy(), graph.x["content"].copy()
     x_user[:, :5] = a.user
@@ -137,8 +136,9 @@ def snapshot(graph, t: int):
             attr[:, 0] = a.follows
         edge_attr[et] = attr if a.keep[et] is None else attr[a.keep[et]]
     keep = a.keep
-    return LocalGraph(ids=graph.ids, x={**graph.x, "user": x_user, "content": x_content},
-                      csc={et: _filtered(*c, keep[et]) for et, c in graph.csc.items()}, edge_attr=edge_attr,
-                      edge_time={et: (v if keep[et] is None else v[keep[et]]) for et, v in graph.edge_time.items()},
-                      interactions=graph.interactions, label_index=np.zeros(0, np.int64),
-                      reach=np.zeros(0, np.float32), replicate=np.zeros(0, np.float32), split=np.zeros(0, str))
+    return dataclasses.replace(
+        graph, x={**graph.x, "user": x_user, "content": x_content},
+        csc={et: _filtered(*c, keep[et]) for et, c in graph.csc.items()}, edge_attr=edge_attr,
+        edge_time={et: (v if keep[et] is None else v[keep[et]]) for et, v in graph.edge_time.items()},
+        label_index=np.zeros(0, np.int64), reach=np.zeros(0, np.float32), replicate=np.zeros(0, np.float32),
+        split=np.zeros(0, str), label_time=None)

@@ -450,6 +450,10 @@ class _Validator:
                     parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
                 return np.unique(parents[mask])
 
+            if values.null_count:  # a null element reads as NaN in the feature matrix (features.list_matrix)
+                rows = rows_of(_np_mask(values.is_null()))
+                self.note(name, col.name, "null_element", "{rows} contain{s} null elements; every element of the "
+                          "list needs a value", len(rows), labels(rows))
             self.check_scalars(name, col, values, labels, rows_of, is_id=False)
         else:
             self.check_scalars(name, col, arr, labels, None, is_id=is_id)

@@ -4,6 +4,10 @@ The submission id is the run name, so submitting twice never starts a duplicate 
 a job already pending or running is followed instead, one that already succeeded is reported, and one that failed
 or was stopped is refused with the way out (a new ``--run-name``, or ``ray job delete``). Logs are followed until
 the job ends unless ``--no-wait``; the exit code is the job's (0 succeeded, 1 failed or stopped).
+
+A cluster with Ray token authentication (every KubeRay manifest of ripple's turns it on) refuses a request without
+its token: ``ripple submit`` sends the local one (``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOKEN_PATH`` names, or
+``~/.ray/auth_token``), and a refusal is one ``error:`` line (exit 2) that says how to pass the token.
 """
 from __future__ import annotations
 
@@ -36,18 +40,65 @@ def submission_id(run_name: str) -> str:
     return f"ripple-{run_name}"
 
 
+#: where a Ray client finds the cluster's token (the first one set wins)
+TOKEN_SOURCES = "RAY_AUTH_TOKEN (or in a file named by RAY_AUTH_TOKEN_PATH, or in ~/.ray/auth_token)"
+#: how a KubeRay cluster's token is read: the operator's Secret (key auth_token) carries label ray.io/cluster; its name
+#: is the RayCluster's, cut to its last 50 characters
+KUBERAY_TOKEN = ("export RAY_AUTH_TOKEN=\"$(kubectl get secret -l ray.io/cluster=<RayCluster name> "
+                 "-o jsonpath='{.items[0].data.auth_token}' | base64 -d)\"")
+
+
 def _client(address: str):
-    """A ``JobSubmissionClient``. A local cluster started by ``ray start`` turns on token authentication when a
-    token exists on the machine; Ray's client sends it only once token mode is enabled, which Ray's own CLI does
-    with the same call when ``RAY_AUTH_MODE`` is unset."""
+    """A ``JobSubmissionClient`` that sends the local token, if there is one. A cluster with token authentication
+    refuses requests without it; Ray's client sends it only once token mode is enabled, which Ray's own CLI does with
+    the same call when ``RAY_AUTH_MODE`` is unset. Ray's warnings on the way ("token authentication is enabled for
+    this Ray cluster", of a cluster this process would start, none here; "no token was found") are kept off the
+    console: a refusal says it in its one ``error:`` line (``refused``)."""
     from ray.job_submission import JobSubmissionClient
 
     import importlib.util
 
-    setup = "ray._private.authentication.authentication_token_setup"
-    if importlib.util.find_spec(setup) is not None:  # absent from Rays without token authentication
-        importlib.import_module(setup).maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-    return JobSubmissionClient(address)
+    auth_log = logging.getLogger("ray._private.authentication")
+    level = auth_log.level
+    auth_log.setLevel(logging.ERROR)
+    try:
+        setup = "ray._private.authentication.authentication_token_setup"
+        if importlib.util.find_spec(setup) is not None:  # absent from Rays without token authentication
+            if importlib.import_module(setup).maybe_enable_token_auth_if_token_available(warn_if_disabled=False):
+                log.info("sending the local Ray authentication token to %s", address)
+        return JobSubmissionClient(address)
+    finally:
+        auth_log.setLevel(level)
+
+
+def _authentication_error():
+    """Ray's ``AuthenticationError`` (HTTP 401 / 403 from a cluster with token authentication), or a class nothing
+    raises on a Ray without token authentication."""
+    try:
+        from ray.exceptions import AuthenticationError
+    except ImportError:
+        class AuthenticationError(Exception):  # noqa: N818 — Ray's name
+            pass
+    return AuthenticationError
+
+
+def refused(address: str, error: BaseException) -> ValueError:
+    """One line for a request the cluster refused for want of the right token (or one this process could not send:
+    token mode on here, no token found): what, why, the fix."""
+    text = str(getattr(error, "message", None) or error)
+    fix = f"Set the cluster's token in {TOKEN_SOURCES} and submit again; on KubeRay: {KUBERAY_TOKEN}"
+    if text.startswith("Authentication failed"):  # 403: a token was sent, and it is not the cluster's
+        why = "the token sent is not this cluster's (HTTP 403)"
+    elif text.startswith("Authentication required"):  # 401: no token was sent
+        why = "no token was sent (HTTP 401)"
+        mode = os.environ.get("RAY_AUTH_MODE", "")
+        if mode and mode.lower() != "token":
+            why += f"; RAY_AUTH_MODE={mode} here keeps it from being sent: unset it"
+    else:  # raised before any request: RAY_AUTH_MODE=token here, and no token anywhere
+        return ValueError(f"no Ray authentication token to send to {address}: RAY_AUTH_MODE=token is set here and "
+                          f"no token was found. {fix}")
+    return ValueError(f"the Ray job API at {address} refused the request: the cluster requires token authentication "
+                      f"and {why}. {fix}")
 
 
 def _status(client, sid: str) -> str | None:
@@ -68,10 +119,19 @@ def _follow(client, sid: str, out) -> None:
 def submit(train_args: list[str], run_name: str, address: str | None = None, wait: bool = True,
            working_dir: str | None = None, entrypoint_num_cpus: float = 0, poll_s: float = 1.0,
            out=None) -> int:
-    """Submit (or re-attach to) ``ripple train <train_args>`` as run ``run_name``; returns the exit code."""
-    out = out or sys.stdout
-    client = _client(resolve_address(address))
+    """Submit (or re-attach to) ``ripple train <train_args>`` as run ``run_name``; returns the exit code. A cluster
+    that refuses the request for want of its token raises ``ValueError`` (``refused``)."""
+    address = resolve_address(address)
     sid = submission_id(run_name)
+    try:
+        return _submit(_client(address), train_args, run_name, sid, wait, working_dir, entrypoint_num_cpus, poll_s,
+                       out or sys.stdout)
+    except _authentication_error() as e:
+        raise refused(address, e) from None
+
+
+def _submit(client, train_args: list[str], run_name: str, sid: str, wait: bool, working_dir: str | None,
+            entrypoint_num_cpus: float, poll_s: float, out) -> int:
     status = _status(client, sid)
     if status in TERMINAL_BAD:
         raise ValueError(f"job {sid} already exists with status {status}; to train again under this run name "

@@ -186,10 +186,16 @@ def _label_time(ds: Dataset, chunk_rows: int) -> int | None:
     return found.pop() if found else None
 
 
+#: the most parts a graph is cut into: every part is a folder of files and, in training, a shard actor (and the
+#: partitioner's work per part is a Python loop: two billion parts would run for hours)
+MAX_PARTS = 1 << 16
+
+
 def partition(data: str, out: str, cfg: PartitionConfig, options: StorageOptions | None = None) -> dict:
     """Partition dataset ``data`` into ``cfg.num_parts`` shards under ``out``; returns the manifest."""
-    if cfg.num_parts < 1:
-        raise ValueError(f"partition.num_parts (--num-parts) must be >= 1, got {cfg.num_parts}")
+    if not 1 <= cfg.num_parts <= MAX_PARTS:
+        raise ValueError(f"partition.num_parts (--num-parts) must be in [1, {MAX_PARTS}], got {cfg.num_parts}: each "
+                         "part is a folder of files and a shard actor")
     t0 = time.perf_counter()
     ds = Dataset(data, options)
     dest = Store(out, options)

@@ -15,7 +15,7 @@ from torch import Tensor
 from ripple.data import features as FT
 from ripple.data import schema as S
 from ripple.graph.part_io import PartitionMeta, labelled_users, read_part, resident_bytes, take_rows
-from ripple.sampling.segments import sample_segments, segment_arange, valid_prefix
+from ripple.sampling.segments import last_segments, sample_segments, valid_prefix
 
 EdgeType = tuple[str, str, str]
 
@@ -24,15 +24,6 @@ def _tensor(a: np.ndarray) -> Tensor:
     with warnings.catch_warnings():  # arrays mapped from Ray's object store are read-only; nobody writes them
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(a)
-
-
-def _last_offsets(deg: Tensor, fanout: Tensor) -> tuple[Tensor, Tensor]:
-    """The ``min(fanout_i, deg_i)`` last offsets of every segment (``fanout_i < 0``: all of them): on a segment's
-    time-sorted valid prefix, its most recent edges (temporal strategy ``last``). No draw: the generator is unused.
-    Shapes: deg, fanout [F] -> (owner [S], offset [S]), grouped by owner, as ``sample_segments`` returns them."""
-    k = torch.where(fanout < 0, deg, torch.minimum(deg, fanout))
-    owner = torch.repeat_interleave(torch.arange(len(k)), k)
-    return owner, (deg - k).index_select(0, owner) + segment_arange(k)
 
 
 class PackedRows:
@@ -160,7 +151,7 @@ class ShardData:
         fan = torch.cat([torch.full((len(d),), int(requests[et][1]), dtype=torch.long) for et, d in zip(ets, dst)])
         # one draw for every relation of the hop: per-call overhead paid once, not once per relation
         if at is not None and strategy == "last":
-            owner, off = _last_offsets(deg, fan)
+            owner, off = last_segments(deg, fan)
         else:
             owner, off = sample_segments(deg, fan, gen)
         bounds = torch.tensor([0] + [len(d) for d in dst]).cumsum(0)

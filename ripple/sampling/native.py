@@ -21,7 +21,7 @@ from torch import Tensor
 from torch_geometric.sampler import BaseSampler, HeteroSamplerOutput, NodeSamplerInput
 
 from ripple.sampling.fanouts import check_num_neighbors
-from ripple.sampling.segments import sample_segments, segment_arange, valid_prefix
+from ripple.sampling.segments import last_segments, sample_segments, valid_prefix
 
 EdgeType = tuple[str, str, str]
 
@@ -173,10 +173,7 @@ class NativeNeighborSampler(SeedSampler):
                         valid_prefix(self.time[et], starts[-1], end, torch.full_like(end, at)))
             fans.append(torch.full((len(f),), int(fanout), dtype=torch.long, device=self.device))
         if at is not None and self.strategy == "last":  # the most recent valid edges: the end of each prefix
-            deg, fan = torch.cat(degs), torch.cat(fans)
-            k = torch.where(fan < 0, deg, torch.minimum(deg, fan))
-            owner = torch.repeat_interleave(torch.arange(len(k), device=self.device), k)
-            offset = (deg - k).index_select(0, owner) + segment_arange(k)
+            owner, offset = last_segments(torch.cat(degs), torch.cat(fans))
         else:
             owner, offset = sample_segments(torch.cat(degs), torch.cat(fans), self.generator)
         sizes = [len(d) for d in degs]

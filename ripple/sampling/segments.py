@@ -16,6 +16,15 @@ def segment_arange(counts: Tensor) -> Tensor:
     return torch.arange(total, device=counts.device) - torch.repeat_interleave(starts, counts)
 
 
+def last_segments(deg: Tensor, fanout: Tensor) -> tuple[Tensor, Tensor]:
+    """The last ``min(fanout_i, deg_i)`` offsets of every segment i (``fanout_i < 0``: all of them): on a
+    time-sorted valid prefix, its most recent edges (temporal strategy ``last``); no draw. Shapes: deg, fanout [F]
+    -> (owner [S], offset [S]), grouped by owner, as ``sample_segments`` returns them."""
+    k = torch.where(fanout < 0, deg, torch.minimum(deg, fanout))
+    owner = torch.repeat_interleave(torch.arange(len(k), device=deg.device), k)
+    return owner, (deg - k).index_select(0, owner) + segment_arange(k)
+
+
 def sample_segments(deg: Tensor, fanout: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """Draw ``min(fanout_i, deg_i)`` distinct offsets in ``[0, deg_i)`` for every segment i, uniformly
     (``fanout_i < 0``: all of them, in order). Segments may come from different relations, so one call serves

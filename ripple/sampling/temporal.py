@@ -28,7 +28,7 @@ from torch_geometric.sampler import HeteroSamplerOutput, NodeSamplerInput
 
 from ripple.sampling.fanouts import check_num_neighbors
 from ripple.sampling.native import CSCGraph, NativeNeighborSampler, SeedSampler
-from ripple.sampling.segments import sample_segments, segment_arange, sort_segments_by_time, valid_prefix
+from ripple.sampling.segments import last_segments, sample_segments, sort_segments_by_time, valid_prefix
 
 EdgeType = tuple[str, str, str]
 STRATEGIES = ("uniform", "last")
@@ -162,9 +162,7 @@ class TemporalNeighborSampler(SeedSampler):
         if self.strategy == "uniform":
             owner, offset = sample_segments(valid, torch.full_like(valid, fanout), self.generator)
         else:  # last: the most recent valid ones, the end of the time-sorted prefix
-            k = valid if fanout < 0 else torch.clamp(valid, max=fanout)
-            owner = torch.repeat_interleave(torch.arange(len(k), device=self.device), k)
-            offset = (valid - k).index_select(0, owner) + segment_arange(k)
+            owner, offset = last_segments(valid, torch.full_like(valid, fanout))
         return owner, start.index_select(0, owner) + offset
 
     def sample(self, input_type: str, seeds: Tensor, seed_time: Tensor) -> HeteroSamplerOutput:

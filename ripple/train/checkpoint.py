@@ -25,6 +25,8 @@ CHECKPOINT_FILE = "state.pt"
 #: key of ``train_loop_config`` naming one ``fit`` call: a checkpoint written under the same id was written by a
 #: worker group of this call that was lost (restart), another id by an earlier run of the same name (resume)
 FIT_ID = "_fit_id"
+#: ``train_loop_config`` key of the weights a warm-started run begins from (``ripple train --init-from``)
+INIT_WEIGHTS = "_init_weights"
 #: key of ``train_loop_config`` holding the driver's progress queue (a ``ray.util.queue.Queue`` or None): rank 0
 #: puts each epoch's history record there, for the console
 PROGRESS = "_progress"
@@ -103,10 +105,15 @@ def set_rng_state(sampler, device, state: dict) -> None:
         gen.set_state(state["sampler"])
 
 
-def resume(checkpoint, model, opt, sampler, ctx: WorkerContext, fit_id: str | None) -> TrainState:
+def resume(checkpoint, model, opt, sampler, ctx: WorkerContext, fit_id: str | None,
+           init: dict | None = None) -> TrainState:
     """Load ``checkpoint`` (a ``ray.train.Checkpoint`` or None) into ``model``, ``opt`` and this rank's random
-    streams; returns where training goes on."""
+    streams; returns where training goes on. ``init``: the weights a new run starts from (``--init-from``), used
+    only when there is no checkpoint of its own yet."""
     if not checkpoint:
+        if init is not None:
+            model.load_state_dict(init)
+            log.info("warm start: the model begins from the given run's best weights")
         return TrainState()
     state = load_state(checkpoint, map_location=ctx.device)
     model.load_state_dict(state["model"])

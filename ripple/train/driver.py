@@ -15,7 +15,7 @@ from ripple.config import RippleConfig
 from ripple.context import is_lost_process
 from ripple.data.storage import pyarrow_filesystem
 from ripple.run import CHECKPOINTS, SCORE, SCORE_MODE, best_of, run_dir, run_path
-from ripple.train.checkpoint import FIT_ID, PROGRESS
+from ripple.train.checkpoint import FIT_ID, INIT_WEIGHTS, PROGRESS
 from ripple.train.worker import train_loop_per_worker
 
 
@@ -72,24 +72,25 @@ class _EpochFeed:
         self.queue.shutdown()
 
 
-def fit(cfg: RippleConfig, on_epoch: Callable[[dict], None] | None = None) -> FitOutcome:
+def fit(cfg: RippleConfig, on_epoch: Callable[[dict], None] | None = None, init: dict | None = None) -> FitOutcome:
     """Run (or resume) the Ray Train job; checkpoints live under ``<storage>/<run>/checkpoints``. ``on_epoch``
-    is called in a driver thread with each epoch's record (``checkpoint.HISTORY_KEYS``) as rank 0 reports it."""
+    is called in a driver thread with each epoch's record (``checkpoint.HISTORY_KEYS``) as rank 0 reports it.
+    ``init``: model weights a new run begins from (``--init-from``)."""
     feed = _EpochFeed(on_epoch)
     try:
-        return _fit(cfg, feed.queue)
+        return _fit(cfg, feed.queue, init)
     finally:
         feed.close()
 
 
-def _fit(cfg: RippleConfig, progress) -> FitOutcome:
+def _fit(cfg: RippleConfig, progress, init: dict | None = None) -> FitOutcome:
     import ray.train
     from ray.train.torch import TorchTrainer
 
     path, pafs = pyarrow_filesystem(run_dir(cfg), cfg.storage)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg, FIT_ID: uuid.uuid4().hex, PROGRESS: progress},
+        train_loop_config={"cfg": cfg, FIT_ID: uuid.uuid4().hex, PROGRESS: progress, INIT_WEIGHTS: init},
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
             resources_per_worker={"CPU": cfg.scaling.cpus_per_worker,

@@ -23,7 +23,7 @@ from ripple.graph.shards import Traffic
 from ripple.models.gnn import build_model
 from ripple.run import SCORE
 from ripple.sampling.prefetch import Prefetcher, prefetch_depth
-from ripple.train.checkpoint import FIT_ID, PROGRESS, report, resume, rng_state
+from ripple.train.checkpoint import FIT_ID, INIT_WEIGHTS, PROGRESS, report, resume, rng_state
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     model = ray.train.torch.prepare_model(build_model(cfg))
     core = model.module if hasattr(model, "module") else model
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    state = resume(ray.train.get_checkpoint(), core, opt, access.sampler, ctx, loop_config.get(FIT_ID))
+    state = resume(ray.train.get_checkpoint(), core, opt, access.sampler, ctx, loop_config.get(FIT_ID),
+                   loop_config.get(INIT_WEIGHTS))
     start = state.next_epoch
 
     # sampling.batch_size is the global batch: the same optimisation whatever the number of workers

@@ -1,9 +1,11 @@
 """Kubernetes deploy, offline: every kustomize folder under k8s/ (built by the real ``kubectl kustomize``) and every
 ``ripple k8s render`` output validates against the vendored KubeRay CRD schemas (k8s_schema.py) and keeps ripple's
 rules (resources, /dev/shm, credentials only through Secret ripple-s3, cleanup fields, non-root pods, job id =
-``ripple-<run>``, the config round trip, the entrypoint) and the KubeRay admission rules ripple relies on. The RayJob
-folders have one source, their config.yaml: ``kubectl kustomize`` of each is ``render`` of it, and the committed
-rayjob.yaml is the rendering (k8s_golden.py rewrites it). No cluster, no Ray."""
+``ripple-<run>``, the config round trip, the entrypoint, Ray token authentication on every cluster, a NetworkPolicy
+that lets only the cluster's own pods and the KubeRay operator reach its head) and the KubeRay admission rules ripple
+relies on. The RayJob folders have one source, their config.yaml: ``kubectl kustomize`` of each is ``render`` of it,
+and the committed rayjob.yaml / networkpolicy.yaml are the rendering (k8s_golden.py rewrites them). No cluster, no
+Ray."""
 from __future__ import annotations
 
 import copy
@@ -22,7 +24,7 @@ from pathlib import Path
 import k8s_schema
 import pytest
 import yaml
-from k8s_golden import K8S, RAYJOB_DIRS, REGENERATE, rayjob_yaml
+from k8s_golden import GENERATED, K8S, RAYJOB_DIRS, REGENERATE
 
 from ripple.cli import EXIT_BAD_INPUT, EXIT_OK, build_parser, config_from_args, main
 from ripple.config import DNS1035_LABEL, DNS1123_LABEL, ConfigError, K8sConfig, from_dict, load_config, parse_quantity
@@ -141,12 +143,72 @@ def containers(doc: dict):
             yield role, group, template, c
 
 
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _label_key(k) -> bool:
+    """A label key: [DNS-1123 subdomain prefix '/'] name of at most 63 characters."""
+    if not isinstance(k, str):
+        return False
+    prefix, _, name = k.rpartition("/")
+    return bool(_LABEL_NAME.match(name)) and len(name) <= 63 and (
+        not prefix or (bool(_DNS1123_SUBDOMAIN.match(prefix)) and len(prefix) <= 253))
+
+
+def _label_value(v) -> bool:
+    return isinstance(v, str) and len(v) <= 63 and (v == "" or bool(_LABEL_NAME.match(v)))
+
+
+def network_policy_errors(doc: dict) -> list[str]:
+    """Why the API server would refuse NetworkPolicy ``doc`` (networking.k8s.io/v1; built in, so no vendored schema),
+    for the fields ripple uses, or why ripple would not write it so: [] when valid."""
+    errors = []
+
+    def check(ok: bool, what: str) -> None:
+        if not ok:
+            errors.append(what)
+
+    def selector(sel, where: str) -> None:
+        # ripple's selectors are matchLabels only: the policy tests below evaluate exactly those
+        check(isinstance(sel, dict) and set(sel) == {"matchLabels"}, f"{where}: a LabelSelector of matchLabels")
+        labels = sel.get("matchLabels") if isinstance(sel, dict) else None
+        check(isinstance(labels, dict) and all(_label_key(k) and _label_value(v) for k, v in labels.items()),
+              f"{where}.matchLabels: valid label keys and values")
+
+    check(doc.get("apiVersion") == "networking.k8s.io/v1", "apiVersion: networking.k8s.io/v1")
+    check(set(doc) == {"apiVersion", "kind", "metadata", "spec"}, "top level: apiVersion, kind, metadata, spec")
+    spec = doc.get("spec", {})
+    check(set(spec) <= {"podSelector", "policyTypes", "ingress", "egress"}, "spec: unknown fields")
+    check("podSelector" in spec, "spec.podSelector is required")
+    selector(spec.get("podSelector"), "spec.podSelector")
+    check(spec.get("policyTypes") == ["Ingress"], "spec.policyTypes: [Ingress] (ripple restricts ingress only)")
+    for i, rule in enumerate(spec.get("ingress", [])):
+        where = f"spec.ingress[{i}]"
+        check(set(rule) <= {"from", "ports"}, f"{where}: unknown fields")
+        # a rule without `from` admits every source: the policy would open what it means to close
+        check(bool(rule.get("from")), f"{where}.from: empty (any source)")
+        for j, peer in enumerate(rule.get("from", [])):
+            check(bool(peer) and set(peer) <= {"podSelector", "namespaceSelector"},
+                  f"{where}.from[{j}]: a pod / namespace selector (no ipBlock)")
+            for key in ("podSelector", "namespaceSelector"):
+                if key in peer:
+                    selector(peer[key], f"{where}.from[{j}].{key}")
+        for j, port in enumerate(rule.get("ports", [])):
+            check(set(port) <= {"protocol", "port", "endPort"} and port.get("protocol", "TCP") in ("TCP", "UDP", "SCTP")
+                  and isinstance(port.get("port"), int) and 0 < port["port"] < 65536, f"{where}.ports[{j}]")
+    return errors
+
+
 def assert_valid(docs: list[dict], where: str) -> None:
-    """Custom resources against their CRD; ConfigMaps (built in, no CRD here) by the rules the API server applies."""
+    """Custom resources against their CRD; ConfigMaps and NetworkPolicies (built in, no CRD here) by the rules the API
+    server applies."""
     for doc in docs:
         if doc["kind"] == "ConfigMap":
             assert doc["apiVersion"] == "v1" and set(doc) <= {"apiVersion", "kind", "metadata", "data"}, where
             assert all(isinstance(k, str) and isinstance(v, str) for k, v in doc["data"].items()), where
+        elif doc["kind"] == "NetworkPolicy":
+            assert network_policy_errors(doc) == [], (where, doc["metadata"]["name"])
         else:
             assert k8s_schema.errors(doc) == [], (where, doc["kind"])
 
@@ -158,14 +220,15 @@ def assert_valid(docs: list[dict], where: str) -> None:
 @pytest.mark.parametrize("d", KUSTOMIZE_DIRS)
 def test_kustomize_dirs_validate_against_the_crds(d):
     docs = built(d)
-    assert {doc["kind"] for doc in docs} == ({"RayJob", "ConfigMap"} if d in RAYJOB_DIRS else {"RayCluster"})
+    assert sorted(doc["kind"] for doc in docs) == (["ConfigMap", "NetworkPolicy", "RayJob"] if d in RAYJOB_DIRS
+                                                   else ["NetworkPolicy", "RayCluster"])
     assert_valid(docs, d)
 
 
 @pytest.mark.parametrize("case", list(RENDER_CASES))
 def test_cli_render_outputs_validate_against_the_crds(case, tmp_path):
     docs = cli_render(RENDER_CASES[case], tmp_path)
-    assert [d["kind"] for d in docs] == ["ConfigMap", "RayJob"]
+    assert [d["kind"] for d in docs] == ["ConfigMap", "RayJob", "NetworkPolicy"]
     assert_valid(docs, case)
     assert canonical(docs) == canonical(list(yaml.safe_load_all(_rendered(case))))
 
@@ -187,12 +250,15 @@ def test_kubectl_kustomize_of_a_folder_is_render_of_its_config(d):
 
 @pytest.mark.parametrize("d", RAYJOB_DIRS)
 def test_committed_rayjob_yaml_is_the_rendering_of_config_yaml(d):
-    # config.yaml is the one source: no hand-written patches or RayJobs next to it
-    assert {p.name for p in (K8S / d).iterdir()} == {"config.yaml", "kustomization.yaml", "rayjob.yaml"}
-    committed = (K8S / d / "rayjob.yaml").read_text()
-    assert committed == rayjob_yaml(d), \
-        f"k8s/{d}/rayjob.yaml is not what `ripple k8s render` makes of its config.yaml: run `{REGENERATE}`"
-    assert yaml.safe_load(committed) == k8s.render(load_config(str(K8S / d / "config.yaml")))[1]
+    # config.yaml is the one source: no hand-written patches, RayJobs or policies next to it
+    assert {p.name for p in (K8S / d).iterdir()} == {"config.yaml", "kustomization.yaml", *GENERATED}
+    rendered = {doc["kind"]: doc for doc in k8s.render(load_config(str(K8S / d / "config.yaml")))}
+    for name, text_of in GENERATED.items():
+        committed = (K8S / d / name).read_text()
+        assert committed == text_of(d), \
+            f"k8s/{d}/{name} is not what `ripple k8s render` makes of its config.yaml: run `{REGENERATE}`"
+        kind = yaml.safe_load(committed)["kind"]
+        assert yaml.safe_load(committed) == rendered[kind]
 
 
 def test_find_kubectl_prefers_the_interpreters_and_fails_with_the_fix(tmp_path, monkeypatch):
@@ -413,6 +479,209 @@ def test_pods_run_as_non_root_and_unprivileged():
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# an authenticated job API: token authentication on every Ray cluster, and a NetworkPolicy in front of every head
+
+
+def ray_clusters(docs: list[dict]):
+    """(name, RayCluster spec) of every RayCluster the documents make: a RayCluster's own, a RayJob's rayClusterSpec."""
+    for doc in of_kind(docs, "RayCluster"):
+        yield doc["metadata"]["name"], doc["spec"]
+    for doc in of_kind(docs, "RayJob"):
+        yield doc["metadata"]["name"], doc["spec"]["rayClusterSpec"]
+
+
+def _version(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", v).groups(default="0"))
+
+
+def test_every_ray_cluster_turns_on_token_authentication():
+    """authOptions.mode: token on every RayCluster spec, with KubeRay's generated token (no secretName to create
+    first, no Kubernetes-RBAC mode, which KubeRay does not support for RayJobs), a Ray that has it (KubeRay refuses
+    token mode below 2.52.0), and no container that opts out."""
+    seen = 0
+    for where, docs in every_manifest_set():
+        for name, spec in ray_clusters(docs):
+            assert spec.get("authOptions") == {"mode": "token"}, (where, name)
+            assert _version(spec["rayVersion"]) >= k8s.MIN_TOKEN_AUTH_RAY >= (2, 52, 0), (where, name)
+            seen += 1
+        for doc in of_kind(docs, "RayJob") + of_kind(docs, "RayCluster"):
+            for role, _, _, c in containers(doc):
+                env = {e["name"] for e in c.get("env", [])}
+                # KubeRay sets these itself and never overrides a container's own value
+                assert not env & {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"}, (where, role)
+    assert seen == len(MANIFEST_SETS)
+
+
+def test_schema_helper_catches_a_wrong_auth_mode():
+    (rayjob,) = of_kind(built("base"), "RayJob")
+    rayjob["spec"]["rayClusterSpec"]["authOptions"]["mode"] = "tokens"
+    assert any("'tokens' is not one of ['disabled', 'token']" in e for e in k8s_schema.errors(rayjob))
+    rayjob["spec"]["rayClusterSpec"]["authOptions"] = {"mode": "token", "secretname": "x"}
+    assert any("'secretname' was unexpected" in e for e in k8s_schema.errors(rayjob))
+
+
+def test_render_refuses_a_ray_without_token_authentication():
+    for version in ("2.51.1", "2.9.3", "1.13.0"):
+        cfg = _cfg_of(S3)
+        old = from_dict({**cfg.to_dict(), "k8s": {**cfg.to_dict()["k8s"], "ray_version": version}})
+        with pytest.raises(ConfigError, match=r"k8s.ray_version: .* Ray 2\.52\.0 or newer"):
+            k8s.render(old)
+    for version in ("2.52.0", "2.60.0", "3.0.0", "2.52.1rc1"):
+        cfg = _cfg_of(S3)
+        k8s.render(from_dict({**cfg.to_dict(), "k8s": {**cfg.to_dict()["k8s"], "ray_version": version}}))
+
+
+NS_NAME = "kubernetes.io/metadata.name"
+#: the KubeRay operator's pod labels: Helm chart, and KubeRay's kustomize install (ray-operator/config/default)
+OPERATOR_PODS = {"helm": {"app.kubernetes.io/name": "kuberay-operator",
+                          "app.kubernetes.io/instance": "kuberay-operator",
+                          "app.kubernetes.io/component": "kuberay-operator"},
+                 "kustomize": {"app.kubernetes.io/name": "kuberay", "app.kubernetes.io/component": "kuberay-operator"}}
+
+
+def admits(policy: dict, pod_ns: str, pod: dict[str, str], port: int, protocol: str = "TCP") -> bool:
+    """Whether NetworkPolicy ``policy`` lets a pod with labels ``pod`` in namespace ``pod_ns`` reach ``port`` of the
+    pods it selects (Kubernetes' rules for the matchLabels selectors ripple uses: a peer's podSelector alone means
+    the policy's namespace; with a namespaceSelector, the namespaces it selects; a rule without ports, every port)."""
+    here = policy["metadata"].get("namespace", APP_NS)
+
+    def matches(sel: dict, labels: dict) -> bool:
+        return all(labels.get(k) == v for k, v in sel["matchLabels"].items())
+
+    def peer_ok(peer: dict) -> bool:
+        if "namespaceSelector" in peer:
+            ns_ok = matches(peer["namespaceSelector"], {NS_NAME: pod_ns})
+        else:
+            ns_ok = pod_ns == here
+        return ns_ok and ("podSelector" not in peer or matches(peer["podSelector"], pod))
+
+    for rule in policy["spec"].get("ingress", []):
+        ports = rule.get("ports") or [{"protocol": protocol, "port": port}]
+        if any(peer_ok(p) for p in rule.get("from", [{}])) and any(
+                p.get("protocol", "TCP") == protocol and p["port"] <= port <= p.get("endPort", p["port"])
+                for p in ports):
+            return True
+    return False
+
+
+#: the namespace of manifests that name none (they go to the kubectl context's namespace)
+APP_NS = "ml-team"
+HEAD_PORTS = (k8s.DASHBOARD_PORT, k8s.CLIENT_PORT, k8s.GCS_PORT)
+
+
+def kuberay_pods(doc: dict, namespace: str) -> dict[str, tuple[str, dict]]:
+    """role -> (namespace, labels) of the pods KubeRay makes for RayJob / RayCluster ``doc``: its pod templates'
+    labels plus KubeRay's own (ray-operator/controllers/ray/common/pod.go labelPod; a RayJob's RayCluster is named
+    ``<rayjob>-<5 random characters>``, its submitter Job pod gets ray.io/originated-from-* and job-name)."""
+    name = doc["metadata"]["name"]
+    cluster = f"{name}-x7k2p" if doc["kind"] == "RayJob" else name
+    pods = {}
+    for role, group, template in pod_groups(doc):
+        labels = dict(template.get("metadata", {}).get("labels", {}))
+        if role == "submitter":
+            labels.update({"ray.io/originated-from-cr-name": name, "ray.io/originated-from-crd": "RayJob",
+                           "app.kubernetes.io/created-by": "kuberay-operator", "job-name": name})
+        else:
+            labels = {"ray.io/is-ray-node": "yes", "app.kubernetes.io/name": "kuberay",
+                      "app.kubernetes.io/created-by": "kuberay-operator", **labels,
+                      k8s.RAY_CLUSTER_LABEL: cluster, k8s.RAY_NODE_TYPE_LABEL: role,
+                      "ray.io/group": "headgroup" if role == "head" else group["groupName"]}
+        pods[role if role != "worker" else f"worker {group['groupName']}"] = (namespace, labels)
+    return pods
+
+
+def test_a_network_policy_lets_only_the_cluster_s_own_pods_and_the_operator_reach_the_head():
+    for where, docs in every_manifest_set():
+        policies = of_kind(docs, "NetworkPolicy")
+        clusters = of_kind(docs, "RayJob") + of_kind(docs, "RayCluster")
+        assert len(policies) == len(clusters) == 1, where
+        (policy,), (doc,) = policies, clusters
+        assert network_policy_errors(policy) == [], where
+        ns = doc["metadata"].get("namespace", APP_NS)
+        assert policy["metadata"].get("namespace", APP_NS) == ns, where
+        pods = kuberay_pods(doc, ns)
+        _, head = pods.pop("head")
+        head_selector = policy["spec"]["podSelector"]["matchLabels"]
+
+        def selects(labels: dict) -> bool:
+            return all(labels.get(k) == v for k, v in head_selector.items())
+
+        assert selects(head), (where, "the policy does not select the head")
+        assert not any(selects(labels) for _, labels in pods.values()), where  # the head, nothing else
+
+        # the cluster's own pods (workers, the submitter): every port (GCS, job API, client, Ray's random ports)
+        for role, (pod_ns, labels) in pods.items():
+            for port in (*HEAD_PORTS, 52365, 45678):
+                assert admits(policy, pod_ns, labels, port), (where, role, port)
+        # the KubeRay operator, however installed, in its namespace: the job API only
+        operator_ns = k8s.kuberay_namespace()
+        for install, labels in OPERATOR_PODS.items():
+            assert admits(policy, operator_ns, labels, k8s.DASHBOARD_PORT), (where, install)
+            assert not admits(policy, operator_ns, labels, k8s.CLIENT_PORT), (where, install)
+            assert not admits(policy, operator_ns, labels, k8s.GCS_PORT), (where, install)
+            assert not admits(policy, "tenant-b", labels, k8s.DASHBOARD_PORT), (where, install)
+        # anything else reaches none of the head's ports: a pod of this namespace, another ripple run, another Ray
+        # cluster, the same labels from another namespace, a pod with no labels anywhere
+        strangers = [(ns, {"app": "notebook"}), (ns, {}), ("tenant-b", {}),
+                     (ns, {k8s.INSTANCE_LABEL: "ripple-other-run", k8s.RAY_NODE_TYPE_LABEL: "worker"}),
+                     (ns, {k8s.RAY_CLUSTER_LABEL: "someone-else", k8s.RAY_NODE_TYPE_LABEL: "worker"}),
+                     *(("tenant-b", labels) for _, labels in pods.values())]
+        for pod_ns, labels in strangers:
+            for port in (*HEAD_PORTS, 45678):
+                assert not admits(policy, pod_ns, labels, port), (where, pod_ns, labels, port)
+
+
+def test_rayjob_pods_carry_the_run_name_the_policy_selects_by():
+    for where, docs in every_manifest_set():
+        for rayjob in of_kind(docs, "RayJob"):
+            name = rayjob["metadata"]["name"]
+            for role, _, template in pod_groups(rayjob):
+                # KubeRay's own pod labels (app.kubernetes.io/name: kuberay, its head Service selects by it) stay
+                assert template["metadata"]["labels"] == {k8s.INSTANCE_LABEL: name}, (where, role)
+            (policy,) = of_kind(docs, "NetworkPolicy")
+            assert policy["metadata"]["name"] == f"{name}-head", where
+            assert policy["spec"]["podSelector"]["matchLabels"] == {k8s.INSTANCE_LABEL: name,
+                                                                    k8s.RAY_NODE_TYPE_LABEL: "head"}, where
+
+
+def test_the_interactive_cluster_s_policy_is_the_one_render_makes():
+    """k8s/raycluster/networkpolicy.yaml is written by hand (it has no config.yaml): it is ``head_network_policy`` of
+    RayCluster ripple, selected by KubeRay's labels."""
+    docs = built("raycluster")
+    (cluster,) = of_kind(docs, "RayCluster")
+    (policy,) = of_kind(docs, "NetworkPolicy")
+    name = cluster["metadata"]["name"]
+    expected = k8s.head_network_policy(f"{name}-head", {k8s.RAY_CLUSTER_LABEL: name, k8s.RAY_NODE_TYPE_LABEL: "head"},
+                                       {k8s.RAY_CLUSTER_LABEL: name}, labels=cluster["metadata"]["labels"])
+    assert policy == expected
+    head_ports = {p["containerPort"] for p in cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+                  ["ports"]}
+    assert head_ports == set(HEAD_PORTS)
+
+
+def test_the_operator_namespace_is_a_parameter(monkeypatch, tmp_path, capsys):
+    def operator_ns(docs):
+        (policy,) = of_kind(docs, "NetworkPolicy")
+        (rule,) = [r for r in policy["spec"]["ingress"] if "ports" in r]
+        return rule["from"][0]["namespaceSelector"]["matchLabels"][NS_NAME]
+
+    monkeypatch.delenv(k8s.KUBERAY_NAMESPACE_ENV, raising=False)
+    cfg = _cfg_of(S3)
+    assert k8s.KUBERAY_NAMESPACE == "default" == operator_ns(k8s.render(cfg))
+    assert operator_ns(k8s.render(cfg, operator_namespace="kuberay-system")) == "kuberay-system"
+    monkeypatch.setenv(k8s.KUBERAY_NAMESPACE_ENV, "ray-system")
+    assert operator_ns(k8s.render(cfg)) == "ray-system"
+    assert operator_ns(cli_render(S3, tmp_path)) == "ray-system"  # `ripple k8s render` reads it too
+    assert operator_ns(k8s.render(cfg, operator_namespace="ops")) == "ops"  # the argument wins
+    monkeypatch.setenv(k8s.KUBERAY_NAMESPACE_ENV, "Ray_System")
+    assert main(["k8s", "render", *S3]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert k8s.KUBERAY_NAMESPACE_ENV in err and "'Ray_System'" in err and "DNS-1123" in err
+    with pytest.raises(ConfigError, match="operator namespace: 'a b'"):
+        k8s.render(cfg, operator_namespace="a b")
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # consistency with the ripple config
 
 
@@ -555,7 +824,7 @@ def test_k8s_config_section_errors_name_key_value_and_fix():
 def test_cli_render_to_stdout_with_image_and_namespace(capsys):
     assert main(["k8s", "render", *RENDER_CASES["endpoint-url"]]) == EXIT_OK
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
-    assert [d["metadata"]["namespace"] for d in docs] == ["ml", "ml"]
+    assert [d["metadata"]["namespace"] for d in docs] == ["ml", "ml", "ml"]
     assert {c["image"] for _, _, _, c in containers(docs[1])} == {"registry.example.com/ripple:0.1.0"}
     assert_valid(docs, "render to stdout")
 

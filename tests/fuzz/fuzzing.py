@@ -1,0 +1,71 @@
+"""Helpers of the fuzz tests: run the CLI on one example and check the invariant every verb promises."""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+
+import pytest
+from hypothesis import event, settings
+from test_bad_input_catalogue import _one_error_line, _snapshot
+
+from ripple.cli import EXIT_BAD_INPUT, EXIT_OK, main
+
+#: RIPPLE_FUZZ_SCALE multiplies every test's example budget (a longer fuzzing run than the suite's)
+SCALE = float(os.environ.get("RIPPLE_FUZZ_SCALE", "1"))
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "budget", "fresh_dir", "nothing_written", "one_error", "run_cli",
+           "timeout", "_snapshot"]
+
+
+def timeout(seconds: int):
+    """The pytest-timeout mark of a fuzz module, scaled with its budget."""
+    return pytest.mark.timeout(int(seconds * max(1.0, SCALE)))
+
+
+def budget(n: int) -> settings:
+    """The test's example budget (``n`` examples, times ``RIPPLE_FUZZ_SCALE``) on the folder's profile."""
+    return settings(max_examples=max(1, int(n * SCALE)))
+
+
+def fresh_dir(tmp_path) -> str:
+    """A new empty folder under the test's ``tmp_path`` for one example."""
+    return tempfile.mkdtemp(dir=tmp_path)
+
+
+def run_cli(capsys, argv: list[str], report_on_stdout: bool = False) -> tuple[int, str, str]:
+    """``main(argv)``: (exit code, stdout, stderr). Checks the invariant: exit 0 or 2, never a traceback; exit 2
+    ends stderr with one ``error:`` line (``report_on_stdout``: ``ripple validate``, whose refusal is its report on
+    stdout, may have none)."""
+    capsys.readouterr()
+    code = main(argv)
+    out, err = capsys.readouterr()
+    with contextlib.suppress(Exception):  # the statistics' tally of exit codes; outside Hypothesis, nothing
+        event(f"ripple {' '.join(a for a in argv[:2] if not a.startswith(('/', '-')))}: exit {code}")
+    assert "Traceback" not in out + err, f"{argv}: a traceback\n{err}"
+    assert code in (EXIT_OK, EXIT_BAD_INPUT), f"{argv}: exit {code} (a runtime failure on user input)\n{err}"
+    if code == EXIT_BAD_INPUT and not (report_on_stdout and "INVALID" in out):
+        one_error(err)
+    return code, out, err
+
+
+#: how the lines after ``error: dataset URL: INVALID, N problems`` begin: a dataset's report of several problems
+#: (``DatasetInvalid``), which follows its one error line
+_REPORT_LINES = re.compile(r"^(rows: |  - |Fix the tables named above)")
+
+
+def one_error(err: str) -> str:
+    """The one ``error:`` line of ``err``: the last line, or the head of a dataset's report of several problems."""
+    lines = [line for line in re.split(r"[\r\n]", err) if line.strip()]
+    head = [i for i, line in enumerate(lines) if line.startswith("error:")]
+    if len(head) == 1 and re.search(r": INVALID, [0-9]+ problems$", lines[head[0]]):
+        assert all(_REPORT_LINES.match(line) for line in lines[head[0] + 1:]), err
+        assert "Traceback" not in err, err
+        return lines[head[0]]
+    return _one_error_line(err)
+
+
+def nothing_written(out: str) -> None:
+    """After exit 2: nothing written at ``out`` (not even a folder)."""
+    assert not os.path.exists(out), f"bad input left {out}: {sorted(os.listdir(out))}"
