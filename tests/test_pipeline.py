@@ -98,6 +98,7 @@ def test_local_two_workers_and_resume(ray_cluster, tmp_path, monkeypatch):
     snap = pipeline.embed("runs/e2e", data="newer", out="scores")
     assert snap["rows"] == USERS + 50 and snap["data"] == str(tmp_path / "newer")
     assert snap["run"] == str(tmp_path / "runs" / "e2e") and snap["checkpoint_epoch"] == state["epoch"]
+    _cannot_mix_and_warm_start(str(tmp_path / "runs"), "e2e", str(tmp_path / "newer"))
     scores = read_committed(Store(str(tmp_path / "scores")))
     assert scores.num_rows == USERS + 50 and np.isfinite(scores["influence_score"].to_numpy()).all()
     assert read_manifest(Store(str(tmp_path / "runs" / "e2e" / "embeddings")))["rows"] == USERS
@@ -138,6 +139,8 @@ def test_s3_history_labels_partitioned_in_three(ray_cluster, s3_server, s3_bucke
     assert saved["throughput"]["num_parts"] == 3 and saved["kernel_backend"] == "distributed"
     emb = read_committed(Store(f"{s3_bucket}/runs/history-s3/embeddings", options))
     assert emb.num_rows == USERS
+    generate(f"{s3_bucket}/other", GeneratorConfig(users=200, seed=6, label_sims=5), options)
+    _cannot_mix_and_warm_start(f"{s3_bucket}/runs", "history-s3", f"{s3_bucket}/other", options)
 
 
 def test_training_table_at_many_cut_times_end_to_end(ray_cluster, tmp_path):
@@ -187,42 +190,33 @@ def test_training_table_at_many_cut_times_end_to_end(ray_cluster, tmp_path):
         pipeline.train(_cfg(labelled, str(tmp_path / "runs"), "many-parts", num_parts=2))
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
-def test_a_run_cannot_be_resumed_on_other_data_and_a_warm_start_is_explicit(ray_cluster, s3_server, s3_bucket,
-                                                                            tmp_path, where):
-    """run r1 trains on A; `train --run-name r1` on B exits 2 naming the difference (it would resume A's model on
-    B); `--init-from r1` starts r2 on B from r1's best weights (checked: at lr ~0 its weights stay r1's), records
-    the parent, and refuses a model whose shapes do not fit."""
+def _cannot_mix_and_warm_start(runs: str, parent: str, other: str, options=None) -> None:
+    """Run ``parent`` trained on one dataset: ``train --run-name parent`` on ``other`` exits 2 naming the
+    difference (it would resume one model on another dataset) and changes nothing; ``--init-from parent`` starts a
+    new run on ``other`` from the parent's best weights (checked: at lr ~0 its weights stay the parent's) and
+    records the parent; a model whose shapes do not fit the parent's checkpoint is refused, naming the tensors."""
     import torch
 
     from ripple.cli import EXIT_BAD_INPUT, main
     from ripple.run import RUN_FILE
     from ripple.train.checkpoint import load_state
 
-    options = StorageOptions(endpoint_url=s3_server) if where == "s3" else None
-    root = s3_bucket if where == "s3" else str(tmp_path)
-    a, b, runs = f"{root}/a", f"{root}/b", f"{root}/runs"
-    generate(a, GeneratorConfig(users=300, seed=1, label_sims=5), options)
-    generate(b, GeneratorConfig(users=200, seed=2, label_sims=5), options)
-    pipeline.train(_cfg(a, runs, "r1", options, epochs=1))
-    r1 = Store(f"{runs}/r1", options).read_json(RUN_FILE)
-    assert r1["data"] == a and len(r1["dataset_manifest_sha256"]) == 64 and r1["init_from"] is None
-    flags = ["--s3-endpoint-url", s3_server] if options else []
-    assert main(["train", "--data", b, "--storage-path", runs, "--run-name", "r1", "--epochs", "2", *flags]) \
-        == EXIT_BAD_INPUT
+    before = Store(f"{runs}/{parent}", options).read_json(RUN_FILE)
+    assert len(before["dataset_manifest_sha256"]) == 64 and before["init_from"] is None
+    flags = ["--s3-endpoint-url", options.endpoint_url] if options else []
+    assert main(["train", "--data", other, "--storage-path", runs, "--run-name", parent, *flags]) == EXIT_BAD_INPUT
     with pytest.raises(ValueError, match=r"other data.*dataset_manifest_sha256.*--init-from"):
-        pipeline.train(_cfg(b, runs, "r1", options, epochs=2))
-    assert Store(f"{runs}/r1", options).read_json(RUN_FILE) == r1  # the refused command changed nothing
-    # warm start: r2 on B begins from r1's best weights
-    cfg2 = _cfg(b, runs, "r2", options, epochs=1)
-    cfg2.train.init_from, cfg2.train.lr = f"{runs}/r1", 1e-12
-    metrics = pipeline.train(cfg2)
-    assert metrics["run"]["init_from"] == f"{runs}/r1" and metrics["run"]["init_from_epoch"] == 0
-    parent = load_state(best_checkpoint(pipeline.load_run_config(f"{runs}/r1", options)))["model"]
-    child = load_state(best_checkpoint(pipeline.load_run_config(f"{runs}/r2", options)))["model"]
-    assert all(torch.allclose(parent[k], child[k], atol=1e-6) for k in parent)
-    # a parent whose shapes do not fit is refused, naming the tensors
-    cfg3 = _cfg(b, runs, "r3", options, epochs=1)
-    cfg3.train.init_from, cfg3.model.hidden = f"{runs}/r1", 16
+        pipeline.train(_cfg(other, runs, parent, options))
+    assert Store(f"{runs}/{parent}", options).read_json(RUN_FILE) == before  # the refusal changed nothing
+    child = _cfg(other, runs, "warm", options, epochs=1)
+    child.train.init_from, child.train.lr = f"{runs}/{parent}", 1e-12
+    metrics = pipeline.train(child)
+    parent_state = load_state(best_checkpoint(pipeline.load_run_config(f"{runs}/{parent}", options)))
+    assert metrics["run"]["init_from"] == f"{runs}/{parent}"
+    assert metrics["run"]["init_from_epoch"] == parent_state["epoch"]
+    got = load_state(best_checkpoint(pipeline.load_run_config(f"{runs}/warm", options)))["model"]
+    assert all(torch.allclose(parent_state["model"][k], got[k], atol=1e-6) for k in got)
+    misfit = _cfg(other, runs, "misfit", options, epochs=1)
+    misfit.train.init_from, misfit.model.hidden = f"{runs}/{parent}", 16
     with pytest.raises(ValueError, match="--init-from .*does not fit"):
-        pipeline.train(cfg3)
+        pipeline.train(misfit)

@@ -6,8 +6,9 @@ run reproducible (the examples depend only on the test's code and Hypothesis' ve
 written; every failure found so far is an ``@example`` on its test (the seed corpus), replayed on every run.
 
 Budget: each test sets ``max_examples`` (``budget(n)``) so that the whole folder runs in well under 90 s on a
-2-core machine; ``RIPPLE_FUZZ_SCALE=10 pytest tests/fuzz`` fuzzes ten times longer. The examples each test ran:
-``pytest tests/fuzz --hypothesis-show-statistics``.
+2-core machine; ``RIPPLE_FUZZ_SCALE=10 pytest tests/fuzz`` fuzzes ten times longer (the same examples first), and
+``RIPPLE_FUZZ_PROFILE=ripple-fuzz-explore`` draws new ones on every run. The examples each test ran, and the exit
+codes it saw: ``pytest tests/fuzz --hypothesis-show-statistics``.
 
 The helpers of the fuzz tests (run the CLI on one example and check the invariant every verb promises) and the
 folder's Hypothesis profile, loaded when a fuzz module imports this one. (Not a conftest.py: the suite's modules
@@ -35,7 +36,10 @@ settings.register_profile(
     # examples on purpose: each example works in a fresh folder of its own
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large,
                            HealthCheck.large_base_example])
-settings.load_profile("ripple-fuzz")
+# a fuzzing campaign beyond the suite's: new random examples every run (RIPPLE_FUZZ_PROFILE=ripple-fuzz-explore, with
+# RIPPLE_FUZZ_SCALE for more of them); a failure it finds becomes an @example on its test
+settings.register_profile("ripple-fuzz-explore", settings.get_profile("ripple-fuzz"), derandomize=False)
+settings.load_profile(os.environ.get("RIPPLE_FUZZ_PROFILE", "ripple-fuzz"))
 
 from test_bad_input_catalogue import _one_error_line, _snapshot  # noqa: E402 - after the path it needs
 

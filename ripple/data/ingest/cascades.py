@@ -153,6 +153,15 @@ def import_cascades(file: str, out: str, options: StorageOptions | None = None, 
     distinct = c["d_src"] != c["d_dst"]  # two spellings of one integer ("7", "07") are one user: no self-link
     for k in ("d_src", "d_dst", "d_time"):
         c[k] = c[k][distinct]
+    # ... nor a second adoption of a post, or its author's: dropped and counted, as read_cascades does for one spelling
+    again = c["r_user"] == c["author"][c["r_post"]]
+    first = np.zeros(len(again), bool)  # reshares are in time order per post: the first of a pair is the earliest
+    first[np.unique(np.stack([c["r_post"], c["r_user"]], 1), axis=0, return_index=True)[1]] = True
+    if not (first & ~again).all():
+        for k in ("r_user", "r_post", "r_time"):
+            c[k] = c[k][first & ~again]
+        source["dropped"]["author_readoptions"] += int(again.sum())
+        source["dropped"]["duplicate_adoptions"] += int((~first & ~again).sum())
     source["user_ids"] = ("as given (integers)" if user_names is None else
                           "0.. in order of first appearance; the source's names are in user_names")
     users = [c["users"]]
