@@ -37,6 +37,11 @@ SHARED = ("user", "shared", "content")
 REPLY_TO = ("content", "reply_to", "content")
 
 
+def has_times(table: str) -> bool:
+    """Whether ``edge_times`` gives the rows of edge table ``table`` times."""
+    return table in EDGE_TIME_COLUMN or table == "reply_to"
+
+
 def edge_times(table: str, columns: dict[str, np.ndarray], content_time: np.ndarray | None = None,
                src: np.ndarray | None = None, dst: np.ndarray | None = None) -> np.ndarray | None:
     """Time of each row of edge table ``table`` (None: a table without times, valid at every time).

@@ -78,7 +78,7 @@ def _authentication_error():
         from ray.exceptions import AuthenticationError
     except ImportError:
         class AuthenticationError(Exception):  # noqa: N818 — Ray's name
-            pass
+            """Never raised: this Ray has no token authentication."""
     return AuthenticationError
 
 

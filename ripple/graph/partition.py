@@ -162,13 +162,6 @@ def _time_columns(table: str) -> tuple[str, ...]:
     return (col,) if col else ()
 
 
-def _has_times(table: str, content_time: np.ndarray) -> bool:
-    """Whether ``timeline.edge_times`` gives the rows of ``table`` times, asked of no rows: the rule stays in the
-    timeline module, and a relation with no rows still gets its (empty) time column."""
-    none = np.empty(0, np.int64)
-    return TL.edge_times(table, {c: none for c in _time_columns(table)}, content_time, none, none) is not None
-
-
 def _label_time(ds: Dataset, chunk_rows: int) -> int | None:
     """The one cut time of the labels table (``labels.time``), None where it has none. Checked before anything is
     written: a part stores one label per user, so a training table at several cut times (a row per user per cut)
@@ -371,7 +364,7 @@ def _write_edges(scan, dest, scratch, cfg, part, new_of_old, offsets, indeg, out
     for rel in S.relations():
         src_t, name, dst_t = rel.edge_type
         edge_dim = FT.EDGE_DIMS.get(rel.edge_type, 0)
-        timed = _has_times(rel.table, content_time)
+        timed = TL.has_times(rel.table)
         if timed:
             timed_names.append(name)
         rec = _record_dtype(edge_dim, timed)

@@ -156,8 +156,8 @@ def make_loader(feature_store, graph_store, sampler: BaseSampler, seeds: Tensor 
     every batch holds rows of one time, sampled at the last second before it, with ``as_of``'s inputs of that
     time); each batch's first ``batch_size`` users are its seeds."""
     seeds = seeds if isinstance(seeds, Seeds) else Seeds(seeds)
-    key = seeds.users if seeds.time is None else torch.stack([seeds.users, seeds.time])
-    distinct = torch.unique(key, dim=-1).size(-1)
+    distinct = (torch.unique(seeds.users).numel() if seeds.time is None else
+                torch.unique(torch.stack([seeds.users, seeds.time]), dim=1).size(1))
     if distinct != len(seeds):
         # samplers dedupe seeds, and then the first ``batch_size`` users of a batch would not all be seeds
         raise ValueError(f"loader seeds must be distinct users (at each time); got {len(seeds)} seeds, {distinct} "
