@@ -233,7 +233,7 @@ def _train_argv(cfg_file: str, where: str) -> list[str]:
             os.path.join(where, "runs"), "--run-name", "r"]
 
 
-@budget(250)
+@budget(120)
 @given(data=config_text())
 # the seed corpus: every failure found, replayed on every run
 # defect 5: model.heads 0 crashed the config check itself (ZeroDivisionError, exit 1)
@@ -301,7 +301,7 @@ def _flags(pairs) -> list[str]:
     return [k if v is None else f"{k}={v}" for k, v in pairs]
 
 
-@budget(150)
+@budget(80)
 @given(flags=TRAIN_FLAGS)
 def test_train_flags(flags, tmp_path, capsys, monkeypatch):
     where = fresh_dir(tmp_path)
@@ -322,7 +322,7 @@ PARTITION_FLAGS = st.lists(st.one_of(
     st.tuples(st.just("--chunk-rows"), st.one_of(st.integers(-1, 4).map(str), _FLAG_VALUE))), max_size=4)
 
 
-@budget(100)
+@budget(60)
 @given(flags=PARTITION_FLAGS)
 # the seed corpus: every failure found, replayed on every run
 # defect 7: `--num-parts=--` reached the verb as [] (argparse drops a lone '--' value): a TypeError, exit 1

@@ -188,7 +188,7 @@ def _table(out: str, name: str) -> list[dict]:
 
 # ---------------------------------------------------------------- the properties
 
-@budget(120)
+@budget(70)
 @given(data=text_file(snap_line), unit=TIME_UNIT, gap=POST_GAP, many=st.booleans())
 # the seed corpus: every failure found, replayed on every run
 # defect 2: a --post-gap too large for a float crashed with OverflowError (exit 1); now "... is out of range"
@@ -219,7 +219,7 @@ def _cascade_users(line: str) -> tuple[str, list[str]]:
     return root, users
 
 
-@budget(120)
+@budget(70)
 @given(data=text_file(cascade_line), edges=st.one_of(st.none(), text_file(edge_line)), unit=TIME_UNIT,
        direction=st.sampled_from(["follower-followee", "followee-follower"]), many=st.booleans())
 # the seed corpus: every failure found, replayed on every run

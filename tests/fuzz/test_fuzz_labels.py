@@ -97,7 +97,7 @@ def _cuts(flags: list[str]) -> set[int] | None:
     return None if value is None else {parse_time(t) for t in value.split(",") if t.strip()}
 
 
-@budget(150)
+@budget(80)
 @given(case=CASE, ints=INT_FLAGS)
 # the seed corpus: every failure found, replayed on every run
 # defect 2: a duration too large for a float crashed with OverflowError (exit 1); now "--horizon ... is out of range"
