@@ -23,7 +23,7 @@ from torch_geometric.data import EdgeAttr, FeatureStore, GraphStore, TensorAttr
 from ripple.data import features as FT
 from ripple.data import schema as S
 from ripple.graph.part_io import PartitionMeta
-from ripple.graph.shard import ShardData, _tensor
+from ripple.graph.shard import ShardData, sample_parts
 from ripple.graph.shard_actor import GraphShard
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,11 @@ def group_by_part(offsets: Tensor, glob: Tensor) -> list[tuple[int, Tensor, Tens
     """[(part, positions in ``glob``, local indices)] for each part that owns some of ``glob``. Local indices are
     int32 (a part holds < 2^31 nodes of a type): they are what requests to other processes carry."""
     own = owner_of(offsets, glob)
+    if len(glob) and (int(own.min()) < 0 or int(own.max()) >= len(offsets) - 1):
+        raise ValueError(f"global indices must lie in [0, {int(offsets[-1])}) (the nodes of every part), got min "
+                         f"{int(glob.min())} and max {int(glob.max())}")
     out = []
-    for p in torch.unique(own).tolist():
+    for p in torch.nonzero(torch.bincount(own)).view(-1).tolist():  # counting, not sorting: O(len(glob))
         pos = torch.nonzero(own == p).view(-1)
         out.append((p, pos, (glob[pos] - offsets[p]).to(torch.int32)))
     return out
@@ -219,13 +222,16 @@ class ShardedGraph:
     def resident_bytes(self) -> int:
         return sum(s.resident_bytes() for s in self.local.values())
 
-    def call(self, method: str, by_part: dict[int, tuple]) -> dict[int, object]:
-        """One call per part; remote ones all in flight while local ones are answered here."""
+    def call(self, method: str, by_part: dict[int, tuple], answer_local=None) -> dict[int, object]:
+        """One call per part; remote ones all in flight while local ones are answered here (by
+        ``answer_local({part: args})`` where given: the mapped parts all at once)."""
         import ray
 
         futures = {p: getattr(self.actors[p], method).remote(*args) for p, args in by_part.items()
                    if p not in self.local}
-        out = {p: getattr(self.local[p], method)(*args) for p, args in by_part.items() if p in self.local}
+        mine = {p: args for p, args in by_part.items() if p in self.local}
+        out = (answer_local(mine) if answer_local is not None else
+               {p: getattr(self.local[p], method)(*args) for p, args in mine.items()})
         if futures:
             replies = dict(zip(futures, ray.get(list(futures.values()))))
             for p, reply in replies.items():
@@ -241,7 +247,9 @@ class ShardedGraph:
         neither (its requests are what they were before edge times)."""
         if at is not None:
             by_part = {p: (*args, int(at), strategy) for p, args in by_part.items()}
-        return self.call("sample", by_part)
+        # the mapped parts in one draw (``sample_parts``), the same replies as one call each
+        return self.call("sample", by_part, answer_local=lambda mine: sample_parts(
+            self.local, {p: args[:2] for p, args in mine.items()}, at, strategy))
 
     def fetch(self, by_part: dict[int, dict]) -> dict[int, dict]:
         """``{part: {(node type, attr): local indices}}`` -> ``{part: {(node type, attr): rows}}``."""
@@ -258,24 +266,36 @@ class ShardedGraph:
             places.append(groups)
             for p, _, local in groups:
                 by_part.setdefault(p, {})[(group, attr)] = local.numpy()
-        answers = self.fetch(by_part)
+        # rows stored packed stay packed until every part's are in batch order: one unpack per key, not per part
+        answers = self.call("fetch", {p: (req,) for p, req in by_part.items()}, answer_local=lambda mine: {
+            p: self.local[p].fetch(*args, keep_packed=True) for p, args in mine.items()})
         out = []
         for (group, attr, glob), groups in zip(keys, places):
-            parts = [(pos, _tensor(np.ascontiguousarray(answers[p][(group, attr)]))) for p, pos, _ in groups]
-            if not parts:
+            if not groups:
                 out.append(torch.empty((0, *self._trailing(group, attr))))
                 continue
-            first = parts[0][1]
-            res = torch.empty((len(glob), *first.shape[1:]), dtype=first.dtype)
-            for pos, rows in parts:
-                res[pos] = rows
-            out.append(res)
+            pieces = [(pos.numpy(), answers[p][(group, attr)]) for p, pos, _ in groups]
+            if len({isinstance(rows, dict) for _, rows in pieces}) > 1:  # a part whose rows would not pack
+                pieces = [(pos, FT.unpack_rows(group, rows)) for pos, rows in pieces]
+            out.append(torch.from_numpy(FT.unpack_rows(group, _in_order(len(glob), pieces))))
         return out
 
     def _trailing(self, group, attr) -> tuple[int, ...]:
         if attr == "x":
             return (int(self.meta.manifest["feature_dims"][group]),)
         return ()
+
+
+def _in_order(n: int, pieces: list[tuple[np.ndarray, object]]):
+    """Rows answered part by part, placed at their positions in the request: a fresh array (or a packed dict of
+    them). Shapes: pieces [(positions [k_p], rows [k_p, ...])] covering 0..n-1 -> [n, ...]."""
+    first = pieces[0][1]
+    if isinstance(first, dict):
+        return {k: _in_order(n, [(pos, rows[k]) for pos, rows in pieces]) for k in first}
+    res = np.empty((n, *first.shape[1:]), dtype=first.dtype)
+    for pos, rows in pieces:
+        res[pos] = rows
+    return res
 
 
 class ShardedFeatureStore(FeatureStore):

@@ -38,7 +38,6 @@ def sample_segments(deg: Tensor, fanout: Tensor, generator: torch.Generator | No
     Shapes:
         deg, fanout: [F] -> (owner [S] segment index, offset [S] within the segment), grouped by owner.
     """
-    dev = deg.device
     every = fanout < 0
     if bool(every.any()):  # fanout -1: unbounded counts, handled apart (rare: full-neighbourhood inference)
         idx_e = torch.nonzero(every).view(-1)
@@ -49,6 +48,42 @@ def sample_segments(deg: Tensor, fanout: Tensor, generator: torch.Generator | No
         owner = torch.cat([own_e, idx_b[own_b]])
         order = torch.argsort(owner, stable=True)
         return owner[order], torch.cat([off_e, off_b])[order]
+    big, u = _uniforms(deg, fanout, generator)
+    return _floyd(deg, fanout, big, u)
+
+
+def sample_segments_many(degs: list[Tensor], fanouts: list[Tensor], generators: list[torch.Generator]
+                         ) -> list[tuple[Tensor, Tensor]]:
+    """``sample_segments`` of several requests, each with its own generator (one per graph part), in one pass:
+    bit for bit the draws of one call per request, with the per-call cost (``max_fanout`` vectorized steps) paid
+    once. Shapes: degs[i], fanouts[i] [F_i] -> [(owner [S_i], offset [S_i])], owners indexing request i."""
+    if len(degs) < 2 or any(bool((f < 0).any()) for f in fanouts):
+        return [sample_segments(d, f, g) for d, f, g in zip(degs, fanouts, generators)]
+    draws = [_uniforms(d, f, g) for d, f, g in zip(degs, fanouts, generators)]
+    width = max(u.shape[1] for _, u in draws)
+    rows = torch.tensor([0] + [len(d) for d in degs]).cumsum(0)
+    # a request's uniforms padded to the widest fanout: a segment never reads a column past its own fanout
+    big = torch.cat([b + rows[i] for i, (b, _) in enumerate(draws)])
+    u = torch.cat([torch.nn.functional.pad(u, (0, width - u.shape[1])) for _, u in draws])
+    owner, off = _floyd(torch.cat(degs), torch.cat(fanouts), big, u)
+    cut = torch.searchsorted(owner, rows).tolist()
+    return [(owner[a:b] - rows[i], off[a:b]) for i, (a, b) in enumerate(zip(cut[:-1], cut[1:]))]
+
+
+def _uniforms(deg: Tensor, fanout: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """The randomness of a draw: the segments holding more edges than their fanout, and a row of ``max_fanout``
+    uniforms for each. Shapes: deg, fanout [F] (fanouts >= 0) -> (big [B], u [B, max_fanout] float64)."""
+    width = int(fanout.max()) if len(fanout) else 0
+    big = torch.nonzero(deg > fanout).view(-1)
+    if len(big) == 0 or width == 0:
+        return big[:0], torch.empty(0, width, dtype=torch.float64, device=deg.device)
+    return big, torch.rand(len(big), width, device=deg.device, generator=generator, dtype=torch.float64)
+
+
+def _floyd(deg: Tensor, fanout: Tensor, big: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+    """The draws given their uniforms (``_uniforms``): Floyd's steps for the ``big`` segments, every offset for
+    the others. Shapes: deg, fanout [F]; big [B]; u [B, W >= max_fanout] -> (owner [S], offset [S])."""
+    dev = deg.device
     width = int(fanout.max()) if len(fanout) else 0
     if width == 0:
         empty = torch.empty(0, dtype=torch.long, device=dev)
@@ -56,11 +91,9 @@ def sample_segments(deg: Tensor, fanout: Tensor, generator: torch.Generator | No
     k = torch.minimum(fanout, deg)
     # [F, width] offsets: row i holds segment i's draws in its first k_i columns; all-taken rows are 0..deg-1
     slots = torch.arange(width, device=dev).expand(len(deg), width).clone()
-    big = torch.nonzero(deg > fanout).view(-1)
     if len(big):
         d, f = deg.index_select(0, big), fanout.index_select(0, big)
         chosen = torch.empty(len(big), width, dtype=torch.long, device=dev)
-        u = torch.rand(len(big), width, device=dev, generator=generator, dtype=torch.float64)
         for i in range(width):
             j = d - f + i                                   # Floyd's upper bound at this step
             t = torch.minimum((u[:, i] * (j + 1).to(torch.float64)).long(), j)

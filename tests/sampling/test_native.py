@@ -15,7 +15,7 @@ from ripple.data.graph import build_csc
 from ripple.graph.local import CSCGraphStore, DictFeatureStore
 from ripple.sampling import backends
 from ripple.sampling.native import CSCGraph, NativeNeighborSampler, _NodeSet, sample_csc
-from ripple.sampling.segments import segment_arange
+from ripple.sampling.segments import sample_segments, sample_segments_many, segment_arange
 
 FOL = ("user", "follows", "user")
 SHR = ("user", "shared", "content")
@@ -140,6 +140,25 @@ def test_sample_csc_seeded():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     others = [sample_csc(LIT_COLPTR, frontier, 2, gen(s))[1] for s in range(4, 10)]
     assert any(not torch.equal(a[1], o) for o in others)
+
+
+@pytest.mark.parametrize("minus_one", [False, True], ids=["fanouts", "with-fanout--1"])
+def test_many_requests_in_one_draw_are_the_draws_of_one_call_each(minus_one):
+    """sample_segments_many (one draw for every mapped graph part): bit for bit one call per part, each with its
+    own generator, whatever the widths (a part whose relations have smaller fanouts, one with only small
+    segments, an empty one)."""
+    rng = np.random.default_rng(0)
+    degs = [torch.from_numpy(rng.integers(0, 40, n)) for n in (50, 30, 20, 0)]
+    fans = [torch.full((50,), 15), torch.from_numpy(rng.choice([3, 10], 30)), torch.full((20,), 40),
+            torch.empty(0, dtype=torch.long)]
+    if minus_one:
+        fans[1][:5] = -1
+    want = [sample_segments(d, f, gen(i)) for i, (d, f) in enumerate(zip(degs, fans))]
+    got = sample_segments_many(degs, fans, [gen(i) for i in range(len(degs))])
+    assert len(got) == len(want)
+    for (o1, e1), (o2, e2) in zip(got, want):
+        assert torch.equal(o1, o2) and torch.equal(e1, e2)
+    assert sum(len(o) for o, _ in got) > 0
 
 
 def _uniformity(degree: int, fanout: int, draws: int = 4000, seed: int = 0) -> tuple[np.ndarray, float]:
