@@ -211,26 +211,7 @@ def _train_valid(cfg: RippleConfig, progress, verbose: bool, sharded: bool, sour
     manifest = write_embeddings(cfg, outcome.best_checkpoint)
 
     progress.stage("evaluate")
-    emb = read_committed(embeddings_store(cfg), columns=["user_id", "influence_score"])
-    ds = Dataset(source, cfg.storage)
-    whole_graph_ok = ds.manifest.rows.get("follows", 0) <= cfg.eval.baselines_max_edges
-    reliability, truth = label_oracles(ds)
-    if sharded and not whole_graph_ok:
-        # PageRank and the 2-hop features need the whole graph in one process: report what scales instead
-        result = evaluate_from_tables(ds.read("labels"), ds.read("user", ["id", "follower_count"]), emb,
-                                      reliability, truth)
-        result.metrics["baselines_skipped"] = (f"{ds.manifest.rows.get('follows')} follows edges > "
-                                               f"eval.baselines_max_edges={cfg.eval.baselines_max_edges}")
-    else:
-        graph = load_local_graph(ds)
-        # rows at many cut times: the GNN's validation rows are scored as of their own time, not from the
-        # embeddings of the graph as it is
-        gnn_val = predict_rows(cfg, outcome.best_checkpoint, graph, "val") if graph.temporal else None
-        result = evaluate(graph, emb, seed=cfg.train.seed, lightgbm_threads=cfg.eval.lightgbm_threads,
-                          reliability=reliability, truth=truth, gnn_val=gnn_val)
-        if result.scores is not None:  # another model won on validation: its predictions are the influence_score
-            rewrite_scores(embeddings_store(cfg), graph.ids["user"], result.scores,
-                           result.metrics["influence_score"])
+    result = evaluate_run(cfg, source, outcome.best_checkpoint, sharded)
     metrics = result.metrics
     last = outcome.last_metrics
     metrics["throughput"] = {
@@ -261,6 +242,34 @@ def _train_valid(cfg: RippleConfig, progress, verbose: bool, sharded: bool, sour
     metrics["pictures"] = write_pictures(run, result)
     run.write_json(metrics, METRICS_FILE)
     return metrics
+
+
+def evaluate_run(cfg: RippleConfig, source: str, checkpoint, sharded: bool) -> Evaluation:
+    """A trained run's evaluation: every model on the test rows of ``source`` (the dataset it trained on), and,
+    where another model than the GNN wins on validation, its predictions written as the ``influence_score`` of the
+    committed embeddings. Deterministic for a given checkpoint: evaluating a finished run again (after the
+    baselines changed) gives what training would have reported."""
+    columns = ["user_id", "influence_score"]
+    ds = Dataset(source, cfg.storage)
+    whole_graph_ok = ds.manifest.rows.get("follows", 0) <= cfg.eval.baselines_max_edges
+    reliability, truth = label_oracles(ds)
+    if sharded and not whole_graph_ok:
+        # PageRank and the 2-hop features need the whole graph in one process: report what scales instead
+        result = evaluate_from_tables(ds.read("labels"), ds.read("user", ["id", "follower_count"]),
+                                      read_committed(embeddings_store(cfg), columns=columns), reliability, truth)
+        result.metrics["baselines_skipped"] = (f"{ds.manifest.rows.get('follows')} follows edges > "
+                                               f"eval.baselines_max_edges={cfg.eval.baselines_max_edges}")
+        return result
+    graph = load_local_graph(ds)
+    emb = read_committed(embeddings_store(cfg), columns=[*columns, "embedding"])  # the stacked model reads them
+    # rows at many cut times: the GNN's training and validation rows are scored as of their own time, not from
+    # the embeddings of the graph as it is
+    rows = predict_rows(cfg, checkpoint, graph, ("train", "val")) if graph.temporal else None
+    result = evaluate(graph, emb, seed=cfg.train.seed, lightgbm_threads=cfg.eval.lightgbm_threads,
+                      reliability=reliability, truth=truth, gnn_rows=rows)
+    if result.scores is not None:  # another model won on validation: its predictions are the influence_score
+        rewrite_scores(embeddings_store(cfg), graph.ids["user"], result.scores, result.metrics["influence_score"])
+    return result
 
 
 def write_pictures(run: Store, result: Evaluation) -> list[str]:

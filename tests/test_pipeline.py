@@ -51,7 +51,7 @@ def _check_run(cfg, options=None, num_parts=1):
     assert b"logs of this run go to" in run.read_bytes("logs", "ripple.log")
     assert run.ls("logs", "ray"), "the Ray session's logs were not copied into the run"
     for metric in ("spearman", "kendall", "ndcg_at_100", "msle"):
-        assert set(metrics[metric]) == {"gnn", "hybrid", "follower_count", "pagerank", "lightgbm_flat",
+        assert set(metrics[metric]) == {"gnn", "hybrid", "stacked", "follower_count", "pagerank", "lightgbm_flat",
                                         "lightgbm_2hop", "lightgbm_engineered", "ceiling", "label_reliability"}
         assert all(np.isfinite(v) for v in metrics[metric].values())
     assert metrics["kernel_backend"] in ("pyg-lib", "torch-sparse", "native", "distributed")
@@ -129,7 +129,8 @@ def test_s3_history_labels_partitioned_in_three(ray_cluster, s3_server, s3_bucke
     metrics = pipeline.train(cfg)
     saved = Store(f"{s3_bucket}/runs/history-s3", options).read_json("metrics.json")
     assert saved["spearman"] == json.loads(json.dumps(metrics))["spearman"]
-    models = {"gnn", "hybrid", "follower_count", "pagerank", "lightgbm_flat", "lightgbm_2hop", "lightgbm_engineered"}
+    models = {"gnn", "hybrid", "stacked", "follower_count", "pagerank", "lightgbm_flat", "lightgbm_2hop",
+              "lightgbm_engineered"}
     assert models | {"label_reliability", "ceiling", "oracle"} == set(saved["spearman"])
     assert saved["spearman"]["label_reliability"] == info["reliability"]["test"]["spearman_brown"]
     truth = saved["spearman_vs_truth"]
@@ -158,7 +159,7 @@ def test_training_table_at_many_cut_times_end_to_end(ray_cluster, tmp_path):
     cfg = _cfg(labelled, str(tmp_path / "runs"), "many")
     metrics = pipeline.train(cfg)
     chosen = metrics["influence_score"]["model"]
-    learned = {"gnn", "hybrid", "lightgbm_flat", "lightgbm_2hop", "lightgbm_engineered"}
+    learned = {"gnn", "hybrid", "stacked", "lightgbm_flat", "lightgbm_2hop", "lightgbm_engineered"}
     assert set(metrics["val_spearman"]) == learned and chosen in learned
     assert metrics["val_spearman"][chosen] == max(metrics["val_spearman"].values())
     assert metrics["test_users"] == int((labels["split"].to_numpy(zero_copy_only=False) == "test").sum())

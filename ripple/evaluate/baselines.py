@@ -412,3 +412,12 @@ def hybrid_weight(y_val: np.ndarray, gnn_val: np.ndarray, lgbm_val: np.ndarray) 
 
     scores = [spearman(y_val, hybrid(gnn_val, lgbm_val, w)) for w in HYBRID_WEIGHTS]
     return float(HYBRID_WEIGHTS[int(np.argmax(scores))])
+
+
+def stack_features(gnn_pred: np.ndarray, gnn_emb: np.ndarray, x_engineered: np.ndarray) -> np.ndarray:
+    """The stacked model's inputs per row (LightRDL's recipe: a GNN for the structure, engineered temporal features
+    beside it): the row's engineered features, the GNN's predicted reach (log1p) and its embedding, all as of the
+    row's time. Shapes: gnn_pred [n]; gnn_emb [n, H]; x_engineered [n, F] -> [n, F + 1 + H]."""
+    pred = np.log1p(np.clip(_check_1d("gnn_pred", gnn_pred), 0, None))[:, None]
+    return np.hstack([_check_2d("x_engineered", x_engineered, len(pred)), pred,
+                      _check_2d("gnn_emb", gnn_emb, len(pred))])

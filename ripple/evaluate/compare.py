@@ -26,14 +26,14 @@ from ripple.data.graph import LocalGraph
 from ripple.data.ids import dense_index
 from ripple.data.history import iso
 from ripple.data.timeline import snapshot
-from ripple.evaluate.baselines import (baseline_features, engineered_features, fit_baselines, hybrid, hybrid_weight,
-                                       pagerank, predict_lightgbm)
+from ripple.evaluate.baselines import (baseline_features, engineered_features, fit_baselines, fit_lightgbm, hybrid,
+                                       hybrid_weight, pagerank, predict_lightgbm, stack_features)
 from ripple.evaluate.metrics import bootstrap_spearman, score_all, spearman
 
 log = logging.getLogger(__name__)
 
-MODEL_ORDER = ["gnn", "hybrid", "follower_count", "pagerank", "lightgbm_flat", "lightgbm_2hop", "lightgbm_engineered",
-               "label_reliability", "oracle", "label"]
+MODEL_ORDER = ["gnn", "hybrid", "stacked", "follower_count", "pagerank", "lightgbm_flat", "lightgbm_2hop",
+               "lightgbm_engineered", "label_reliability", "oracle", "label"]
 CREATED = ("user", "created", "content")
 FOLLOWS = ("user", "follows", "user")
 
@@ -165,27 +165,36 @@ def baseline_inputs(graph: LocalGraph) -> BaselineInputs:
     return BaselineInputs(rows, feats, followers, pagerank(src, dst, snap.num_nodes("user")))
 
 
-def _scores_of(graph: LocalGraph, embeddings: pa.Table) -> np.ndarray:
-    """The written ``influence_score`` of every user of ``graph`` (NaN for a user the embeddings lack). Shapes: [N]."""
-    score = np.full(graph.num_nodes("user"), np.nan)
-    score[dense_index(graph.ids["user"], embeddings["user_id"].to_numpy(), "embeddings.user_id")] = \
-        embeddings["influence_score"].to_numpy()
-    return score
+def _scores_of(graph: LocalGraph, embeddings: pa.Table, column: str = "influence_score") -> np.ndarray:
+    """A column of the written embeddings for every user of ``graph`` (NaN rows for a user they lack): the
+    ``influence_score`` (Shapes: [N]) or the ``embedding`` ([N, H])."""
+    values = embeddings[column]
+    if column == "embedding":
+        values = np.asarray(values.combine_chunks().flatten()).reshape(len(embeddings), -1)
+    else:
+        values = values.to_numpy()
+    out = np.full((graph.num_nodes("user"), *values.shape[1:]), np.nan)
+    out[dense_index(graph.ids["user"], embeddings["user_id"].to_numpy(), "embeddings.user_id")] = values
+    return out
 
 
 def evaluate(graph: LocalGraph, embeddings: pa.Table, seed: int = 0, lightgbm_threads: int = 1,
              reliability: float | None = None, truth: pa.Table | None = None,
-             gnn_val: np.ndarray | None = None) -> Evaluation:
+             gnn_rows: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Evaluation:
     """Metrics ``{"spearman": {model: v}, "kendall": ..., "ndcg_at_100": ..., "msle": ...}`` and, given the
     oracle's ``truth`` table, ``spearman_vs_truth``. ``reliability``: the labels' own split-half reliability
     (history labels); without it the replicate column is scored as the ceiling.
 
     Every model is scored on the same test rows, each with its features as of the row's time
     (``baseline_inputs``). ``hybrid`` blends the GNN with engineered LightGBM, its weight chosen on the validation
-    rows; ``influence_score`` (``metrics["influence_score"]``) names the model with the best validation Spearman,
-    whose predictions for every user ``Evaluation.scores`` holds when it is not the GNN. ``gnn_val``: the GNN's
-    predicted reach of the validation rows in label order (a training table at many cut times, where they are not
-    the written scores of the graph as it is)."""
+    rows; ``stacked`` is a LightGBM over the engineered features and the GNN's prediction and embedding
+    (``stack_features``), fit on the training rows like the other LightGBMs (where the embeddings table has an
+    ``embedding`` column). ``influence_score`` (``metrics["influence_score"]``) names the model with the best
+    validation Spearman, whose predictions for every user ``Evaluation.scores`` holds when it is not the GNN.
+
+    ``gnn_rows``: ``{split: (predicted reach [L_split], embedding [L_split, H])}`` of the GNN for the ``train``
+    and ``val`` rows in label order, each as of its row's time (a training table at many cut times, where they
+    are not the written embeddings of the graph as it is); without it they are read from ``embeddings``."""
     test, val = graph.split == "test", graph.split == "val"
     reach = graph.reach.astype(np.float64)
     y = reach[test]
@@ -194,12 +203,20 @@ def evaluate(graph: LocalGraph, embeddings: pa.Table, seed: int = 0, lightgbm_th
     gnn_now = _scores_of(graph, embeddings)
     preds = {"gnn": gnn_test_predictions(graph, embeddings), "follower_count": inputs.follower_count[test_users],
              "pagerank": inputs.pagerank[test_users]}
-    val_preds = {"gnn": gnn_now[graph.label_index[val]] if gnn_val is None else np.asarray(gnn_val, np.float64)}
+    rows = _gnn_rows(graph, embeddings, gnn_rows)
+    val_preds = {"gnn": rows["val"][0] if "val" in rows else gnn_now[graph.label_index[val]]}
     now = {"gnn": gnn_now}
     for name, model in fit_baselines(inputs.rows, reach, graph.split, seed, lightgbm_threads).items():
         preds[name] = predict_lightgbm(model, inputs.rows[name][test])
         val_preds[name] = predict_lightgbm(model, inputs.rows[name][val])
         now[name] = predict_lightgbm(model, inputs.now[name])
+    if "lightgbm_engineered" in inputs.rows and {"train", "val", "test", "now"} <= set(rows):
+        eng, tr = inputs.rows["lightgbm_engineered"], graph.split == "train"
+        x = {k: stack_features(*rows[k], eng[m]) for k, m in (("train", tr), ("val", val), ("test", test))}
+        x["now"] = stack_features(*rows["now"], inputs.now["lightgbm_engineered"])
+        model = fit_lightgbm(x["train"], reach[tr], x["val"], reach[val], seed=seed, num_threads=lightgbm_threads)
+        for d, k in ((preds, "test"), (val_preds, "val"), (now, "now")):
+            d["stacked"] = predict_lightgbm(model, x[k])
     w = None
     if "lightgbm_engineered" in preds and val.sum() > 2:
         w = hybrid_weight(reach[val], val_preds["gnn"], val_preds["lightgbm_engineered"])
@@ -217,6 +234,22 @@ def evaluate(graph: LocalGraph, embeddings: pa.Table, seed: int = 0, lightgbm_th
         metrics["spearman_vs_truth"] = vs_truth(y, preds, truth_of(graph.ids["user"], truth, test_ids))
         _oracle(metrics)
     return Evaluation(metrics, y, preds[winner], None if winner == "gnn" else now[winner])
+
+
+def _gnn_rows(graph: LocalGraph, embeddings: pa.Table, given: dict | None) -> dict[str, tuple[np.ndarray, ...]]:
+    """The GNN's (predicted reach, embedding) per split's label rows and for every user (``now``): the given
+    training and validation rows (as of their times), the rest from the written embeddings of the graph as it is
+    (the test rows always: their time is the graph's). Without an ``embedding`` column, only the given rows."""
+    out = dict(given or {})
+    if "embedding" not in embeddings.column_names:
+        return out
+    now = (_scores_of(graph, embeddings), _scores_of(graph, embeddings, "embedding"))
+    out["now"] = now
+    for split in ("train", "val", "test"):  # test rows: always the graph as it is (the test time)
+        if split not in out or split == "test":
+            users = graph.label_index[graph.split == split]
+            out[split] = (now[0][users], now[1][users])
+    return out
 
 
 def evaluate_from_tables(labels: pa.Table, users: pa.Table, embeddings: pa.Table,

@@ -181,18 +181,23 @@ def _largest_node_cpus() -> float:
     return max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=1.0) or 1.0
 
 
-def predict_rows(cfg: RippleConfig, checkpoint, graph, split: str) -> np.ndarray:
-    """The model's predicted reach of the label rows of ``split`` of a training table at many cut times, each
-    sampled and featured as of its own time (as validation saw them in training), in label order; runs in this
-    process on the CPU. Shapes: -> [L_split]."""
+def predict_rows(cfg: RippleConfig, checkpoint, graph, splits: tuple[str, ...]
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The model's predicted reach and embedding of the label rows of each of ``splits`` of a training table at
+    many cut times, each row sampled and featured as of its own time (as validation saw them in training), in
+    label order; runs in this process on the CPU. Shapes: -> {split: ([L_split], [L_split, H])}."""
     ctx, model = _task_setup(cfg, load_state(checkpoint), on_device=False)
     access = LocalAccess(graph, cfg, ctx, rng_seed=cfg.train.seed + 15485863)
-    rows = np.flatnonzero(graph.split == split)
-    order = np.argsort(graph.label_time[rows], kind="stable")  # one time per batch: predictions in seed order
-    pred, _, _ = predict(model, access, access.rows(rows[order]), no_grad_batch(cfg.sampling.batch_size),
-                         ctx.device, cfg.sampling.prefetch)
-    out = np.empty(len(rows))
-    out[order] = np.expm1(np.clip(pred.numpy().astype(np.float64), 0, None))
+    out = {}
+    for split in splits:
+        rows = np.flatnonzero(graph.split == split)
+        order = np.argsort(graph.label_time[rows], kind="stable")  # one time per batch: predictions in seed order
+        pred, emb, _ = predict(model, access, access.rows(rows[order]), no_grad_batch(cfg.sampling.batch_size),
+                               ctx.device, cfg.sampling.prefetch)
+        reach, vectors = np.empty(len(rows)), np.empty((len(rows), emb.shape[1]), np.float32)
+        reach[order] = np.expm1(np.clip(pred.numpy().astype(np.float64), 0, None))
+        vectors[order] = emb.numpy()
+        out[split] = (reach, vectors)
     return out
 
 

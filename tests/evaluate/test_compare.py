@@ -103,12 +103,32 @@ def test_rows_at_many_cut_times_get_features_as_of_their_time_and_the_written_mo
     val = g.split == "val"
     emb = pa.table({"user_id": g.ids["user"], "influence_score": np.ones(g.num_nodes("user"), np.float32)})
     # a GNN perfect on validation is written; one that is noise there loses to a model fit on the rows
-    good = evaluate(g, emb, reliability=0.5, gnn_val=g.reach[val].astype(np.float64))
+    good = evaluate(g, emb, reliability=0.5, gnn_rows={"val": (g.reach[val].astype(np.float64), None)})
     assert good.metrics["influence_score"]["model"] == "gnn" and good.scores is None
     noise = np.random.default_rng(0).random(int(val.sum()))
-    bad = evaluate(g, emb, reliability=0.5, gnn_val=noise)
+    bad = evaluate(g, emb, reliability=0.5, gnn_rows={"val": (noise, None)})
     chosen = bad.metrics["influence_score"]["model"]
     assert chosen != "gnn" and chosen == max(bad.metrics["val_spearman"], key=bad.metrics["val_spearman"].get)
     assert bad.scores.shape == (g.num_nodes("user"),)
     test_users = g.label_index[g.split == "test"]
     np.testing.assert_allclose(bad.scores[test_users], bad.predicted, rtol=1e-6)  # written = scored on test
+
+    # the stacked model (engineered features + the GNN's prediction and embedding, fit on the training rows) reads
+    # the training and validation rows' embeddings as of their time, given, not the written ones of the graph as
+    # it is: informative given rows, noise written for every user -> it wins on validation, on the given rows
+    from ripple.infer.embed import embeddings_table
+
+    rng, hidden = np.random.default_rng(1), 4
+    n_users = g.num_nodes("user")
+    given = {s: (rng.random(int((g.split == s).sum())),
+                 (np.log1p(g.reach[g.split == s])[:, None] + 0.05 * rng.standard_normal((int((g.split == s).sum()),
+                                                                                           hidden))).astype(np.float32))
+             for s in ("train", "val")}
+    written = embeddings_table(g.ids["user"], rng.standard_normal((n_users, hidden)), np.zeros(n_users))
+    stacked = evaluate(g, written, reliability=0.5, gnn_rows=given)
+    val_rho = stacked.metrics["val_spearman"]
+    assert stacked.metrics["influence_score"]["model"] == "stacked"
+    assert val_rho["stacked"] > 0.6 and val_rho["stacked"] > max(v for k, v in val_rho.items() if k != "stacked") + 0.1
+    assert "stacked" in stacked.metrics["spearman"] and stacked.scores.shape == (n_users,)
+    without = evaluate(g, written.drop(["embedding"]), reliability=0.5, gnn_rows=given)
+    assert "stacked" not in without.metrics["val_spearman"]
