@@ -18,7 +18,7 @@ from ripple.data import schema as S
 from ripple.data.dataset import DATASET_MANIFEST, Dataset
 from ripple.data.graph import load_local_graph
 from ripple.data.history import iso
-from ripple.data.storage import (StorageOptions, Store, absolute_url, join, read_committed, redact_url,
+from ripple.data.storage import (StorageOptions, Store, absolute_url, join, read_committed, read_manifest, redact_url,
                                  table_to_parquet_bytes)
 from ripple.data.validate import require_valid
 from ripple.evaluate import plots
@@ -248,7 +248,13 @@ def evaluate_run(cfg: RippleConfig, source: str, checkpoint, sharded: bool) -> E
     """A trained run's evaluation: every model on the test rows of ``source`` (the dataset it trained on), and,
     where another model than the GNN wins on validation, its predictions written as the ``influence_score`` of the
     committed embeddings. Deterministic for a given checkpoint: evaluating a finished run again (after the
-    baselines changed) gives what training would have reported."""
+    baselines changed), with its embeddings written again from the checkpoint, gives what training would have
+    reported. Embeddings whose ``influence_score`` another model's predictions replaced are refused: they would be
+    scored as the GNN's."""
+    chosen = read_manifest(embeddings_store(cfg)).get("influence_score")
+    if chosen and chosen.get("model") not in (None, "gnn"):
+        raise ValueError(f"{redact_url(run_dir(cfg))}: the embeddings' influence_score holds {chosen['model']}'s "
+                         "predictions, not the GNN's; write them again from the checkpoint first (`ripple embed RUN`)")
     columns = ["user_id", "influence_score"]
     ds = Dataset(source, cfg.storage)
     whole_graph_ok = ds.manifest.rows.get("follows", 0) <= cfg.eval.baselines_max_edges

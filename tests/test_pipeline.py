@@ -172,6 +172,21 @@ def test_training_table_at_many_cut_times_end_to_end(ray_cluster, tmp_path):
     assert rho == pytest.approx(metrics["spearman"][chosen], abs=1e-5)
     written = read_manifest(Store(str(tmp_path / "runs" / "many" / "embeddings")))
     assert written.get("influence_score", {"model": "gnn"})["model"] == chosen
+    # evaluated again from its checkpoint (what `benchmarks temporal --reevaluate` does): the embeddings written
+    # again first, then every number is training's own; scores another model replaced are refused, never read as
+    # the GNN's
+    from ripple.infer.embed import rewrite_scores, write_embeddings
+
+    run_cfg = pipeline.load_run_config(str(tmp_path / "runs" / "many"))
+    checkpoint = best_checkpoint(run_cfg)
+    ids = np.sort(np.array(emb["user_id"].to_pylist()))
+    rewrite_scores(Store(str(tmp_path / "runs" / "many" / "embeddings")), ids, np.ones(len(ids)),
+                   {"model": "lightgbm_flat"})
+    with pytest.raises(ValueError, match="lightgbm_flat's predictions, not the GNN's"):
+        pipeline.evaluate_run(run_cfg, labelled, checkpoint, sharded=False)
+    write_embeddings(run_cfg, checkpoint)
+    again = pipeline.evaluate_run(run_cfg, labelled, checkpoint, sharded=False).metrics
+    assert again["spearman"] == metrics["spearman"] and again["influence_score"] == metrics["influence_score"]
     # the trained model scores the graph as it stood at an earlier cut: at the last cut that is the graph itself
     times = sorted(set(labels["time"].to_pylist()))
     scores = {}

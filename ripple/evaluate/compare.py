@@ -115,9 +115,10 @@ def truth_of(user_ids: np.ndarray, truth: pa.Table, test_ids: np.ndarray) -> np.
     return out[dense_index(user_ids, test_ids, "labels.user_id")]
 
 
-def gnn_test_predictions(graph: LocalGraph, embeddings: pa.Table) -> np.ndarray:
-    """The written ``influence_score`` of every test user, in label order."""
-    out = _scores_of(graph, embeddings)[graph.label_index[graph.split == "test"]]
+def gnn_test_predictions(graph: LocalGraph, embeddings: pa.Table, scores: np.ndarray | None = None) -> np.ndarray:
+    """The written ``influence_score`` of every test user, in label order (``scores``: every user's, if read)."""
+    scores = _scores_of(graph, embeddings) if scores is None else scores
+    out = scores[graph.label_index[graph.split == "test"]]
     if np.isnan(out).any():
         raise ValueError(f"embeddings lack {int(np.isnan(out).sum())} test users; re-run `ripple embed`")
     return out
@@ -201,9 +202,9 @@ def evaluate(graph: LocalGraph, embeddings: pa.Table, seed: int = 0, lightgbm_th
     inputs = baseline_inputs(graph)
     test_users = graph.label_index[test]
     gnn_now = _scores_of(graph, embeddings)
-    preds = {"gnn": gnn_test_predictions(graph, embeddings), "follower_count": inputs.follower_count[test_users],
-             "pagerank": inputs.pagerank[test_users]}
-    rows = _gnn_rows(graph, embeddings, gnn_rows)
+    preds = {"gnn": gnn_test_predictions(graph, embeddings, gnn_now),
+             "follower_count": inputs.follower_count[test_users], "pagerank": inputs.pagerank[test_users]}
+    rows = _gnn_rows(graph, embeddings, gnn_rows, gnn_now)
     val_preds = {"gnn": rows["val"][0] if "val" in rows else gnn_now[graph.label_index[val]]}
     now = {"gnn": gnn_now}
     for name, model in fit_baselines(inputs.rows, reach, graph.split, seed, lightgbm_threads).items():
@@ -236,14 +237,16 @@ def evaluate(graph: LocalGraph, embeddings: pa.Table, seed: int = 0, lightgbm_th
     return Evaluation(metrics, y, preds[winner], None if winner == "gnn" else now[winner])
 
 
-def _gnn_rows(graph: LocalGraph, embeddings: pa.Table, given: dict | None) -> dict[str, tuple[np.ndarray, ...]]:
+def _gnn_rows(graph: LocalGraph, embeddings: pa.Table, given: dict | None, scores: np.ndarray
+              ) -> dict[str, tuple[np.ndarray, ...]]:
     """The GNN's (predicted reach, embedding) per split's label rows and for every user (``now``): the given
     training and validation rows (as of their times), the rest from the written embeddings of the graph as it is
-    (the test rows always: their time is the graph's). Without an ``embedding`` column, only the given rows."""
+    (the test rows always: their time is the graph's). Without an ``embedding`` column, only the given rows.
+    ``scores``: the written ``influence_score`` of every user (``_scores_of``), read once by the caller."""
     out = dict(given or {})
     if "embedding" not in embeddings.column_names:
         return out
-    now = (_scores_of(graph, embeddings), _scores_of(graph, embeddings, "embedding"))
+    now = (scores, _scores_of(graph, embeddings, "embedding"))
     out["now"] = now
     for split in ("train", "val", "test"):  # test rows: always the graph as it is (the test time)
         if split not in out or split == "test":
